@@ -1,0 +1,23 @@
+"""Errors corral raises for bad input: each carries a one-line, user-facing message."""
+
+from __future__ import annotations
+
+
+class CorralError(Exception):
+    """Base class: the message is meant to be shown to a user as is, on one line."""
+
+
+class GGUFError(CorralError):
+    """A file that is not a readable GGUF model (corrupt, truncated, wrong format)."""
+
+
+class UnsupportedError(CorralError):
+    """A well-formed file that asks for something corral cannot run (architecture, quant type)."""
+
+
+class ModelNotFoundError(CorralError):
+    """A model name or path that the store cannot resolve."""
+
+
+class ContextOverflowError(CorralError):
+    """A prompt longer than the model's context window."""
