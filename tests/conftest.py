@@ -1,0 +1,60 @@
+"""Shared fixtures: where the real models and the llama.cpp oracles are.
+
+Real-model tests are marked `realmodel`; `make test` pulls both models first, so they run
+there. Outside it, they find the files through the store (`corral pull`), or through
+CORRAL_TEST_MODELS (a folder holding the two .gguf files), and fail loudly if neither has them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+ORACLES = Path(__file__).resolve().parents[1].parent / "shared" / "oracles"
+REAL_FILES = {
+    "smollm2": "SmolLM2-135M-Instruct.Q4_1.gguf",
+    "gemma3-270m": "gemma-3-270m-q4_k_m.gguf",
+}
+
+
+def real_model_path(name: str) -> Path:
+    """Path of a real model's GGUF file, from the store or CORRAL_TEST_MODELS."""
+    folder = os.environ.get("CORRAL_TEST_MODELS")
+    if folder and (Path(folder) / REAL_FILES[name]).exists():
+        return Path(folder) / REAL_FILES[name]
+    try:
+        from corral.store import Store
+
+        return Store().resolve(name).path
+    except Exception as e:  # noqa: BLE001 - turned into a clear test failure below
+        pytest.fail(f"real model {name!r} not available (run `corral pull {name}`): {e}")
+
+
+def load_oracle(short: str) -> dict:
+    path = ORACLES / f"oracle_{short}.json"
+    if not path.exists():
+        pytest.fail(f"oracle file missing: {path}")
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    return real_model_path("smollm2")
+
+
+@pytest.fixture(scope="session")
+def gemma3_path() -> Path:
+    return real_model_path("gemma3-270m")
+
+
+@pytest.fixture(scope="session")
+def oracle_smollm2() -> dict:
+    return load_oracle("smollm2")
+
+
+@pytest.fixture(scope="session")
+def oracle_gemma3() -> dict:
+    return load_oracle("gemma3")
