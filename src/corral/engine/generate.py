@@ -1,0 +1,131 @@
+"""Token ids in, `TokenEvent`s out: prefill, then one token per step until a stop.
+
+The engine never sees text; stop strings and detokenization live a layer up (corral.model).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+import torch
+
+from corral.engine.kv_cache import KVCache
+from corral.engine.sampling import SamplingParams, make_sampler
+from corral.errors import ContextOverflowError
+from corral.models.base import CausalLM
+
+# Prompt tokens run through the model per forward call: bounds activation memory on long
+# prompts while keeping the matmuls large enough to be efficient.
+PREFILL_CHUNK = 512
+
+
+class FinishReason(Enum):
+    STOP = "stop"  # an end-of-generation token or a stop string
+    LENGTH = "length"  # max_tokens or the context filled up
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    """One generated token; `finish_reason` is set on the last event only."""
+
+    token_id: int
+    logprob: float
+    finish_reason: FinishReason | None = None
+    eog: bool = False  # the token ended generation and is not part of the answer
+
+
+@dataclass
+class Timings:
+    prompt_tokens: int = 0
+    prompt_s: float = 0.0
+    decode_tokens: int = 0
+    decode_s: float = 0.0
+    cached_tokens: int = 0
+
+    @property
+    def prompt_tps(self) -> float:
+        return self.prompt_tokens / self.prompt_s if self.prompt_s > 0 else 0.0
+
+    @property
+    def decode_tps(self) -> float:
+        return self.decode_tokens / self.decode_s if self.decode_s > 0 else 0.0
+
+
+@dataclass
+class GenerationRequest:
+    prompt_ids: list[int]
+    max_tokens: int = 256
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    stop_ids: frozenset[int] = frozenset()
+    ignore_eos: bool = False
+    truncate: bool = False  # drop the oldest prompt tokens instead of failing on overflow
+
+
+def fit_prompt(ids: Sequence[int], n_ctx: int, truncate: bool, keep: int = 0) -> list[int]:
+    """The prompt, checked against the context; with truncate, keep the first `keep` tokens
+    and the most recent ones so that at least one token can still be generated."""
+    ids = list(ids)
+    if len(ids) < n_ctx:
+        return ids
+    if not truncate:
+        raise ContextOverflowError(
+            f"prompt has {len(ids)} tokens but the context holds {n_ctx}; "
+            "shorten it, raise the context size, or ask for truncation"
+        )
+    room = n_ctx - 1 - keep
+    return ids[:keep] + ids[len(ids) - room :]
+
+
+def prefill(model: CausalLM, cache: KVCache, ids: Sequence[int]) -> torch.Tensor:
+    """Run prompt ids through the model in chunks; returns the last position's logits [V]."""
+    logits = None
+    for i in range(0, len(ids), PREFILL_CHUNK):
+        chunk = torch.tensor([ids[i : i + PREFILL_CHUNK]], dtype=torch.long)
+        logits = model.forward(chunk, cache, last_only=True)
+    assert logits is not None
+    return logits[0, -1]
+
+
+def generate_tokens(
+    model: CausalLM,
+    req: GenerationRequest,
+    cache: KVCache,
+    timings: Timings | None = None,
+    cached_prefix: int = 0,
+) -> Iterator[TokenEvent]:
+    """Yield generated tokens for `req`. `cache` holds `cached_prefix` tokens of the prompt
+    already (prefix reuse); the rest is prefilled here."""
+    t = timings if timings is not None else Timings()
+    n_ctx = cache.max_len
+    prompt = fit_prompt(req.prompt_ids, n_ctx, req.truncate)
+    if not prompt:
+        raise ValueError("empty prompt: give at least one token")
+    cached_prefix = min(cached_prefix, len(prompt) - 1)
+    cache.truncate(cached_prefix)
+    t0 = time.perf_counter()
+    logits = prefill(model, cache, prompt[cached_prefix:])
+    t.prompt_tokens, t.cached_tokens = len(prompt) - cached_prefix, cached_prefix
+    t.prompt_s = time.perf_counter() - t0
+    sampler = make_sampler(req.sampling)
+    history = list(prompt)
+    t1 = time.perf_counter()
+    for step in range(req.max_tokens):
+        token, logprob = sampler(logits, history)
+        history.append(token)
+        t.decode_tokens = step + 1
+        if token in req.stop_ids and not req.ignore_eos:
+            t.decode_s = time.perf_counter() - t1
+            yield TokenEvent(token, logprob, FinishReason.STOP, eog=True)
+            return
+        last = step == req.max_tokens - 1 or cache.offset + 1 >= n_ctx
+        if last:
+            t.decode_s = time.perf_counter() - t1
+            yield TokenEvent(token, logprob, FinishReason.LENGTH)
+            return
+        yield TokenEvent(token, logprob)
+        logits = model.forward(torch.tensor([[token]], dtype=torch.long), cache, last_only=True)[0, -1]
+        t.decode_s = time.perf_counter() - t1

@@ -1,0 +1,36 @@
+"""GGUF `general.architecture` -> the module that implements it, imported on first use.
+
+Variants that share one forward pass are aliases here, not copies of the module.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from corral.errors import UnsupportedError
+from corral.gguf.reader import GGUFFile
+from corral.models.base import CausalLM
+
+ARCHITECTURES: dict[str, str] = {
+    "llama": "llama",
+    # Mistral files written by older converters carry their own name; same network.
+    "mistral": "llama",
+    "gemma3": "gemma3",
+}
+
+
+def supported_architectures() -> list[str]:
+    return sorted(ARCHITECTURES)
+
+
+def load_model(gguf: GGUFFile) -> CausalLM:
+    """Build the network for an open GGUF file; unknown architectures get a one-line error."""
+    arch = gguf.architecture
+    module_name = ARCHITECTURES.get(arch)
+    if module_name is None:
+        raise UnsupportedError(
+            f"{gguf.path.name}: architecture '{arch}' is not supported "
+            f"(supported: {', '.join(supported_architectures())})"
+        )
+    module = importlib.import_module(f"corral.models.{module_name}")
+    return module.Model.from_gguf(gguf)
