@@ -1,0 +1,68 @@
+"""Tokenizers built from GGUF metadata, giving the same token ids as llama.cpp.
+
+`load_tokenizer(metadata)` reads `tokenizer.ggml.model` and returns a BPE tokenizer for
+"gpt2" vocabularies or an SPM tokenizer for "llama" ones; the other llama.cpp tokenizer
+models (WordPiece, Unigram, RWKV, ...) raise UnsupportedError for now.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from corral.errors import UnsupportedError
+from corral.tokenizer.base import Tokenizer
+from corral.tokenizer.bpe import BPETokenizer
+from corral.tokenizer.pretok import PreConfig, PreType, resolve_pre
+from corral.tokenizer.spm import SPMTokenizer
+from corral.tokenizer.stream import StreamDecoder
+from corral.tokenizer.vocab import TokenAttr, VocabType, build_vocab
+
+__all__ = [
+    "BPETokenizer",
+    "PreConfig",
+    "PreType",
+    "SPMTokenizer",
+    "StreamDecoder",
+    "TokenAttr",
+    "Tokenizer",
+    "VocabType",
+    "load_tokenizer",
+]
+
+_UNSUPPORTED = {
+    VocabType.WPM: "WordPiece (BERT) tokenizers are not supported yet",
+    VocabType.UGM: "Unigram (T5) tokenizers are not supported yet",
+    VocabType.RWKV: "RWKV tokenizers are not supported yet",
+    VocabType.PLAMO2: "PLaMo-2 tokenizers are not supported yet",
+    VocabType.NONE: "this GGUF has no vocabulary, so it cannot tokenize text",
+}
+
+
+def load_tokenizer(metadata: dict) -> Tokenizer:
+    """Build the tokenizer a GGUF file describes, from its metadata dict."""
+    name = metadata.get("tokenizer.ggml.model")
+    if name is None:
+        raise UnsupportedError("this GGUF has no tokenizer (tokenizer.ggml.model is missing)")
+    vtype = VocabType.from_name(str(name))
+    if vtype in _UNSUPPORTED:
+        raise UnsupportedError(f"{_UNSUPPORTED[vtype]} (tokenizer.ggml.model = {name!r})")
+    if "tokenizer.ggml.tokens" not in metadata:
+        raise UnsupportedError("this GGUF has no vocabulary (tokenizer.ggml.tokens is missing)")
+
+    if vtype is VocabType.BPE:
+        if "tokenizer.ggml.merges" not in metadata:
+            raise UnsupportedError("this GGUF's BPE vocabulary has no merges")
+        pre = resolve_pre(metadata.get("tokenizer.ggml.pre"))
+        vocab = build_vocab(
+            metadata, vtype, clean_spaces=pre.clean_spaces, add_bos_default=pre.add_bos
+        )
+        return BPETokenizer(vocab, list(metadata["tokenizer.ggml.merges"]), pre)
+
+    # SPM: llama.cpp ignores tokenizer.ggml.pre here and adds BOS unless told otherwise
+    vocab = build_vocab(metadata, vtype, clean_spaces=False, add_bos_default=True)
+    scores = metadata.get("tokenizer.ggml.scores")
+    if scores is None:
+        score_list = [0.0] * len(vocab.tokens)
+    else:
+        score_list = np.asarray(scores, dtype=np.float32).tolist()
+    return SPMTokenizer(vocab, score_list)

@@ -1,0 +1,94 @@
+"""GPT-2 style byte-level BPE (`tokenizer.ggml.model` = "gpt2"), matching llama.cpp.
+
+The merging itself runs in HF `tokenizers` (a BPE model built from the GGUF vocabulary and
+merges), behind a pre-tokenizer that reproduces llama.cpp's: the regex list of the GGUF's
+`tokenizer.ggml.pre` family, each regex splitting the pieces of the previous one with
+matches and gaps both kept ("isolated"), then the GPT-2 byte-to-character mapping. Special
+tokens never reach it: the base class cuts them out of the text first.
+"""
+
+from __future__ import annotations
+
+from tokenizers import Regex, models, pre_tokenizers
+from tokenizers import Tokenizer as HFTokenizer
+
+from corral.errors import UnsupportedError
+from corral.tokenizer.base import Tokenizer
+from corral.tokenizer.pretok import PreConfig, regexes_for
+from corral.tokenizer.vocab import Vocab
+
+
+def _byte_to_char() -> dict[int, str]:
+    """GPT-2's table that gives each byte a printable character (bytes_to_unicode)."""
+    kept = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    table = {b: chr(b) for b in kept}
+    extra = 0
+    for b in range(256):
+        if b not in table:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
+
+
+BYTE_TO_CHAR = _byte_to_char()
+CHAR_TO_BYTE = {c: b for b, c in BYTE_TO_CHAR.items()}
+
+
+class BPETokenizer(Tokenizer):
+    """Byte-level BPE with a llama.cpp pre-tokenizer, merging done by HF tokenizers."""
+
+    def __init__(self, vocab: Vocab, merges: list[str], pre: PreConfig) -> None:
+        super().__init__(vocab)
+        self.pre = pre
+        pairs = [_split_merge(m) for m in merges]
+        try:
+            model = models.BPE(
+                vocab=vocab.token_to_id, merges=pairs, ignore_merges=pre.ignore_merges
+            )
+        except Exception as e:  # noqa: BLE001 - tokenizers raises plain Exception types
+            raise UnsupportedError(f"cannot build the BPE tokenizer from this GGUF: {e}") from e
+        hf = HFTokenizer(model)
+        hf.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in regexes_for(pre.type)]
+            + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+        )
+        self._hf = hf
+
+    def _encode_fragments(self, frags: list[str | int], out: list[int]) -> None:
+        texts = [f for f in frags if isinstance(f, str)]
+        if not texts:
+            out.extend(frags)  # type: ignore[arg-type]
+            return
+        # one batched call for all plain fragments, then stitch them back in order
+        encoded = iter(self._hf.encode_batch(texts, add_special_tokens=False))
+        for frag in frags:
+            if isinstance(frag, int):
+                out.append(frag)
+            else:
+                out.extend(next(encoded).ids)
+
+    def _normal_piece(self, text: str) -> bytes:
+        try:
+            return bytes(CHAR_TO_BYTE[c] for c in text)
+        except KeyError:
+            return _decode_with_unknowns(text)
+
+
+def _split_merge(merge: str) -> tuple[str, str]:
+    # llama.cpp splits at the first space after the first character, so a merge whose
+    # left side starts with a space still parses
+    cut = merge.find(" ", 1)
+    if cut < 0:
+        return merge, ""
+    return merge[:cut], merge[cut + 1 :]
+
+
+def _decode_with_unknowns(text: str) -> bytes:
+    """A token text with characters outside the byte table, marked the way llama.cpp does."""
+    out = bytearray()
+    for c in text:
+        if c in CHAR_TO_BYTE:
+            out.append(CHAR_TO_BYTE[c])
+        else:
+            out += f"[UNK_BYTE_0x{c.encode().hex()}{text}]".encode()
+    return bytes(out)
