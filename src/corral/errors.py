@@ -21,3 +21,7 @@ class ModelNotFoundError(CorralError):
 
 class ContextOverflowError(CorralError):
     """A prompt longer than the model's context window."""
+
+
+class DownloadError(CorralError):
+    """A pull that failed: network or pip error, checksum mismatch, missing file in a package."""
