@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
+from functools import cached_property
 
 from corral.tokenizer.stream import StreamDecoder
 from corral.tokenizer.vocab import TokenAttr, Vocab, VocabType
@@ -112,11 +113,27 @@ class Tokenizer(ABC):
         frags: list[str | int] = [text]
         skip = 0 if parse_special else _SPECIAL
         tokens, attrs = self.vocab.tokens, self.vocab.attrs
-        for tid in self.vocab.special_cache:
-            if attrs[tid] & skip or tokens[tid] not in text:
-                continue
+        found = [
+            rank
+            for prefix, group in self._special_index.items()
+            if prefix in text
+            for rank, tid in group
+            if not attrs[tid] & skip and tokens[tid] in text
+        ]
+        for rank in sorted(found):  # back to longest-first order
+            tid = self.vocab.special_cache[rank]
             frags = _split_on(frags, tokens[tid], tid, attrs[tid])
         return frags
+
+    @cached_property
+    def _special_index(self) -> dict[str, list[tuple[int, int]]]:
+        # Special tokens grouped by their first two characters, as (rank, id), so that a
+        # text is only checked against the groups whose prefix it contains: Gemma has 6k
+        # specials and a per-token scan would cost milliseconds on every call.
+        index: dict[str, list[tuple[int, int]]] = {}
+        for rank, tid in enumerate(self.vocab.special_cache):
+            index.setdefault(self.vocab.tokens[tid][:2], []).append((rank, tid))
+        return index
 
     @abstractmethod
     def _encode_fragments(self, frags: list[str | int], out: list[int]) -> None:

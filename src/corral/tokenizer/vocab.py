@@ -63,6 +63,9 @@ _TYPE_TO_ATTR = np.array(
     dtype=np.int32,
 )
 
+_CONTROL = TokenAttr.CONTROL.value
+_SPECIAL = (TokenAttr.CONTROL | TokenAttr.USER_DEFINED | TokenAttr.UNKNOWN).value
+
 # Texts llama.cpp recognises, in the order it lists them.
 _EOT_TEXTS = (
     "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>",
@@ -151,7 +154,6 @@ def build_vocab(
         t = np.asarray(types, dtype=np.int64)[:n]
         t = np.where((t >= 0) & (t < len(_TYPE_TO_ATTR)), t, 0)
         attrs_np = _TYPE_TO_ATTR[t]
-    attrs: list[int] = attrs_np.tolist()
     # dict(zip) keeps the last id for a duplicated text; llama.cpp refuses such files, and
     # the first id is the one it would have reported, so undo the overwrite for those.
     token_to_id = dict(zip(tokens, range(n), strict=True))
@@ -182,32 +184,30 @@ def build_vocab(
         found = lookup(texts)
         if ids[name] is None and found:
             ids[name] = found[0]
-            attrs[found[0]] |= TokenAttr.CONTROL
+            attrs_np[found[0]] |= _CONTROL
 
-    control = TokenAttr.CONTROL
-    for tid in np.flatnonzero(np.asarray(attrs, dtype=np.int32) & control).tolist():
-        if "unused" in tokens[tid]:
-            attrs[tid] |= TokenAttr.UNUSED
+    controls = np.flatnonzero(attrs_np & _CONTROL).tolist()
+    unused = [tid for tid in controls if "unused" in tokens[tid]]
+    attrs_np[unused] |= TokenAttr.UNUSED.value
 
     eog = {ids[k] for k in ("fim_pad", "fim_rep", "fim_sep") if ids[k] is not None}
     for tid in lookup(_EOG_TEXTS):
         eog.add(tid)
-        attrs[tid] |= TokenAttr.CONTROL
+        attrs_np[tid] |= _CONTROL
     for tid in lookup(_FORCE_USER_DEFINED):
-        attrs[tid] = TokenAttr.USER_DEFINED
+        attrs_np[tid] = TokenAttr.USER_DEFINED.value
     eog.update(ids[k] for k in ("eos", "eot", "eom") if ids[k] is not None)
-    _apply_eog_workarounds(tokens, attrs, eog)
-    _apply_name_workarounds(meta, tokens, attrs, token_to_id)
+    _apply_eog_workarounds(tokens, attrs_np, eog)
+    _apply_name_workarounds(meta, attrs_np, token_to_id)
 
-    special_mask = TokenAttr.CONTROL | TokenAttr.USER_DEFINED | TokenAttr.UNKNOWN
-    special_np = np.flatnonzero(np.asarray(attrs, dtype=np.int32) & special_mask)
+    special_np = np.flatnonzero(attrs_np & _SPECIAL)
     # llama.cpp sorts by byte length, longest first; ties keep id order here.
     special_cache = sorted(special_np.tolist(), key=lambda i: -len(tokens[i].encode()))
 
     return Vocab(
         type=vtype,
         tokens=tokens,
-        attrs=attrs,
+        attrs=attrs_np.tolist(),
         token_to_id=token_to_id,
         special_ids=ids,
         eog_ids=frozenset(eog),
@@ -219,7 +219,7 @@ def build_vocab(
     )
 
 
-def _apply_eog_workarounds(tokens: list[str], attrs: list[int], eog: set[int]) -> None:
+def _apply_eog_workarounds(tokens: list[str], attrs: np.ndarray, eog: set[int]) -> None:
     """Drop tokens llama.cpp special-cases out of the end-of-generation set."""
     texts = {tokens[i]: i for i in eog}
     # gpt-oss / solar-open: "<|end|>" ends a message, not the generation
@@ -228,16 +228,14 @@ def _apply_eog_workarounds(tokens: list[str], attrs: list[int], eog: set[int]) -
         or (("<|call|>" in texts or "<|calls|>" in texts) and "<|flush|>" in texts)
     ):
         eog.discard(texts["<|end|>"])
-        attrs[texts["<|end|>"]] = TokenAttr.USER_DEFINED
+        attrs[texts["<|end|>"]] = TokenAttr.USER_DEFINED.value
     # Gemma 4: "</s>" is ordinary text there
     if "<|tool_response>" in texts and "</s>" in texts:
         eog.discard(texts["</s>"])
-        attrs[texts["</s>"]] = TokenAttr.NORMAL
+        attrs[texts["</s>"]] = TokenAttr.NORMAL.value
 
 
-def _apply_name_workarounds(
-    meta: dict, tokens: list[str], attrs: list[int], token_to_id: dict[str, int]
-) -> None:
+def _apply_name_workarounds(meta: dict, attrs: np.ndarray, token_to_id: dict[str, int]) -> None:
     """Per-model strip flags llama.cpp sets from the model name (Phi-3 only, for now).
 
     The embedding-model cases (jina, modern-bert <mask> LSTRIP) are left out: those use
@@ -246,11 +244,9 @@ def _apply_name_workarounds(
     name = str(meta.get("general.name", "")).lower()
     if "phi-3" not in name and "phi3" not in name:
         return
-    special = TokenAttr.CONTROL | TokenAttr.USER_DEFINED | TokenAttr.UNKNOWN
-    for i, a in enumerate(attrs):
-        if a & special:
-            attrs[i] = a | TokenAttr.RSTRIP
+    rstrip = TokenAttr.RSTRIP.value
+    attrs[(attrs & _SPECIAL) != 0] |= rstrip
     for text, on in (("</s>", True), ("<unk>", False), ("<s>", False), ("<|endoftext|>", False)):
         if text in token_to_id:
             i = token_to_id[text]
-            attrs[i] = (attrs[i] | TokenAttr.RSTRIP) if on else (attrs[i] & ~TokenAttr.RSTRIP)
+            attrs[i] = (attrs[i] | rstrip) if on else (attrs[i] & ~rstrip)
