@@ -127,5 +127,7 @@ def generate_tokens(
             yield TokenEvent(token, logprob, FinishReason.LENGTH)
             return
         yield TokenEvent(token, logprob)
-        logits = model.forward(torch.tensor([[token]], dtype=torch.long), cache, last_only=True)[0, -1]
+        logits = model.forward(torch.tensor([[token]], dtype=torch.long), cache, last_only=True)[
+            0, -1
+        ]
         t.decode_s = time.perf_counter() - t1

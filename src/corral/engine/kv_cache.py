@@ -29,8 +29,13 @@ class KVCache:
         vdims = vd if isinstance(vd, tuple) else (vd,) * n_layers
         self.max_len = max_len
         self.batch = batch
-        self.k = [torch.zeros(batch, h, max_len, d, dtype=dtype) for h, d in zip(heads, dims, strict=True)]
-        self.v = [torch.zeros(batch, h, max_len, d, dtype=dtype) for h, d in zip(heads, vdims, strict=True)]
+        self.k = [
+            torch.zeros(batch, h, max_len, d, dtype=dtype) for h, d in zip(heads, dims, strict=True)
+        ]
+        self.v = [
+            torch.zeros(batch, h, max_len, d, dtype=dtype)
+            for h, d in zip(heads, vdims, strict=True)
+        ]
         self.offset = 0
 
     def update_and_fetch(

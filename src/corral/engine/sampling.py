@@ -19,14 +19,14 @@ Processor = Callable[[torch.Tensor], torch.Tensor]
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to choose each next token (defaults as Ollama's)."""
+    """How to choose each next token (defaults as llama.cpp's)."""
 
     temperature: float = 0.8
     top_k: int = 40
-    top_p: float = 0.9
-    min_p: float = 0.0
+    top_p: float = 0.95
+    min_p: float = 0.05
     typical_p: float = 1.0
-    repeat_penalty: float = 1.1
+    repeat_penalty: float = 1.0
     repeat_last_n: int = 64
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0

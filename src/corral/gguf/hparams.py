@@ -36,7 +36,9 @@ class HParams:
         v = self._raw(key, default)
         if isinstance(v, np.ndarray):
             # per-layer arrays (e.g. head_count_kv in some files): callers use int_list instead
-            raise GGUFError(f"{self.file_name}: '{self.arch}.{key}' is per-layer, expected a number")
+            raise GGUFError(
+                f"{self.file_name}: '{self.arch}.{key}' is per-layer, expected a number"
+            )
         return v if v is None else int(v)
 
     def float(self, key: str, default: Any = _MISSING) -> float:
@@ -52,6 +54,8 @@ class HParams:
         v = self._raw(key, default)
         if isinstance(v, (np.ndarray, list)):
             if len(v) != n:
-                raise GGUFError(f"{self.file_name}: '{self.arch}.{key}' has {len(v)} values, expected {n}")
+                raise GGUFError(
+                    f"{self.file_name}: '{self.arch}.{key}' has {len(v)} values, expected {n}"
+                )
             return tuple(int(x) for x in v)
         return (int(v),) * n

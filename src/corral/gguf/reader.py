@@ -149,7 +149,9 @@ class _Cursor:
         try:
             return GGUFValueType(raw)
         except ValueError:
-            raise GGUFError(f"{self.name}: corrupt metadata: '{key}' has unknown value type {raw}") from None
+            raise GGUFError(
+                f"{self.name}: corrupt metadata: '{key}' has unknown value type {raw}"
+            ) from None
 
 
 class GGUFFile:

@@ -20,7 +20,9 @@ class CausalLM(Protocol):
         """A fresh cache able to hold max_len positions for `batch` sequences."""
         ...
 
-    def forward(self, tokens: torch.Tensor, cache: KVCache, last_only: bool = False) -> torch.Tensor:
+    def forward(
+        self, tokens: torch.Tensor, cache: KVCache, last_only: bool = False
+    ) -> torch.Tensor:
         """tokens [B, T] at positions cache.offset.. -> logits [B, T, V] float32
         ([B, 1, V] when last_only); advances the cache by T."""
         ...

@@ -130,7 +130,9 @@ class Model:
         return KVCache(a.n_layers, a.n_head_kv, a.head_dim, max_len, batch)
 
     @torch.inference_mode()
-    def forward(self, tokens: torch.Tensor, cache: KVCache, last_only: bool = False) -> torch.Tensor:
+    def forward(
+        self, tokens: torch.Tensor, cache: KVCache, last_only: bool = False
+    ) -> torch.Tensor:
         a = self.args
         b, t = tokens.shape
         pos = torch.arange(cache.offset, cache.offset + t)
