@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from corral.engine.generate import GenerationRequest, Timings, generate_tokens
+from corral.engine.generate import GenerationRequest, Timings, fit_prompt, generate_tokens
 from corral.engine.kv_cache import KVCache
 from corral.engine.sampling import SamplingParams
 from corral.errors import CorralError
@@ -139,6 +139,7 @@ class Model:
     ) -> GenerationResult | Iterator[GenerationEvent]:
         """`generate` for callers that already hold token ids and SamplingParams."""
         stops = [stop] if isinstance(stop, str) else list(stop or [])
+        ids = fit_prompt(ids, self.info.n_ctx, truncate)
         req = GenerationRequest(
             prompt_ids=ids, max_tokens=max_tokens, sampling=params,
             stop_ids=self.tokenizer.eog_ids, ignore_eos=ignore_eos, truncate=truncate,
@@ -156,8 +157,7 @@ class Model:
         tokens = generate_tokens(self.net, req, cache, timings, cached_prefix=reuse)
         held = list(req.prompt_ids)
         try:
-            for ev in text_events(_track(tokens, held), self.tokenizer, stops, timings):
-                yield ev
+            yield from text_events(_track(tokens, held), self.tokenizer, stops, timings)
         finally:
             # what the cache now holds: the prompt and every token fed back through the model
             self._cached_ids = held[: cache.offset]
