@@ -47,12 +47,18 @@ class BPETokenizer(Tokenizer):
             )
         except Exception as e:  # noqa: BLE001 - tokenizers raises plain Exception types
             raise UnsupportedError(f"cannot build the BPE tokenizer from this GGUF: {e}") from e
+        self._splitter = pre_tokenizers.Sequence(
+            [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in regexes_for(pre.type)]
+        )
         hf = HFTokenizer(model)
         hf.pre_tokenizer = pre_tokenizers.Sequence(
-            [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in regexes_for(pre.type)]
-            + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+            [self._splitter, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
         )
         self._hf = hf
+
+    def split_words(self, text: str) -> list[str]:
+        """The words the pre-tokenizer cuts plain text into (merging runs inside each)."""
+        return [w for w, _ in self._splitter.pre_tokenize_str(text)]
 
     def _encode_fragments(self, frags: list[str | int], out: list[int]) -> None:
         texts = [f for f in frags if isinstance(f, str)]
