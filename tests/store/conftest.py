@@ -71,7 +71,8 @@ class FileServer(ThreadingHTTPServer):
     """Serves `files` (URL path -> bytes) with ETag, Range and If-Range, like a CDN or the Hub.
 
     `cut_after[path] = n` makes the next GET of `path` drop the connection after n body bytes.
-    `etags[path]` overrides a file's ETag. Every request is recorded in `log`.
+    `etags[path]` overrides a file's ETag; `extra_headers` go with every file served and
+    `not_found_headers` with every 404. Every request is recorded in `log`.
     """
 
     daemon_threads = True
@@ -83,6 +84,7 @@ class FileServer(ThreadingHTTPServer):
         self.cut_after: dict[str, int] = {}
         self.log: list[tuple[str, str, dict[str, str]]] = []
         self.extra_headers: dict[str, str] = {}
+        self.not_found_headers: dict[str, str] = {}
 
     @property
     def url(self) -> str:
@@ -116,6 +118,8 @@ class _Handler(BaseHTTPRequestHandler):
         if data is None:
             self.send_response(404)
             self.send_header("Content-Length", "0")
+            for key, value in srv.not_found_headers.items():
+                self.send_header(key, value)
             self.end_headers()
             return
         etag = srv.etag(path)

@@ -23,6 +23,9 @@ from corral.store.progress import ProgressCallback
 
 _PROGRESS_RE = re.compile(r"Progress (\d+) of (\d+)")
 _DOWNLOADING_RE = re.compile(r"^\s*Downloading (\S+)")
+# machine-readable "Progress N of M" lines on stdout, for our progress bar (newer pips only)
+_RAW_FLAG = "--progress-bar=raw"
+USAGE_ERROR = 2  # pip's exit status for a command line it does not understand
 
 
 def _normalize(project: str) -> str:
@@ -40,8 +43,7 @@ def _pip_command(requirements: list[str], dest: Path) -> list[str]:
         "--only-binary=:all:",
         "--disable-pip-version-check",
         "--no-input",
-        # machine-readable "Progress N of M" lines on stdout (pip >= 24.1), for our bar
-        "--progress-bar=raw",
+        _RAW_FLAG,
         "-d",
         str(dest),
     ]
@@ -53,12 +55,8 @@ def _pip_command(requirements: list[str], dest: Path) -> list[str]:
     return cmd + requirements
 
 
-def pip_download(requirements: list[str], dest: Path, progress: ProgressCallback) -> list[Path]:
-    """Download the wheels for `requirements` into `dest`; return them in the same order.
-
-    pip's own output is swallowed; on failure its last error line becomes a DownloadError.
-    """
-    cmd = _pip_command(requirements, dest)
+def _run_pip(cmd: list[str], progress: ProgressCallback) -> tuple[int, list[str]]:
+    """Run pip, turning its raw progress lines into `progress` calls; return (rc, last lines)."""
     tail: collections.deque[str] = collections.deque(maxlen=40)
     desc = "pip download"
     proc = subprocess.Popen(
@@ -73,13 +71,24 @@ def pip_download(requirements: list[str], dest: Path, progress: ProgressCallback
             elif m := _PROGRESS_RE.match(line):
                 done, total = int(m.group(1)), int(m.group(2))
                 progress(desc, done, total or None)
-        rc = proc.wait()
+        return proc.wait(), list(tail)
     finally:
         # Ctrl-C or a raising progress callback: don't leave pip writing into a folder the
         # caller is about to delete.
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def pip_download(requirements: list[str], dest: Path, progress: ProgressCallback) -> list[Path]:
+    """Download the wheels for `requirements` into `dest`; return them in the same order.
+
+    pip's own output is swallowed; on failure its last error line becomes a DownloadError.
+    """
+    cmd = _pip_command(requirements, dest)
+    rc, tail = _run_pip(cmd, progress)
+    if rc == USAGE_ERROR and any("--progress-bar" in line for line in tail):
+        rc, tail = _run_pip([arg for arg in cmd if arg != _RAW_FLAG], progress)  # pip < 24.1
     if rc != 0:
         errors = [ln for ln in tail if ln.startswith("ERROR:")]
         last = (errors or [ln for ln in tail if ln.strip()] or ["no output"])[-1]

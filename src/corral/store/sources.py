@@ -158,13 +158,15 @@ class HuggingFaceSource(Source):
         target = name or slugify(PurePosixPath(filename).stem)
 
         # The Hub's ETag of an LFS file is its sha256: enough to make a repeat pull a no-op.
-        expected = None
+        # One HEAD first, without huggingface_hub's retries: an unreachable Hub or a missing
+        # file fails in a moment instead of after half a minute of backoff, and the Hub's
+        # ETag of an LFS file is its sha256, which makes a repeat pull a no-op.
         try:
             url = hf_hub_url(repo_id, filename, endpoint=endpoint)
             etag = get_hf_file_metadata(url, endpoint=endpoint).etag or ""
-            expected = etag.lower() if is_sha256_hex(etag) else None
-        except Exception:  # offline, auth, ...: hf_hub_download below reports it properly
-            pass
+        except Exception as e:  # huggingface_hub's errors span several hierarchies
+            raise DownloadError(f"{spec}: {_hub_error(e, repo_id, filename)}") from e
+        expected = etag.lower() if is_sha256_hex(etag) else None
         if expected and (ref := _already_stored(store, target, expected)):
             return ref
 
@@ -184,8 +186,7 @@ class HuggingFaceSource(Source):
                 )
             )
         except Exception as e:  # huggingface_hub's errors span several hierarchies
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise DownloadError(f"{spec}: {first}") from e
+            raise DownloadError(f"{spec}: {_hub_error(e, repo_id, filename)}") from e
         sha = sha256_file(path, progress, f"verify {path.name}")
         try:
             if expected:
@@ -198,6 +199,36 @@ class HuggingFaceSource(Source):
         finally:
             if not path.exists():  # committed: the rest of the folder is hf bookkeeping
                 shutil.rmtree(local_dir, ignore_errors=True)
+
+
+def _hub_error(e: BaseException, repo_id: str, filename: str) -> str:
+    """One line saying why huggingface_hub failed (its own messages span several lines)."""
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RemoteEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    if isinstance(e, GatedRepoError):
+        return f"{repo_id} is gated: accept its terms on the Hub, then set HF_TOKEN"
+    if isinstance(e, RepositoryNotFoundError):
+        return f"no repository {repo_id} on the Hub (a private one needs HF_TOKEN)"
+    if isinstance(e, RevisionNotFoundError):
+        return f"{repo_id} has no such revision"
+    if isinstance(e, RemoteEntryNotFoundError):
+        return f"{repo_id} has no file {filename}"
+    if isinstance(e, LocalEntryNotFoundError) and e.__cause__ is not None:
+        e = e.__cause__  # "not in the local cache" hides the real reason
+    if not isinstance(e, HfHubHTTPError):  # no HTTP answer at all
+        return f"cannot reach the Hub: {_first_line(e)}"
+    return _first_line(e)
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def _forwarding_tqdm(progress: ProgressCallback, desc: str) -> type:
