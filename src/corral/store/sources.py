@@ -157,7 +157,6 @@ class HuggingFaceSource(Source):
         endpoint = os.environ.get("HF_ENDPOINT") or None
         target = name or slugify(PurePosixPath(filename).stem)
 
-        # The Hub's ETag of an LFS file is its sha256: enough to make a repeat pull a no-op.
         # One HEAD first, without huggingface_hub's retries: an unreachable Hub or a missing
         # file fails in a moment instead of after half a minute of backoff, and the Hub's
         # ETag of an LFS file is its sha256, which makes a repeat pull a no-op.
