@@ -23,7 +23,7 @@ from corral.errors import CorralError
 from corral.generation import GenerationEvent, GenerationResult, collect, text_events
 from corral.gguf.reader import open_gguf
 from corral.models.base import CausalLM
-from corral.models.registry import load_model
+from corral.models.registry import check_architecture, load_model
 from corral.tokenizer import Tokenizer, load_tokenizer
 
 DEFAULT_CONTEXT = 4096
@@ -242,6 +242,7 @@ def load(
         name = path.stem
     gguf = open_gguf(path)
     try:
+        check_architecture(gguf)
         tokenizer = load_tokenizer(gguf.metadata)
         net = load_model(gguf)
         meta = {k: v for k, v in gguf.metadata.items() if not k.startswith("tokenizer.ggml.")}

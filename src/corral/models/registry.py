@@ -23,8 +23,8 @@ def supported_architectures() -> list[str]:
     return sorted(ARCHITECTURES)
 
 
-def load_model(gguf: GGUFFile) -> CausalLM:
-    """Build the network for an open GGUF file; unknown architectures get a one-line error."""
+def check_architecture(gguf: GGUFFile) -> str:
+    """The module name serving the file's architecture; a one-line error if there is none."""
     arch = gguf.architecture
     module_name = ARCHITECTURES.get(arch)
     if module_name is None:
@@ -32,5 +32,10 @@ def load_model(gguf: GGUFFile) -> CausalLM:
             f"{gguf.path.name}: architecture '{arch}' is not supported "
             f"(supported: {', '.join(supported_architectures())})"
         )
-    module = importlib.import_module(f"corral.models.{module_name}")
+    return module_name
+
+
+def load_model(gguf: GGUFFile) -> CausalLM:
+    """Build the network for an open GGUF file."""
+    module = importlib.import_module(f"corral.models.{check_architecture(gguf)}")
     return module.Model.from_gguf(gguf)

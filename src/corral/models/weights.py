@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 
 import torch
-from gguf import GGMLQuantizationType as Q
 
-from corral.errors import GGUFError
+from corral.errors import GGUFError, UnsupportedError
 from corral.gguf.reader import GGUFFile, TensorInfo
 from corral.models.layers import ActQuant, Weight
-from corral.quant import dequantize
+from corral.quant import SUPPORTED_TYPES, dequantize, is_supported
+from gguf import GGMLQuantizationType as Q
 
 # The activation rounding llama.cpp's CPU kernels apply before a dot product with each type.
 _ACT_QUANT = {
@@ -51,6 +51,14 @@ class TensorSource:
 
     def __init__(self, gguf: GGUFFile) -> None:
         self.gguf = gguf
+        # fail before any work on a file whose tensors we cannot read
+        for t in gguf.tensors.values():
+            if not is_supported(t.ggml_type):
+                names = ", ".join(q.name for q in SUPPORTED_TYPES)
+                raise UnsupportedError(
+                    f"{gguf.path.name}: tensor '{t.name}' has type {t.ggml_type.name}, "
+                    f"which is not supported (supported: {names})"
+                )
 
     def has(self, name: str) -> bool:
         return name in self.gguf.tensors
