@@ -161,3 +161,11 @@ def test_out_of_range_ids_are_rejected(gpt2_bpe) -> None:
         gpt2_bpe.decode([gpt2_bpe.vocab_size])
     with pytest.raises(ValueError):
         gpt2_bpe.token_to_piece(-1)
+
+
+def test_merges_outside_the_vocabulary_are_dropped_with_a_warning() -> None:
+    meta = bpe_metadata(["a b"])
+    meta["tokenizer.ggml.merges"] = ["a b", "x y"]  # "xy" is not a token
+    with pytest.warns(UserWarning, match="1 BPE merges"):
+        tok = load_tokenizer(meta)
+    assert tok.encode("abxy") == ids_of(tok, "ab", "x", "y")

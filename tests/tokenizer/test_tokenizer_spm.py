@@ -47,7 +47,7 @@ def test_spaces_are_escaped_and_prefixed_when_asked() -> None:
     assert plain.encode(" a", add_special=False) == ids_of(plain, "▁a")
     assert plain.encode("a", add_special=False) == ids_of(plain, "a")
     assert prefixed.encode("a", add_special=False) == ids_of(prefixed, "▁a")
-    # a fragment after a special token gets the prefix again, one in the middle does not
+    # the text after a special token gets the prefix again
     assert prefixed.encode("<s>a", add_special=False, parse_special=True) == [
         1,
         *ids_of(prefixed, "▁a"),

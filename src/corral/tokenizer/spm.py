@@ -4,8 +4,8 @@ Not SentencePiece itself: llama.cpp's llm_tokenizer_spm, which starts from singl
 characters and repeatedly merges the adjacent pair whose concatenation is the vocabulary
 token with the highest score (leftmost first on ties), then emits each final symbol as its
 token, or as <0xXX> byte tokens when it is not in the vocabulary. Spaces are escaped to
-U+2581 first, and a space is put in front of a fragment that starts the text or follows a
-special token when the GGUF asks for a space prefix.
+U+2581 first, and when the GGUF asks for a space prefix every plain fragment (the start of
+the text, or text after a special token) gets one.
 """
 
 from __future__ import annotations
@@ -32,17 +32,14 @@ class SPMTokenizer(Tokenizer):
         ]
 
     def _encode_fragments(self, frags: list[str | int], out: list[int]) -> None:
-        prefix = self.vocab.add_space_prefix
-        prev_special = True  # the first fragment gets the prefix too
+        # llama.cpp prefixes a fragment that starts the text or follows a special token;
+        # partitioning never leaves two plain fragments side by side, so that is all of them
+        prefix = " " if self.vocab.add_space_prefix else ""
         for frag in frags:
             if isinstance(frag, int):
                 out.append(frag)
-                prev_special = True
-                continue
-            if prefix and prev_special:
-                frag = " " + frag
-            self._encode_text(frag.replace(" ", ESCAPED_SPACE), out)
-            prev_special = False
+            else:
+                self._encode_text((prefix + frag).replace(" ", ESCAPED_SPACE), out)
 
     def _encode_text(self, text: str, out: list[int]) -> None:
         """Merge characters into tokens by best score, then append the ids to `out`."""
