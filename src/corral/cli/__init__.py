@@ -1,0 +1,1 @@
+"""The `corral` command line (entry point: `corral.cli.main:main`)."""
