@@ -161,8 +161,11 @@ class Tokenizer(ABC):
             return text.encode()
         if attr & TokenAttr.NORMAL:
             return self._normal_piece(text)
-        if attr & TokenAttr.BYTE:
-            return bytes([int(text[3:5], 16)])  # "<0xAB>"
+        if attr & TokenAttr.BYTE:  # "<0xAB>"; llama.cpp's strtol reads garbage as 0
+            try:
+                return bytes([int(text[3:5], 16)])
+            except ValueError:
+                return b"\x00"
         return b""  # unused / undefined tokens print nothing
 
     @abstractmethod
@@ -241,8 +244,8 @@ def _split_on(frags: list[str | int], text: str, tid: int, attr: int) -> list[st
 def _clean_spaces(data: bytes) -> bytes:
     """llama_detokenize's clean-up for BPE vocabularies (clean_up_tokenization_spaces).
 
-    Ported pass by pass, in place on a buffer like the original, because the passes
-    interact in odd ways (the second blanks the space it skips, which the third sees).
+    Ported step by step, in place on one buffer like the original, because its quirks
+    depend on that (the second pass blanks the space it skips, and its next step reads it).
     """
     if not data:
         return data
