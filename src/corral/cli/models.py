@@ -38,12 +38,26 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def pull_with_progress(spec: str, store: Store, name: str | None = None) -> ModelRef:
-    """Pull `spec` with a rich progress bar on stderr (stdout stays clean for pipes)."""
+    """Pull `spec` with a rich progress bar on stderr (stdout stays clean for pipes).
+
+    The bar starts with the first progress report, so a pull that fails at once (a bad
+    name, an unreachable host) prints its error alone rather than after an empty bar.
+    """
+    from contextlib import ExitStack
+
     from rich.console import Console
 
     from corral.store import pull, rich_progress
 
-    with rich_progress(Console(stderr=True)) as progress:
+    with ExitStack() as stack:
+        bar = None
+
+        def progress(desc: str, done: int, total: int | None) -> None:
+            nonlocal bar
+            if bar is None:
+                bar = stack.enter_context(rich_progress(Console(stderr=True)))
+            bar(desc, done, total)
+
         return pull(spec, store, progress, name=name)
 
 

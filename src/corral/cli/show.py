@@ -51,7 +51,11 @@ def read_facts(path: Path) -> ModelFacts:
         types = Counter(t.ggml_type.name for t in g.tensors.values())
         parameters = sum(t.n_elements for t in g.tensors.values())
     try:
-        quant = LlamaFileType(meta["general.file_type"]).name.removeprefix("MOSTLY_")
+        quant = (
+            LlamaFileType(meta["general.file_type"])
+            .name.removeprefix("MOSTLY_")
+            .removeprefix("ALL_")
+        )
     except (KeyError, ValueError):
         # No file type recorded: the commonest tensor type says as much.
         quant = types.most_common(1)[0][0] if types else None
