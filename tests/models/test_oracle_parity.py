@@ -1,0 +1,76 @@
+"""Parity with llama.cpp on the two real models (../shared/oracles).
+
+Teacher-forced: each greedy case's prompt plus llama.cpp's 32 greedy tokens is fed in one
+pass, and our argmax at every generated position is compared with llama.cpp's token; the
+logits case's top-5 at every position must be within 1.0 of llama.cpp's values. Criteria
+from the core-runtime issue: top-1 agrees at >= 97% of positions, every top-5 logit within 1.0.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import corral
+
+pytestmark = pytest.mark.realmodel
+
+
+@pytest.fixture(scope="module", params=["smollm2", "gemma3"])
+def pair(request: pytest.FixtureRequest) -> tuple[corral.Model, dict]:
+    path: Path = request.getfixturevalue(f"{request.param}_path")
+    oracle = request.getfixturevalue(f"oracle_{request.param}")
+    return corral.load(path, n_ctx=512), oracle
+
+
+def test_top1_agreement_teacher_forced(pair: tuple[corral.Model, dict]) -> None:
+    model, oracle = pair
+    agree = total = 0
+    for case in oracle["greedy"]["cases"]:
+        ids = case["prompt_ids"] + case["generated_ids"]
+        logits = model.logits(ids)
+        n = len(case["prompt_ids"])
+        pred = logits[n - 1 : -1].argmax(-1)
+        agree += int((pred == np.array(case["generated_ids"])).sum())
+        total += len(case["generated_ids"])
+    lg = oracle["logits"]
+    logits = model.logits(lg["prompt_ids"])
+    for p in lg["per_position_top5"]:
+        agree += int(logits[p["pos"]].argmax() == p["top5"][0][0])
+        total += 1
+    assert agree / total >= 0.97, f"top-1 agrees at {agree}/{total} positions"
+
+
+def test_top5_logits_within_one(pair: tuple[corral.Model, dict]) -> None:
+    model, oracle = pair
+    lg = oracle["logits"]
+    logits = model.logits(lg["prompt_ids"])
+    worst = max(
+        abs(float(logits[p["pos"], tid]) - val)
+        for p in lg["per_position_top5"]
+        for tid, val in p["top5"]
+    )
+    assert worst <= 1.0, f"largest top-5 logit difference {worst:.3f}"
+    final = {t["id"] for t in lg["final_top10"][:5]}
+    ours = set(np.argsort(-logits[-1])[:5].tolist())
+    assert len(final & ours) >= 4
+
+
+def test_prompt_tokens_as_llama_cpp(pair: tuple[corral.Model, dict]) -> None:
+    model, oracle = pair
+    for case in oracle["greedy"]["cases"]:
+        assert (
+            model.tokenize(case["prompt"], add_special=True, parse_special=True)
+            == case["prompt_ids"]
+        )
+
+
+def test_greedy_generation_starts_as_llama_cpp(pair: tuple[corral.Model, dict]) -> None:
+    """Free-running greedy decoding: exact equality over all 32 tokens is the performance
+    issue's goal; here the opening tokens must agree (errors compound after a divergence)."""
+    model, oracle = pair
+    for case in oracle["greedy"]["cases"]:
+        r = model.generate(case["prompt_ids"], max_tokens=8, temperature=0, ignore_eos=True)
+        assert r.token_ids[:3] == case["generated_ids"][:3], case["prompt"]
