@@ -25,3 +25,7 @@ class ContextOverflowError(CorralError):
 
 class DownloadError(CorralError):
     """A pull that failed: network or pip error, checksum mismatch, missing file in a package."""
+
+
+class TemplateError(CorralError):
+    """A chat template that does not compile, raises, breaks the sandbox or its limits."""
