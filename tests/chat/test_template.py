@@ -433,3 +433,13 @@ def test_limits_are_configurable() -> None:
     slow = "{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}"
     with pytest.raises(TemplateError, match="longer than its 0.05 s limit"):
         ChatTemplate(slow, limits=RenderLimits(time_limit_s=0.05)).render([])
+
+
+def test_growing_a_list_in_a_loop_is_allowed() -> None:
+    # Templates build filtered message lists this way; each `+` is checked in O(1) from
+    # cached weights, so this stays linear-ish rather than rescanning the list each time.
+    source = (
+        "{% set ns = namespace(l=[]) %}{% for i in range(3000) %}"
+        "{% set ns.l = ns.l + [i] %}{% endfor %}{{ ns.l|length }}"
+    )
+    assert ChatTemplate(source).render([]) == "3000"

@@ -18,6 +18,9 @@ from jinja2.utils import Namespace
 
 from corral.errors import TemplateError
 
+# Most container slots the weight cache keeps alive (about 8 MB of pointers).
+_CACHE_SLOTS = 1_000_000
+
 # Values that print small whatever they hold (ints are kept small by `int_binop_bits`).
 SCALARS = frozenset({int, float, bool, type(None)})
 
@@ -46,7 +49,7 @@ class RenderLimits:
 class Budget:
     """What one render has spent so far; the sandbox charges it on every step."""
 
-    __slots__ = ("limits", "deadline", "steps", "depth", "allocated", "weights")
+    __slots__ = ("limits", "deadline", "steps", "depth", "allocated", "weights", "_held")
 
     def __init__(self, limits: RenderLimits) -> None:
         self.limits = limits
@@ -58,6 +61,18 @@ class Budget:
         # `messages` each turn) must not cost its size again. Holding the object keeps
         # its id from being reused during the render.
         self.weights: dict[int, tuple[object, int]] = {}
+        self._held = 0  # slots of the containers `weights` keeps alive
+
+    def remember(self, container: Sized, weight: int) -> None:
+        """Cache a container's weight. The cache keeps what it holds alive, so it is
+        emptied past `_CACHE_SLOTS`: a loop growing a list (`ns.l = ns.l + [x]`) would
+        otherwise keep every intermediate list until the render ends."""
+        size = len(container) + 1
+        if self._held + size > _CACHE_SLOTS:
+            self.weights.clear()
+            self._held = 0
+        self.weights[id(container)] = (container, weight)
+        self._held += size
 
     def charge(self, chars: int) -> None:
         """Count `chars` newly created characters or slots against the allocation limit."""
@@ -157,8 +172,8 @@ def weigh(value: object, limit: int) -> int:
         if total <= limit:
             stack.extend(children)
     # Only immutable-in-the-sandbox containers are cached; a Namespace can change.
-    if cache is not None and isinstance(value, list | tuple | dict):
-        cache[id(value)] = (value, total)
+    if budget is not None and isinstance(value, list | tuple | dict):
+        budget.remember(value, total)
     return total
 
 

@@ -279,7 +279,7 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         if budget is not None:
             budget.charge(shallow_size(value))
             if isinstance(value, list | tuple | dict):
-                budget.weights[id(value)] = (value, weight)
+                budget.remember(value, weight)
 
     def _guard_filter(self, name: str, func: Callable[..., Any]) -> Callable[..., Any]:
         """Wrap a filter so it charges a step, runs its precheck and checks its result."""
