@@ -137,4 +137,17 @@ class FakeModel:
 
 @pytest.fixture
 def fake_model(tmp_path: Path) -> FakeModel:
+    """A stand-in model with a 64-token context."""
     return FakeModel(path=tmp_path / "fake.gguf")
+
+
+@pytest.fixture
+def fake_model_class() -> type[FakeModel]:
+    """The stand-in class, for tests that need several (a reload)."""
+    return FakeModel
+
+
+@pytest.fixture
+def tiny_template() -> str:
+    """The chat template `make_gguf` writes by default."""
+    return TEMPLATE

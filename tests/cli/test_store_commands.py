@@ -103,11 +103,11 @@ def test_show_by_path_works_without_the_store(
     assert capsys.readouterr().out == "(no license in the model file)\n"
 
 
-def test_show_template_prints_the_file_template(stored: Store, capsys: Capsys) -> None:
-    from tests.cli.conftest import TEMPLATE
-
+def test_show_template_prints_the_file_template(
+    stored: Store, tiny_template: str, capsys: Capsys
+) -> None:
     assert main(["show", "tiny", "--template"]) == 0
-    assert capsys.readouterr().out == TEMPLATE + "\n"
+    assert capsys.readouterr().out == tiny_template + "\n"
 
 
 def test_show_template_falls_back_to_the_builtin_choice(

@@ -111,28 +111,29 @@ class Session:
 
     # -- answering -----------------------------------------------------------------------
 
-    def conversation(self) -> list[dict[str, str]]:
-        """The messages sent to the model: the system message, then the turns."""
+    def conversation(self, messages: list[dict[str, str]] | None = None) -> list[dict[str, str]]:
+        """The messages sent to the model: the system message, then the turns (by default
+        the session's)."""
         head = [{"role": "system", "content": self.system}] if self.system else []
-        return head + self.messages
+        return head + (self.messages if messages is None else messages)
 
     def ask(self, text: str) -> Answer:
         """Add a user message, stream the answer to `out`, and keep it in the history.
 
         Ctrl-C stops the answer; what was written so far stays in the history. A failure
-        before the answer starts (a CorralError) leaves the history as it was.
+        before the answer starts (a CorralError) leaves the history as it was. Old turns
+        are forgotten when the conversation outgrows the context.
         """
-        self.messages.append({"role": "user", "content": text})
         t0 = time.perf_counter()
-        try:
-            ids = self._fitted_prompt_ids()
-            n_ctx = self.model.info.n_ctx
-            events = self.model.generate(
-                ids, max_tokens(self.params, n_ctx), stream=True, **generate_kwargs(self.params)
-            )
-        except BaseException:
-            self.messages.pop()
-            raise
+        # History changes only once the answer is under way: a failure keeps it as it was.
+        ids, kept = self._fit(self.messages + [{"role": "user", "content": text}])
+        n_ctx = self.model.info.n_ctx
+        events = self.model.generate(
+            ids, max_tokens(self.params, n_ctx), stream=True, **generate_kwargs(self.params)
+        )
+        if dropped := len(self.messages) + 1 - len(kept):
+            self.err.write(f"(forgot the {dropped} oldest message(s) to fit the context)\n")
+        self.messages[:] = kept
         answer, timings = self._stream(events)
         if answer.text or not answer.interrupted:
             self.messages.append({"role": "assistant", "content": answer.text})
@@ -149,23 +150,18 @@ class Session:
             self.err.flush()
         return answer
 
-    def _fitted_prompt_ids(self) -> list[int]:
-        """The conversation's token ids, dropping the oldest turns while it leaves too little
-        room for an answer (ollama does the same; the latest message always stays)."""
+    def _fit(self, messages: list[dict[str, str]]) -> tuple[list[int], list[dict[str, str]]]:
+        """Token ids of the conversation and the messages kept in it: the oldest turns go
+        while too little room is left for an answer (as ollama does); the last one stays."""
         n_ctx = self.model.info.n_ctx
         room = min(max_tokens(self.params, n_ctx), n_ctx // ANSWER_SHARE)
-        dropped = 0
         while True:
-            ids = self.model.chat_prompt_ids(self.conversation())
-            if len(ids) + room <= n_ctx or len(self.messages) <= 1:
-                break
-            del self.messages[0]  # a user message; its answer goes with it
-            while len(self.messages) > 1 and self.messages[0]["role"] != "user":
-                del self.messages[0]
-            dropped += 1
-        if dropped:
-            self.err.write(f"(forgot the {dropped} oldest turn(s) to fit the context)\n")
-        return ids
+            ids = self.model.chat_prompt_ids(self.conversation(messages))
+            if len(ids) + room <= n_ctx or len(messages) <= 1:
+                return ids, messages
+            messages = messages[1:]  # a user message; its answer goes with it
+            while len(messages) > 1 and messages[0]["role"] != "user":
+                messages = messages[1:]
 
     def _wrap_width(self) -> int | None:
         if not self.wordwrap or not isatty(self.out):
