@@ -18,6 +18,7 @@ import torch
 
 from corral.engine.generate import GenerationRequest, Timings, fit_prompt, generate_tokens
 from corral.engine.kv_cache import KVCache
+from corral.engine.memory import release_free_memory, tune_allocator
 from corral.engine.sampling import SamplingParams
 from corral.errors import CorralError
 from corral.generation import GenerationEvent, GenerationResult, collect, text_events
@@ -230,6 +231,7 @@ def load(
     torch (default: torch's choice, one per physical core).
     """
     t0 = time.perf_counter()
+    tune_allocator()
     if threads:
         torch.set_num_threads(threads)
     path = Path(name_or_path)
@@ -258,6 +260,7 @@ def load(
         arch = gguf.architecture
     finally:
         gguf.close()
+    release_free_memory()
     ctx = n_ctx or min(net.context_length, DEFAULT_CONTEXT)
     if ctx < 8:
         raise CorralError(f"context size {ctx} is too small")

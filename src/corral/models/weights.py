@@ -70,10 +70,16 @@ class TensorSource:
             raise GGUFError(f"{self.gguf.path.name}: missing tensor '{name}'") from None
 
     def weight(self, name: str) -> Weight:
-        return to_weight(self.info(name))
+        t = self.info(name)
+        w = to_weight(t)
+        self.gguf.release(t)
+        return w
 
     def vector(self, name: str) -> torch.Tensor:
-        return to_float(self.info(name))
+        t = self.info(name)
+        v = to_float(t)
+        self.gguf.release(t)
+        return v
 
     def optional_vector(self, name: str) -> torch.Tensor | None:
         return self.vector(name) if self.has(name) else None
