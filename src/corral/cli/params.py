@@ -80,7 +80,10 @@ PARAMS["num_predict"] = Param(
     "num_predict", _number(int, -1), "most tokens per answer (-1: until the context fills)", False
 )
 PARAMS["num_ctx"] = Param(
-    "num_ctx", _number(int, MIN_CONTEXT), "context size in tokens (reloads the model)", False
+    "num_ctx",
+    _number(int, MIN_CONTEXT),
+    "context size in tokens (default: the model's, at most 4096)",
+    False,
 )
 
 

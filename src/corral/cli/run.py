@@ -50,7 +50,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="model name, known pullable name, or .gguf path")
     p.add_argument("prompt", nargs="*", help="the prompt (words are joined with spaces)")
     p.add_argument("--verbose", action="store_true", help="print timings after each answer")
-    p.add_argument("--system", help="system message")
+    p.add_argument("--system", metavar="TEXT", help="system message")
     p.add_argument("--nowordwrap", action="store_true", help="don't wrap words at the margin")
     p.add_argument(
         "-i",
