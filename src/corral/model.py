@@ -223,12 +223,16 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 def load(
-    name_or_path: str | os.PathLike[str], n_ctx: int | None = None, threads: int | None = None
+    name_or_path: str | os.PathLike[str],
+    n_ctx: int | None = None,
+    threads: int | None = None,
+    name: str | None = None,
 ) -> Model:
     """Load a model by store name ("smollm2", "gemma3-270m:latest") or .gguf path.
 
     n_ctx: context size (default: the model's, capped at 4096). threads: CPU threads for
-    torch (default: torch's choice, one per physical core).
+    torch (default: torch's choice, one per physical core). name: the display name (default:
+    the store name, or the file's stem).
     """
     t0 = time.perf_counter()
     tune_allocator()
@@ -239,9 +243,9 @@ def load(
         from corral.store import Store
 
         ref = Store().resolve(str(name_or_path))
-        path, name = ref.path, f"{ref.name}:{ref.tag}"
+        path, shown = ref.path, f"{ref.name}:{ref.tag}"
     else:
-        name = path.stem
+        shown = path.stem
     gguf = open_gguf(path)
     try:
         check_architecture(gguf)
@@ -264,5 +268,5 @@ def load(
     ctx = n_ctx or min(net.context_length, DEFAULT_CONTEXT)
     if ctx < 8:
         raise CorralError(f"context size {ctx} is too small")
-    info = ModelInfo(name, path, arch, net.context_length, ctx, net.vocab_size, meta)
+    info = ModelInfo(name or shown, path, arch, net.context_length, ctx, net.vocab_size, meta)
     return Model(net, tokenizer, info, time.perf_counter() - t0)

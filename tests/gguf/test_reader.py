@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from gguf import GGMLQuantizationType, GGUFWriter
 
 import corral
 from corral.errors import GGUFError, UnsupportedError
 from corral.gguf import open_gguf
-from gguf import GGMLQuantizationType, GGUFWriter
 from tiny_gguf import write_tiny
 
 

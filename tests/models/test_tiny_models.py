@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from gguf import GGMLQuantizationType
 
 from corral.gguf import open_gguf
 from corral.models.registry import load_model
-from gguf import GGMLQuantizationType
 from tiny_gguf import write_tiny
 
 ARCHS = [

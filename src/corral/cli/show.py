@@ -42,8 +42,9 @@ class ModelFacts:
 
 def read_facts(path: Path) -> ModelFacts:
     """Read a model's facts from its GGUF header (fast: tensor data stay unread)."""
-    from corral.gguf import open_gguf
     from gguf import LlamaFileType
+
+    from corral.gguf import open_gguf
 
     with open_gguf(path) as g:
         meta = g.metadata

@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 
 import torch
+from gguf import GGMLQuantizationType as Q
 
 from corral.errors import GGUFError, UnsupportedError
 from corral.gguf.reader import GGUFFile, TensorInfo
 from corral.models.layers import ActQuant, Weight
 from corral.quant import SUPPORTED_TYPES, dequantize, is_supported
-from gguf import GGMLQuantizationType as Q
 
 # The activation rounding llama.cpp's CPU kernels apply before a dot product with each type.
 _ACT_QUANT = {

@@ -294,7 +294,14 @@ class Store:
         model, tag = parse_name(name)
         if src.digest is None:
             raise CorralError(f"'{src.full_name}' is a plain file, not a stored model")
-        manifest = {**src.manifest, **(extra or {}), "name": model, "tag": tag}
+        manifest = {
+            **src.manifest,
+            **(extra or {}),
+            "name": model,
+            "tag": tag,
+            # a new name is a new entry: `list` shows when it was made, as ollama does
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
         with self._lock():
             if not self.has_blob(src.digest):
                 raise ModelNotFoundError(f"blob {src.path.name} is missing from the store")
