@@ -29,3 +29,7 @@ class DownloadError(CorralError):
 
 class TemplateError(CorralError):
     """A chat template that does not compile, raises, breaks the sandbox or its limits."""
+
+
+class QueueFullError(CorralError):
+    """The server's request queue is full; the client should retry later."""
