@@ -1,17 +1,58 @@
-"""A preallocated key/value cache that the attention layers call.
+"""Preallocated key/value caches that the attention layers call.
 
-One buffer per layer, [B, Hkv, max_len, D], allocated once so a long generation never
-reallocates; `offset` is how many positions are filled (shared by the batch rows). Entries are
-stored in float16 by default, as llama.cpp does: half the memory, and the same rounding.
+One buffer per layer, [slots, Hkv, max_len, D], allocated once so a long generation never
+reallocates (and zero-filled pages cost no memory until written). Entries are stored in
+float16 by default, as llama.cpp does: half the memory, and the same rounding.
+
+Layers see the `AttentionCache` protocol: the positions of the new tokens, the attention mask,
+and `update_and_fetch`. `KVCache` is itself one: all its rows advance together (one sequence,
+or a batch of equal-length prompts). `SlotBatch` views some slots of a KVCache, each at its own
+length: the decode step of continuous batching.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Protocol
+
 import torch
 
 
+class AttentionCache(Protocol):
+    """What a model's forward pass needs from the cache it writes to."""
+
+    def positions(self, t: int) -> torch.Tensor:
+        """Absolute positions [B, T] of the T new tokens of each row."""
+        ...
+
+    def mask(self, t: int, window: int | None) -> torch.Tensor | None:
+        """Boolean mask (True = may attend), broadcastable to [B, H, T, S]; None if all may."""
+        ...
+
+    def update_and_fetch(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k/v [B, Hkv, T, D]; return all keys/values [B, Hkv, S, D] in k's dtype."""
+        ...
+
+    def advance(self, t: int) -> None:
+        """The T new tokens are now part of every row's history."""
+        ...
+
+
+def causal_mask(q_pos: torch.Tensor, k_len: int, window: int | None) -> torch.Tensor:
+    """q_pos [B, T] -> [B, 1, T, S]: key k is visible from query position p when k <= p and,
+    under a sliding window, p - k < window."""
+    k_pos = torch.arange(k_len)
+    q = q_pos[:, None, :, None]
+    mask = k_pos <= q
+    if window is not None:
+        mask &= (q - k_pos) < window
+    return mask
+
+
 class KVCache:
-    """Static per-layer K/V buffers; layers call `update_and_fetch`, the model `advance`s."""
+    """Static per-layer K/V buffers for `batch` rows that advance together (`offset`)."""
 
     def __init__(
         self,
@@ -38,10 +79,18 @@ class KVCache:
         ]
         self.offset = 0
 
+    def positions(self, t: int) -> torch.Tensor:
+        return torch.arange(self.offset, self.offset + t).expand(self.batch, t)
+
+    def mask(self, t: int, window: int | None) -> torch.Tensor | None:
+        end = self.offset + t
+        if t == 1 and (window is None or end <= window):
+            return None  # one new token that may see everything before it
+        return causal_mask(torch.arange(self.offset, end)[None], end, window)
+
     def update_and_fetch(
         self, layer: int, k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store k/v [B, Hkv, T, D] at offset..offset+T; return views of all S = offset+T."""
         t = k.shape[2]
         end = self.offset + t
         self.k[layer][:, :, self.offset : end] = k
@@ -57,3 +106,62 @@ class KVCache:
 
     def nbytes(self) -> int:
         return sum(x.numel() * x.element_size() for x in self.k + self.v)
+
+    def slot(self, index: int, offset: int) -> SlotBatch:
+        """A one-row view of slot `index`, whose first `offset` positions are filled."""
+        return SlotBatch(self, [index], [offset])
+
+    def copy_slot(self, src: int, dst: int, length: int) -> None:
+        """Copy the first `length` positions of slot src into slot dst (prefix sharing)."""
+        for buf in self.k + self.v:
+            buf[dst, :, :length] = buf[src, :, :length]
+
+
+class SlotBatch:
+    """Rows `slots` of a KVCache, row b holding `offsets[b]` positions: lets sequences of
+    different lengths decode in one forward pass. Keys past a row's own length are masked."""
+
+    def __init__(self, cache: KVCache, slots: Sequence[int], offsets: Sequence[int]) -> None:
+        self.cache = cache
+        self.slots = list(slots)
+        self.offsets = torch.tensor(list(offsets), dtype=torch.long)
+        lo = self.slots[0]
+        # rows lying next to each other in the buffer are read as a view, not gathered
+        self._contiguous = self.slots == list(range(lo, lo + len(self.slots)))
+        self._slot_t = torch.tensor(self.slots, dtype=torch.long)
+
+    def positions(self, t: int) -> torch.Tensor:
+        return self.offsets[:, None] + torch.arange(t)
+
+    def _length(self, t: int) -> int:
+        return int(self.offsets.max()) + t
+
+    def mask(self, t: int, window: int | None) -> torch.Tensor | None:
+        if len(self.slots) == 1 and t == 1:
+            end = int(self.offsets[0]) + 1
+            if window is None or end <= window:
+                return None
+        return causal_mask(self.positions(t), self._length(t), window)
+
+    def update_and_fetch(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        b, _, t, _ = k.shape
+        pos = self.positions(t)  # [B, T]
+        rows = self._slot_t[:, None].expand(b, t)
+        kb, vb = self.cache.k[layer], self.cache.v[layer]
+        if pos.max() >= self.cache.max_len:
+            raise IndexError("KV cache slot is full")
+        # advanced indices around a slice put [B, T] first: assign [B, T, Hkv, D]
+        kb[rows, :, pos] = k.transpose(1, 2).to(kb.dtype)
+        vb[rows, :, pos] = v.transpose(1, 2).to(vb.dtype)
+        s = self._length(t)
+        if self._contiguous:
+            lo = self.slots[0]
+            ks, vs = kb[lo : lo + b, :, :s], vb[lo : lo + b, :, :s]
+        else:
+            ks, vs = kb[self._slot_t, :, :s], vb[self._slot_t, :, :s]
+        return ks.to(k.dtype), vs.to(v.dtype)
+
+    def advance(self, t: int) -> None:
+        self.offsets += t

@@ -23,7 +23,6 @@ from corral.models.layers import (
     Weight,
     apply_rope,
     attention,
-    attention_mask,
     rms_norm,
     rope_cos_sin,
     rope_inv_freq,
@@ -153,12 +152,11 @@ class Model:
     ) -> torch.Tensor:
         a = self.args
         b, t = tokens.shape
-        pos = torch.arange(cache.offset, cache.offset + t)
-        rope_g = rope_cos_sin(self.inv_freq_global, pos)
+        pos = cache.positions(t)  # [B, T]
+        rope_g = rope_cos_sin(self.inv_freq_global, pos)  # [B, 1, T, D/2]
         rope_l = rope_cos_sin(self.inv_freq_local, pos)
-        s = cache.offset + t
-        mask_g = attention_mask(pos, s, None)
-        mask_l = attention_mask(pos, s, a.sliding_window)
+        mask_g = cache.mask(t, None)
+        mask_l = cache.mask(t, a.sliding_window)
         x = self.tok_embd.rows(tokens) * self.embd_scale  # [B, T, E]
         for i, blk in enumerate(self.blocks):
             local = a.is_local[i]

@@ -122,15 +122,16 @@ def rope_inv_freq(
 def rope_cos_sin(
     inv_freq: torch.Tensor, positions: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """positions [T] -> cos, sin [T, D/2] (computed in float64 for long contexts)."""
-    ang = positions.double()[:, None] * inv_freq.double()[None, :]
-    return ang.cos().float(), ang.sin().float()
+    """positions [B, T] -> cos, sin [B, 1, T, D/2], broadcasting over heads (float64 angles
+    keep long contexts exact)."""
+    ang = positions.double()[..., None] * inv_freq.double()
+    return ang.cos().float()[:, None], ang.sin().float()[:, None]
 
 
 def apply_rope(
     x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, style: RopeStyle
 ) -> torch.Tensor:
-    """x [B, H, T, D]; cos/sin [T, D/2]. Rotates the first 2*len(cos[0]) dims."""
+    """x [B, H, T, D]; cos/sin [B, 1, T, D/2]. Rotates the first 2 * D/2 dims."""
     rot = cos.shape[-1] * 2
     xr, rest = x[..., :rot], x[..., rot:]
     if style is RopeStyle.NORM:
@@ -141,20 +142,6 @@ def apply_rope(
         x0, x1 = xr[..., :half], xr[..., half:]
         out = torch.cat((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
     return torch.cat((out, rest), dim=-1) if rest.shape[-1] else out
-
-
-def attention_mask(q_pos: torch.Tensor, k_len: int, window: int | None) -> torch.Tensor | None:
-    """Boolean mask [T, S] (True = may attend) for queries at q_pos [T] over keys 0..S-1:
-    causal, and within `window` positions when the layer uses a sliding window.
-    Returns None when every key is visible (a single query with no window cutting in)."""
-    last = int(q_pos[-1])
-    if q_pos.numel() == 1 and (window is None or last - 0 < window) and k_len == last + 1:
-        return None
-    k_pos = torch.arange(k_len)
-    mask = k_pos[None, :] <= q_pos[:, None]
-    if window is not None:
-        mask &= (q_pos[:, None] - k_pos[None, :]) < window
-    return mask
 
 
 def attention(

@@ -20,7 +20,6 @@ from corral.models.layers import (
     Weight,
     apply_rope,
     attention,
-    attention_mask,
     default_scale,
     rms_norm,
     rope_cos_sin,
@@ -135,9 +134,8 @@ class Model:
     ) -> torch.Tensor:
         a = self.args
         b, t = tokens.shape
-        pos = torch.arange(cache.offset, cache.offset + t)
-        cos, sin = rope_cos_sin(self.inv_freq, pos)
-        mask = attention_mask(pos, cache.offset + t, a.sliding_window)
+        cos, sin = rope_cos_sin(self.inv_freq, cache.positions(t))  # [B, 1, T, D/2]
+        mask = cache.mask(t, a.sliding_window)
         scale = default_scale(a.head_dim)
         x = self.tok_embd.rows(tokens)  # [B, T, E]
         for i, blk in enumerate(self.blocks):
