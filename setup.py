@@ -1,0 +1,22 @@
+"""Build the optional C kernels (corral._qkernels); everything else is in pyproject.toml."""
+
+import sys
+
+from setuptools import Extension, setup
+
+# OpenMP threads the kernels; -ffp-contract=off keeps float results identical between the
+# AVX2 and portable paths' shared scalar code. AVX2 code is compiled per function with
+# target attributes and chosen at run time, so no -march flag is needed (or wanted).
+_gnu = sys.platform.startswith("linux")
+_args = ["-O3", "-ffp-contract=off", "-fno-math-errno"] + (["-fopenmp"] if _gnu else [])
+
+setup(
+    ext_modules=[
+        Extension(
+            "corral._qkernels",
+            ["src/corral/kernels/qkernels.c"],
+            extra_compile_args=_args,
+            extra_link_args=["-fopenmp"] if _gnu else [],
+        )
+    ]
+)

@@ -1,0 +1,263 @@
+"""Quantized matmul on raw GGML blocks, computed as llama.cpp's CPU backend computes it.
+
+`qmatmul(x, w, ggml_type, n_out, k)` multiplies float32 activations x [..., K] by a weight
+kept as its GGUF bytes w (uint8 [N, row_bytes]) and returns float32 [..., N]. Like ggml it
+first rounds each activation row to 8-bit blocks (Q8_0, Q8_1 or Q8_K, by weight type) and
+then sums integer products block by block, so the result matches llama.cpp's up to float32
+summation order. The work runs in C (`corral._qkernels`, AVX2 when the CPU has it, portable
+C otherwise) on OpenMP threads, without the GIL.
+
+`QMatrix` wraps one weight once (checks done up front) for repeated calls from model code.
+`available()` says whether the C extension could be imported; everything else raises
+`RuntimeError` when it is not.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Final
+
+import torch
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+try:  # torch first: its libgomp.so.1 then also serves our OpenMP (one thread pool)
+    from corral import _qkernels as _ext
+except ImportError:  # pragma: no cover - the extension is built by pip install
+    _ext = None
+
+__all__ = [
+    "SUPPORTED_TYPES",
+    "QMatrix",
+    "available",
+    "cpu_features",
+    "qmatmul",
+    "quantize_activations",
+]
+
+Q = GGMLQuantizationType
+SUPPORTED_TYPES: Final[tuple[GGMLQuantizationType, ...]] = (
+    Q.Q4_0,
+    Q.Q4_1,
+    Q.Q5_0,
+    Q.Q5_1,
+    Q.Q8_0,
+    Q.Q2_K,
+    Q.Q3_K,
+    Q.Q4_K,
+    Q.Q5_K,
+    Q.Q6_K,
+)
+_SUPPORTED_IDS: Final[frozenset[int]] = frozenset(int(t) for t in SUPPORTED_TYPES)
+# ggml's activation blocks per weight type: (values per block, bytes per block) of
+# block_q8_0 (fp16 d, 32 int8), block_q8_1 (fp16 d, fp16 s, 32 int8) or block_q8_K
+# (float d, 256 int8, 16 int16 sums).
+_ACT_BLOCK: Final[dict[int, tuple[int, int]]] = {
+    **dict.fromkeys((int(Q.Q4_0), int(Q.Q5_0), int(Q.Q8_0)), (32, 34)),
+    **dict.fromkeys((int(Q.Q4_1), int(Q.Q5_1)), (32, 36)),
+    **dict.fromkeys((int(t) for t in (Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K)), (256, 292)),
+}
+# CORRAL_QKERNELS_SCALAR=1 forces the portable C path (for tests and for comparison).
+_FORCE_SCALAR: Final[bool] = os.environ.get("CORRAL_QKERNELS_SCALAR", "") not in ("", "0")
+
+
+def available() -> bool:
+    """Whether the C extension is importable (built at `pip install`)."""
+    return _ext is not None
+
+
+def cpu_features() -> dict[str, object]:
+    """What the extension found: {'avx2': bool, 'openmp': bool, 'omp_max_threads': int}."""
+    return dict(_require().cpu_features())
+
+
+def _require():  # noqa: ANN202 - the extension module
+    if _ext is None:
+        raise RuntimeError("corral._qkernels is not built (reinstall corral: pip install -e .)")
+    return _ext
+
+
+def _type_id(ggml_type: GGMLQuantizationType | int) -> int:
+    try:
+        tid = int(ggml_type)
+    except (TypeError, ValueError):
+        raise ValueError(f"not a ggml type: {ggml_type!r}") from None
+    if tid not in _SUPPORTED_IDS:
+        try:
+            name = GGMLQuantizationType(tid).name
+        except ValueError:
+            name = f"id {tid}"
+        supported = ", ".join(t.name for t in SUPPORTED_TYPES)
+        raise ValueError(f"no quantized kernel for {name} (supported: {supported})")
+    return tid
+
+
+def row_bytes(ggml_type: GGMLQuantizationType | int, k: int) -> int:
+    """Bytes of one weight row of k values of this type."""
+    tid = _type_id(ggml_type)
+    block, size = GGML_QUANT_SIZES[GGMLQuantizationType(tid)]
+    if k <= 0 or k % block:
+        raise ValueError(
+            f"{GGMLQuantizationType(tid).name} rows need a positive multiple of {block} "
+            f"values, got k={k}"
+        )
+    return k // block * size
+
+
+def _check_x(x: torch.Tensor, k: int) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype != torch.float32:
+        raise ValueError(f"x must be float32, got {x.dtype}")
+    if x.device.type != "cpu":
+        raise ValueError(f"x must be on the CPU, got {x.device}")
+    if x.dim() == 0 or x.shape[-1] != k:
+        raise ValueError(f"x must have shape [..., {k}], got {list(x.shape)}")
+    return x if x.is_contiguous() else x.contiguous()
+
+
+def _check_w(w: torch.Tensor, tid: int, n_out: int, k: int) -> None:
+    if not isinstance(w, torch.Tensor):
+        raise ValueError(f"w must be a torch.Tensor, got {type(w).__name__}")
+    if w.dtype != torch.uint8:
+        raise ValueError(f"w must hold the raw blocks as uint8, got {w.dtype}")
+    if w.device.type != "cpu":
+        raise ValueError(f"w must be on the CPU, got {w.device}")
+    if n_out <= 0:
+        raise ValueError(f"n_out must be positive, got {n_out}")
+    rb = row_bytes(tid, k)
+    if w.dim() != 2 or tuple(w.shape) != (n_out, rb):
+        name = GGMLQuantizationType(tid).name
+        raise ValueError(
+            f"w must have shape [{n_out}, {rb}] ({n_out} rows of {k} {name} values), "
+            f"got {list(w.shape)}"
+        )
+    if not w.is_contiguous():
+        raise ValueError("w must be contiguous (the raw blocks of whole rows)")
+
+
+def _threads(n_threads: int | None) -> int:
+    n = torch.get_num_threads() if n_threads is None else int(n_threads)
+    if n < 1:
+        raise ValueError(f"n_threads must be at least 1, got {n}")
+    return n
+
+
+def qmatmul(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    ggml_type: GGMLQuantizationType | int,
+    n_out: int,
+    k: int,
+    *,
+    n_threads: int | None = None,
+    _scalar: bool = False,
+) -> torch.Tensor:
+    """x [..., k] float32 times the quantized weight w -> float32 [..., n_out].
+
+    `w` is uint8 [n_out, row_bytes]: n_out rows of k values in `ggml_type` blocks, exactly
+    as in the GGUF file (a read-only memmap view is fine: it is only read). Output column n
+    is the dot product of weight row n with each x row, as llama.cpp computes it.
+    `n_threads` defaults to torch.get_num_threads(). Raises ValueError on a wrong dtype,
+    device, shape or type.
+    """
+    ext = _require()
+    tid = _type_id(ggml_type)
+    x = _check_x(x, k)
+    _check_w(w, tid, n_out, k)
+    m = x.numel() // k
+    y = torch.empty((*x.shape[:-1], n_out), dtype=torch.float32)
+    ext.qmatmul(
+        tid,
+        x.data_ptr(),
+        w.data_ptr(),
+        y.data_ptr(),
+        m,
+        n_out,
+        k,
+        _threads(n_threads),
+        _scalar or _FORCE_SCALAR,
+    )
+    return y
+
+
+def quantize_activations(
+    x: torch.Tensor, ggml_type: GGMLQuantizationType | int, *, _scalar: bool = False
+) -> torch.Tensor:
+    """x [..., K] float32 -> the 8-bit blocks llama.cpp dots with weights of `ggml_type`.
+
+    Returns uint8 [..., bytes] in ggml's own layout: block_q8_0 (fp16 d, 32 int8) for
+    Q4_0/Q5_0/Q8_0 weights, block_q8_1 (fp16 d, fp16 s = d*sum(q), 32 int8) for
+    Q4_1/Q5_1, block_q8_K (float32 d, 256 int8, 16 int16 sums of 16) for the k-quants.
+    """
+    ext = _require()
+    tid = _type_id(ggml_type)
+    if not isinstance(x, torch.Tensor) or x.dim() == 0:
+        raise ValueError("x must be a torch.Tensor of shape [..., K]")
+    k = x.shape[-1]
+    block, size = _ACT_BLOCK[tid]
+    if k == 0 or k % block:
+        raise ValueError(f"K={k} is not a positive multiple of the {block}-value block")
+    x = _check_x(x, k)
+    m = x.numel() // k
+    out = torch.empty((*x.shape[:-1], k // block * size), dtype=torch.uint8)
+    ext.quantize(tid, x.data_ptr(), out.data_ptr(), m, k, _scalar or _FORCE_SCALAR)
+    return out
+
+
+class QMatrix:
+    """A quantized weight [n_out, k] ready for repeated `self(x)` calls.
+
+    Checks the bytes once; each call then only checks x. Keeps a reference to `w`, so a
+    memmap-backed tensor stays valid for as long as this object lives.
+    """
+
+    __slots__ = ("w", "ggml_type", "n_out", "k", "_tid", "_ptr")
+
+    def __init__(
+        self, w: torch.Tensor, ggml_type: GGMLQuantizationType | int, n_out: int, k: int
+    ) -> None:
+        _require()
+        self._tid = _type_id(ggml_type)
+        _check_w(w, self._tid, n_out, k)
+        self.w = w
+        self.ggml_type = GGMLQuantizationType(self._tid)
+        self.n_out = n_out
+        self.k = k
+        self._ptr = w.data_ptr()
+
+    @property
+    def shape(self) -> torch.Size:
+        """[n_out, k], as a float weight of the same matrix would have."""
+        return torch.Size((self.n_out, self.k))
+
+    def __call__(self, x: torch.Tensor, *, n_threads: int | None = None) -> torch.Tensor:
+        """x [..., k] float32 -> [..., n_out] float32."""
+        k = self.k
+        if (
+            type(x) is not torch.Tensor
+            or x.dtype != torch.float32
+            or x.device.type != "cpu"
+            or x.dim() == 0
+            or x.shape[-1] != k
+        ):
+            x = _check_x(x, k)  # raises with the reason
+        elif not x.is_contiguous():
+            x = x.contiguous()
+        m = math.prod(x.shape[:-1])
+        y = torch.empty((*x.shape[:-1], self.n_out), dtype=torch.float32)
+        _ext.qmatmul(  # type: ignore[union-attr]
+            self._tid,
+            x.data_ptr(),
+            self._ptr,
+            y.data_ptr(),
+            m,
+            self.n_out,
+            k,
+            torch.get_num_threads() if n_threads is None else _threads(n_threads),
+            _FORCE_SCALAR,
+        )
+        return y
+
+    def __repr__(self) -> str:
+        return f"QMatrix({self.ggml_type.name}, n_out={self.n_out}, k={self.k})"

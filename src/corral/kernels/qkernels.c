@@ -1,0 +1,1172 @@
+/*
+ * corral._qkernels: y = x @ W^T with W kept as raw GGML blocks, computed the way
+ * llama.cpp's CPU backend computes it (ggml-cpu, x86).
+ *
+ * For a weight row n and an activation row m, ggml does not dot floats: it first
+ * quantizes the activation row to the weight type's "vec_dot_type" (8-bit blocks),
+ * then sums integer products block by block and scales each block's integer sum by
+ * the two block scales in float32.  We do the same, so the results match llama.cpp
+ * up to float32 summation order:
+ *
+ *   weight type                 activation blocks   (per block)
+ *   Q4_0, Q5_0, Q8_0            Q8_0, 32 values     d = amax/127 (stored fp16), q = rint(x*127/amax)
+ *   Q4_1, Q5_1                  Q8_1, 32 values     as Q8_0, plus s = fp16(d * sum(q))
+ *   Q2_K, Q3_K, Q4_K..Q6_K      Q8_K, 256 values    iscale = -127/max (max: the signed value of
+ *                                                   largest magnitude), q = min(127, rint(iscale*x)),
+ *                                                   d = 1/iscale (float32), bsums = sums of 16 q's
+ *
+ * (Q8_0/Q8_1 follow ggml's AVX2 quantize_row_q8_0/_q8_1: multiplier 127/amax, round half to
+ * even; the plain-C ggml reference uses 1/d and roundf instead, which differs on ties and by
+ * an ulp of the multiplier.  Q8_K uses quantize_row_q8_K_ref on every x86 build.)
+ *
+ * Layout of the tensors handed over by Python (all little-endian, row-major):
+ *   x  float32 [M, K]         activations
+ *   W  uint8   [N, row_bytes] N output rows of K/QK blocks each (PyTorch order: W[n] is the
+ *                             row that produces y[:, n]); only read, it may be a read-only map
+ *   y  float32 [M, N]         output, fully overwritten
+ *
+ * Code organisation: every weight type has an AVX2+FMA+F16C kernel (compiled with a target
+ * attribute, chosen at run time when the CPU has those extensions) and a plain-C kernel.  A
+ * kernel takes one weight row and NR <= 4 activation rows and produces NR outputs, so that in
+ * prompt processing a weight block is decoded once for several activation rows.  Every output
+ * goes through the same sequence of float operations whatever NR is, so row m of a batch is
+ * bit-identical to computing that row alone.
+ *
+ * Threading: OpenMP over output rows, in chunks handed out through an atomic counter (the
+ * machine is shared: dynamic hand-out balances a thread that gets descheduled).  When torch
+ * has been imported first, its bundled libgomp.so.1 is the OpenMP runtime we bind to (same
+ * soname), so both share one thread pool.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if defined(__x86_64__) || defined(__i386__)
+#define QK_X86 1
+#include <immintrin.h>
+#else
+#define QK_X86 0
+#endif
+
+/* ------------------------------------------------------------------------------------------ */
+/* Block formats                                                                              */
+/* ------------------------------------------------------------------------------------------ */
+
+/* ggml type ids (enum ggml_type) */
+enum {
+    T_Q4_0 = 2,
+    T_Q4_1 = 3,
+    T_Q5_0 = 6,
+    T_Q5_1 = 7,
+    T_Q8_0 = 8,
+    T_Q2_K = 10,
+    T_Q3_K = 11,
+    T_Q4_K = 12,
+    T_Q5_K = 13,
+    T_Q6_K = 14,
+};
+
+/*
+ * Weight blocks (byte offsets; "fp16" is an IEEE half):
+ *   Q4_0  18 B / 32:  d fp16 | qs[16]: value j is the low nibble of qs[j], value j+16 the high
+ *                     nibble; w = (q - 8) * d
+ *   Q4_1  20 B / 32:  d fp16 | m fp16 | qs[16] as Q4_0; w = q * d + m
+ *   Q5_0  22 B / 32:  d fp16 | qh[4] (bit j = 5th bit of value j) | qs[16]; w = (q - 16) * d
+ *   Q5_1  24 B / 32:  d fp16 | m fp16 | qh[4] | qs[16]; w = q * d + m
+ *   Q8_0  34 B / 32:  d fp16 | qs[32] int8; w = q * d
+ *   Q2_K  84 B / 256: scales[16] (low nibble: scale, high nibble: min of each 16 values) |
+ *                     qs[64] (2 bits each) | d fp16 | dmin fp16;  w = d*sc*q - dmin*m
+ *                     value 128*j + 32*l + i sits in bits 2l..2l+1 of qs[32*j + i]
+ *   Q3_K 110 B / 256: hmask[32] | qs[64] (low 2 bits, laid out as Q2_K) | scales[12] (16
+ *                     6-bit scales, biased by 32) | d fp16;  q = low | high<<2, w = d*sc*(q-4);
+ *                     the high bit of value 128*j + 32*l + i is bit 4*j+l of hmask[i]
+ *   Q4_K 144 B / 256: d | dmin | scales[12] (8 6-bit scales and 8 6-bit mins, one per 32 values)
+ *                     | qs[128]: values 64*j + i (low nibbles) and 64*j + 32 + i (high nibbles)
+ *                     of qs[32*j + i];  w = d*sc*q - dmin*m
+ *   Q5_K 176 B / 256: d | dmin | scales[12] | qh[32] (5th bit of value 32*s + i is bit s of
+ *                     qh[i]) | qs[128] as Q4_K
+ *   Q6_K 210 B / 256: ql[128] | qh[64] | scales[16] int8 (one per 16 values) | d fp16;
+ *                     w = d*sc*(q-32); value 128*j + 32*l + i: low nibble from ql[64*j + i
+ *                     + 32*(l&1)] (low nibble for l<2, high for l>=2), top 2 bits from bits
+ *                     2l..2l+1 of qh[32*j + i]
+ */
+
+/* Activation blocks, in our own layout (ggml's layout is produced only by quantize()): the
+ * block scale is kept as a float (already rounded through fp16 where ggml stores fp16), so
+ * the hot loops skip the conversion. */
+typedef struct {
+    float d;        /* Q8_0/Q8_1 scale: an fp16 value, widened */
+    float s;        /* Q8_1 only: fp16(d_unrounded * sum(qs)), widened */
+    int8_t qs[32];
+} act32;            /* 40 bytes */
+
+typedef struct {
+    float d;            /* 1/iscale, float32 as in ggml */
+    int16_t bsums[16];  /* sums of qs in groups of 16 */
+    int8_t qs[256];
+} act256;               /* 292 bytes */
+
+enum { ACT_Q8_0 = 0, ACT_Q8_1 = 1, ACT_Q8_K = 2 };
+
+typedef struct {
+    int qk;        /* values per weight block */
+    int wbytes;    /* bytes per weight block */
+    int act;       /* ACT_* */
+} type_info;
+
+static int get_info(int type, type_info *ti) {
+    switch (type) {
+    case T_Q4_0: *ti = (type_info){32, 18, ACT_Q8_0}; return 1;
+    case T_Q4_1: *ti = (type_info){32, 20, ACT_Q8_1}; return 1;
+    case T_Q5_0: *ti = (type_info){32, 22, ACT_Q8_0}; return 1;
+    case T_Q5_1: *ti = (type_info){32, 24, ACT_Q8_1}; return 1;
+    case T_Q8_0: *ti = (type_info){32, 34, ACT_Q8_0}; return 1;
+    case T_Q2_K: *ti = (type_info){256, 84, ACT_Q8_K}; return 1;
+    case T_Q3_K: *ti = (type_info){256, 110, ACT_Q8_K}; return 1;
+    case T_Q4_K: *ti = (type_info){256, 144, ACT_Q8_K}; return 1;
+    case T_Q5_K: *ti = (type_info){256, 176, ACT_Q8_K}; return 1;
+    case T_Q6_K: *ti = (type_info){256, 210, ACT_Q8_K}; return 1;
+    default: return 0;
+    }
+}
+
+static size_t act_block_bytes(int act) { return act == ACT_Q8_K ? sizeof(act256) : sizeof(act32); }
+
+/* ------------------------------------------------------------------------------------------ */
+/* Half-precision conversions (portable; the AVX2 paths use F16C, which gives the same bits)   */
+/* ------------------------------------------------------------------------------------------ */
+
+static inline uint32_t f2u(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+static inline float u2f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+static inline uint16_t rd16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+
+static inline float h2f(uint16_t h) {
+    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    const uint32_t exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
+    if (exp == 0) {
+        /* zero or subnormal: mant * 2^-24 is exact in float32 */
+        return u2f(f2u((float)mant * 0x1p-24f) | sign);
+    }
+    if (exp == 31) return u2f(sign | 0x7f800000u | (mant << 13));
+    return u2f(sign | ((exp + 112u) << 23) | (mant << 13));
+}
+
+/* float32 -> fp16 with round-to-nearest-even (what F16C's vcvtps2ph with imm 0 and ggml's
+ * portable GGML_FP32_TO_FP16 do), including subnormals, overflow to inf and NaN. */
+static inline uint16_t f2h(float f) {
+    uint32_t u = f2u(f);
+    const uint32_t sign = u & 0x80000000u;
+    u ^= sign;
+    uint16_t o;
+    if (u >= 0x47800000u) {                   /* >= 65536 (or inf/NaN): inf, or a quiet NaN */
+        o = u > 0x7f800000u ? 0x7e00 : 0x7c00;
+    } else if (u < 0x38800000u) {             /* below 2^-14: fp16 subnormal or zero */
+        /* adding 0.5 (2^-1) puts the fp16 subnormal's bits at the bottom of the mantissa,
+         * and the float addition does the round-to-nearest-even for us */
+        const float magic = u2f(126u << 23);
+        o = (uint16_t)(f2u(u2f(u) + magic) - f2u(magic));
+    } else {
+        const uint32_t odd = (u >> 13) & 1u;  /* ties go to the even result */
+        u += 0xc8000fffu;                     /* rebias exponent (-112 << 23) and add half-ulp-1 */
+        u += odd;
+        o = (uint16_t)(u >> 13);              /* a mantissa carry rounds up into the exponent */
+    }
+    return o | (uint16_t)(sign >> 16);
+}
+
+static inline float round_f16(float f) { return h2f(f2h(f)); }
+
+/* rint to an int8 with the saturation an AVX2 cvtps/packs sequence gives (NaN -> -128) */
+static inline int8_t sat_i8(float v) {
+    const float r = rintf(v);
+    if (r >= 127.f) return 127;
+    if (!(r > -128.f)) return -128;
+    return (int8_t)r;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Activation quantization, plain C                                                          */
+/* ------------------------------------------------------------------------------------------ */
+
+static void quant_q8_0_scalar(const float *x, act32 *y, int nb, int with_sum) {
+    for (int i = 0; i < nb; i++, x += 32) {
+        float amax = 0.f;
+        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[j]));
+        const float d = amax / 127.f;
+        const float id = amax != 0.f ? 127.f / amax : 0.f;
+        int sum = 0;
+        for (int j = 0; j < 32; j++) {
+            y[i].qs[j] = sat_i8(x[j] * id);
+            sum += y[i].qs[j];
+        }
+        y[i].d = round_f16(d);
+        y[i].s = with_sum ? round_f16(d * (float)sum) : 0.f;
+    }
+}
+
+/* index of the first value of largest magnitude (ggml keeps the first one on ties) */
+static inline int argmax_abs(const float *x, int n, float amax) {
+    for (int j = 0; j < n; j++)
+        if (fabsf(x[j]) == amax) return j;
+    return 0;
+}
+
+static void q8k_finish(act256 *y, float iscale) {
+    for (int g = 0; g < 16; g++) {
+        int s = 0;
+        for (int j = 0; j < 16; j++) s += y->qs[16 * g + j];
+        y->bsums[g] = (int16_t)s;
+    }
+    y->d = 1.f / iscale;
+}
+
+static void quant_q8_k_scalar(const float *x, act256 *y, int nb) {
+    for (int i = 0; i < nb; i++, x += 256) {
+        float amax = 0.f;
+        for (int j = 0; j < 256; j++) {
+            const float ax = fabsf(x[j]);
+            if (ax > amax) amax = ax;
+        }
+        if (!(amax > 0.f)) { /* all zero (or NaN): ggml writes d = 0, q = 0 */
+            memset(&y[i], 0, sizeof(act256));
+            continue;
+        }
+        const float max = x[argmax_abs(x, 256, amax)];
+        const float iscale = -127.f / max;
+        for (int j = 0; j < 256; j++) {
+            const float r = rintf(iscale * x[j]);
+            y[i].qs[j] = r >= 127.f ? 127 : (r > -128.f ? (int8_t)r : -128);
+        }
+        q8k_finish(&y[i], iscale);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Dot products, plain C (the portable fallback; same integer sums, per-block float order)   */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Legacy (32-value) blocks: decode weight values to ints, then sum_i q_w * q_a per block. */
+static float dot_legacy_scalar(int type, int nb, const uint8_t *w, const act32 *a) {
+    float sumf = 0.f;
+    int q[32];
+    for (int ib = 0; ib < nb; ib++) {
+        const uint8_t *b = w;
+        const float dw = h2f(rd16(b));
+        float mw = 0.f;
+        switch (type) {
+        case T_Q4_0:
+            for (int j = 0; j < 16; j++) {
+                q[j] = (b[2 + j] & 0xf) - 8;
+                q[j + 16] = (b[2 + j] >> 4) - 8;
+            }
+            break;
+        case T_Q4_1:
+            mw = h2f(rd16(b + 2));
+            for (int j = 0; j < 16; j++) {
+                q[j] = b[4 + j] & 0xf;
+                q[j + 16] = b[4 + j] >> 4;
+            }
+            break;
+        case T_Q5_0: {
+            uint32_t qh;
+            memcpy(&qh, b + 2, 4);
+            for (int j = 0; j < 16; j++) {
+                q[j] = ((b[6 + j] & 0xf) | (((qh >> j) & 1) << 4)) - 16;
+                q[j + 16] = ((b[6 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) - 16;
+            }
+            break;
+        }
+        case T_Q5_1: {
+            mw = h2f(rd16(b + 2));
+            uint32_t qh;
+            memcpy(&qh, b + 4, 4);
+            for (int j = 0; j < 16; j++) {
+                q[j] = (b[8 + j] & 0xf) | (((qh >> j) & 1) << 4);
+                q[j + 16] = (b[8 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4);
+            }
+            break;
+        }
+        default: /* T_Q8_0 */
+            for (int j = 0; j < 32; j++) q[j] = (int8_t)b[2 + j];
+            break;
+        }
+        int sumi = 0;
+        for (int j = 0; j < 32; j++) sumi += q[j] * a[ib].qs[j];
+        sumf += (float)sumi * (dw * a[ib].d);
+        if (type == T_Q4_1 || type == T_Q5_1) sumf += mw * a[ib].s;
+        w += (type == T_Q4_0) ? 18 : (type == T_Q4_1) ? 20 : (type == T_Q5_0) ? 22
+           : (type == T_Q5_1) ? 24 : 34;
+    }
+    return sumf;
+}
+
+/* 6-bit scales and mins of Q4_K/Q5_K: 8 scales then 8 mins */
+static inline void unpack_k4_scales(const uint8_t *s12, uint8_t out[16]) {
+    for (int j = 0; j < 4; j++) {
+        out[j] = s12[j] & 63;
+        out[j + 8] = s12[j + 4] & 63;
+        out[j + 4] = (s12[j + 8] & 0xf) | ((s12[j] >> 6) << 4);
+        out[j + 12] = (s12[j + 8] >> 4) | ((s12[j + 4] >> 6) << 4);
+    }
+}
+
+/* 16 6-bit scales of Q3_K, biased by 32 */
+static inline void unpack_q3k_scales(const uint8_t *s12, int out[16]) {
+    for (int j = 0; j < 16; j++) {
+        const int low = (j < 8) ? (s12[j] & 0xf) : (s12[j - 8] >> 4);
+        const int high = (s12[8 + (j & 3)] >> (2 * (j >> 2))) & 3;
+        out[j] = (low | (high << 4)) - 32;
+    }
+}
+
+/* Decode a k-quant block to ints q[256] (offsets applied), per-16 scales sc[16] and per-16
+ * mins mn[16] (zero where the type has none), d and dmin. */
+static void decode_kblock(int type, const uint8_t *b, int q[256], int sc[16], int mn[16],
+                          float *d, float *dmin) {
+    *dmin = 0.f;
+    memset(mn, 0, 16 * sizeof(int));
+    switch (type) {
+    case T_Q2_K:
+        for (int g = 0; g < 16; g++) {
+            sc[g] = b[g] & 0xf;
+            mn[g] = b[g] >> 4;
+        }
+        for (int j = 0; j < 2; j++)
+            for (int l = 0; l < 4; l++)
+                for (int i = 0; i < 32; i++) q[128 * j + 32 * l + i] = (b[16 + 32 * j + i] >> (2 * l)) & 3;
+        *d = h2f(rd16(b + 80));
+        *dmin = h2f(rd16(b + 82));
+        break;
+    case T_Q3_K:
+        unpack_q3k_scales(b + 96, sc);
+        for (int j = 0; j < 2; j++)
+            for (int l = 0; l < 4; l++)
+                for (int i = 0; i < 32; i++) {
+                    const int low = (b[32 + 32 * j + i] >> (2 * l)) & 3;
+                    const int high = (b[i] >> (4 * j + l)) & 1;
+                    q[128 * j + 32 * l + i] = (low | (high << 2)) - 4;
+                }
+        *d = h2f(rd16(b + 108));
+        break;
+    case T_Q4_K:
+    case T_Q5_K: {
+        uint8_t sm[16];
+        unpack_k4_scales(b + 4, sm);
+        for (int s = 0; s < 8; s++) {
+            sc[2 * s] = sc[2 * s + 1] = sm[s];
+            mn[2 * s] = mn[2 * s + 1] = sm[8 + s];
+        }
+        const uint8_t *qs = b + (type == T_Q4_K ? 16 : 48);
+        for (int j = 0; j < 4; j++)
+            for (int i = 0; i < 32; i++) {
+                q[64 * j + i] = qs[32 * j + i] & 0xf;
+                q[64 * j + 32 + i] = qs[32 * j + i] >> 4;
+            }
+        if (type == T_Q5_K)
+            for (int s = 0; s < 8; s++)
+                for (int i = 0; i < 32; i++) q[32 * s + i] |= ((b[16 + i] >> s) & 1) << 4;
+        *d = h2f(rd16(b));
+        *dmin = h2f(rd16(b + 2));
+        break;
+    }
+    default: /* T_Q6_K */
+        for (int g = 0; g < 16; g++) sc[g] = (int8_t)b[192 + g];
+        for (int j = 0; j < 2; j++)
+            for (int l = 0; l < 4; l++)
+                for (int i = 0; i < 32; i++) {
+                    const uint8_t lb = b[64 * j + i + 32 * (l & 1)];
+                    const int low = (l < 2) ? (lb & 0xf) : (lb >> 4);
+                    const int high = (b[128 + 32 * j + i] >> (2 * l)) & 3;
+                    q[128 * j + 32 * l + i] = (low | (high << 4)) - 32;
+                }
+        *d = h2f(rd16(b + 208));
+        break;
+    }
+}
+
+static float dot_k_scalar(int type, int nb, int wbytes, const uint8_t *w, const act256 *a) {
+    int q[256], sc[16], mn[16];
+    float sumf = 0.f;
+    for (int i = 0; i < nb; i++, w += wbytes) {
+        float d, dmin;
+        decode_kblock(type, w, q, sc, mn, &d, &dmin);
+        int isum = 0, msum = 0;
+        for (int g = 0; g < 16; g++) {
+            int s = 0;
+            for (int j = 0; j < 16; j++) s += q[16 * g + j] * a[i].qs[16 * g + j];
+            isum += sc[g] * s;
+            msum += mn[g] * a[i].bsums[g];
+        }
+        sumf += (a[i].d * d) * (float)isum;
+        if (type == T_Q2_K || type == T_Q4_K || type == T_Q5_K) sumf += (-a[i].d * dmin) * (float)msum;
+    }
+    return sumf;
+}
+
+/* Kernel signature: one weight row, nr activation rows (astride bytes apart), nr outputs
+ * (ostride floats apart). */
+typedef void (*kern_fn)(int type, int nb, const uint8_t *w, const void *a, size_t astride,
+                        float *out, size_t ostride, int nr);
+
+static void kern_scalar(int type, int nb, const uint8_t *w, const void *a, size_t astride,
+                        float *out, size_t ostride, int nr) {
+    type_info ti;
+    get_info(type, &ti);
+    for (int r = 0; r < nr; r++) {
+        const void *ar = (const uint8_t *)a + r * astride;
+        out[r * ostride] = ti.qk == 32 ? dot_legacy_scalar(type, nb, w, (const act32 *)ar)
+                                       : dot_k_scalar(type, nb, ti.wbytes, w, (const act256 *)ar);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* AVX2 + FMA + F16C                                                                          */
+/* ------------------------------------------------------------------------------------------ */
+#if QK_X86
+
+#define TGT __attribute__((target("avx2,fma,f16c")))
+#define AI static inline __attribute__((always_inline))
+
+TGT AI float h2f_c(const uint8_t *p) { return _cvtsh_ss(rd16(p)); }
+
+TGT AI float hsum8(__m256 x) {
+    __m128 r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    return _mm_cvtss_f32(r);
+}
+
+TGT AI int hsum_i32_8(__m256i a) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+    s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* 16 packed bytes -> 32 bytes: low nibbles (values 0..15), then high nibbles (16..31) */
+TGT AI __m256i nib32(const uint8_t *p) {
+    const __m128i t = _mm_loadu_si128((const __m128i *)p);
+    const __m256i b = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
+    return _mm256_and_si256(b, _mm256_set1_epi8(0x0f));
+}
+
+/* 32 bits -> 32 bytes, 0xFF where the bit is set, 0x00 elsewhere */
+TGT AI __m256i bits32(const uint8_t *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
+                                           0x0101010101010101, 0x0000000000000000);
+    __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32((int)v), shuf);
+    /* every byte gets all bits but its own one set: equal to 0xFF iff its bit was set */
+    bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+    return _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1));
+}
+
+/* -- activation quantization -- */
+
+TGT static void quant_q8_0_avx2(const float *x, act32 *y, int nb, int with_sum) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int i = 0; i < nb; i++, x += 32) {
+        __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8);
+        __m256 v2 = _mm256_loadu_ps(x + 16), v3 = _mm256_loadu_ps(x + 24);
+        __m256 m = _mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1));
+        m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v2));
+        m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v3));
+        __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(m, 1), _mm256_castps256_ps128(m));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        const float amax = _mm_cvtss_f32(m4);
+        const float d = amax / 127.f;
+        const __m256 id = _mm256_set1_ps(amax != 0.f ? 127.f / amax : 0.f);
+        const int rnd = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+        __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v0, id), rnd));
+        __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v1, id), rnd));
+        __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v2, id), rnd));
+        __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v3, id), rnd));
+        y[i].d = _cvtsh_ss(_cvtss_sh(d, 0));
+        if (with_sum) {
+            /* the sum of the saturated int8 values (|q| <= 127 except for NaN input) */
+            const int s = hsum_i32_8(_mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3)));
+            y[i].s = _cvtsh_ss(_cvtss_sh(d * (float)s, 0));
+        } else {
+            y[i].s = 0.f;
+        }
+        /* int32 -> int16 -> int8 with saturation; packs work per 128-bit lane, so the
+         * dwords come out in the order 0,2,4,6,1,3,5,7 and the permute restores it */
+        i0 = _mm256_packs_epi32(i0, i1);
+        i2 = _mm256_packs_epi32(i2, i3);
+        i0 = _mm256_packs_epi16(i0, i2);
+        _mm256_storeu_si256((__m256i *)y[i].qs, _mm256_permutevar8x32_epi32(i0, perm));
+    }
+}
+
+TGT static void quant_q8_k_avx2(const float *x, act256 *y, int nb) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    const __m256i i127 = _mm256_set1_epi32(127);
+    const int rnd = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    for (int i = 0; i < nb; i++, x += 256) {
+        __m256 m = _mm256_setzero_ps();
+        for (int j = 0; j < 256; j += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + j)));
+        __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(m, 1), _mm256_castps256_ps128(m));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        const float amax = _mm_cvtss_f32(m4);
+        if (!(amax > 0.f)) {
+            memset(&y[i], 0, sizeof(act256));
+            continue;
+        }
+        const float max = x[argmax_abs(x, 256, amax)];
+        const float iscale = -127.f / max;
+        const __m256 vs = _mm256_set1_ps(iscale);
+        for (int g = 0; g < 8; g++) { /* 32 values per step */
+            const float *xg = x + 32 * g;
+            __m256i q[4];
+            for (int k = 0; k < 4; k++) {
+                const __m256 v = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(xg + 8 * k), vs), rnd);
+                q[k] = _mm256_min_epi32(_mm256_cvtps_epi32(v), i127);
+            }
+            y[i].bsums[2 * g] = (int16_t)hsum_i32_8(_mm256_add_epi32(q[0], q[1]));
+            y[i].bsums[2 * g + 1] = (int16_t)hsum_i32_8(_mm256_add_epi32(q[2], q[3]));
+            const __m256i a = _mm256_packs_epi32(q[0], q[1]);
+            const __m256i b = _mm256_packs_epi32(q[2], q[3]);
+            _mm256_storeu_si256((__m256i *)(y[i].qs + 32 * g),
+                                _mm256_permutevar8x32_epi32(_mm256_packs_epi16(a, b), perm));
+        }
+        y[i].d = 1.f / iscale;
+    }
+}
+
+/* -- legacy (32-value block) dot products, NR activation rows at once --
+ *
+ * Per block: decode the 32 weight values to bytes qx, form the 8 int32 pair-sums of
+ * qx*qy with maddubs (u8 x s8 -> s16 pairs) and madd (s16 pairs -> s32), convert to float
+ * and accumulate d_w*d_a * that with an FMA (as ggml).  maddubs needs an unsigned operand:
+ * signed weights go through the sign trick |qx| * (qy with qx's sign).  The _1 types add
+ * m_w * s_a per block in a scalar float. */
+TGT AI void legacy_avx2(const int T, const int NR, int nb, const uint8_t *w, const uint8_t *a,
+                        size_t astride, float *out, size_t ostride) {
+    const int wb = T == T_Q4_0 ? 18 : T == T_Q4_1 ? 20 : T == T_Q5_0 ? 22 : T == T_Q5_1 ? 24 : 34;
+    const int has_min = T == T_Q4_1 || T == T_Q5_1;
+    const int is_signed = !has_min;
+    const __m256i ones16 = _mm256_set1_epi16(1);
+    __m256 acc[4];
+    float summs[4];
+    for (int r = 0; r < NR; r++) {
+        acc[r] = _mm256_setzero_ps();
+        summs[r] = 0.f;
+    }
+    for (int ib = 0; ib < nb; ib++, w += wb) {
+        const float dw = h2f_c(w);
+        float mw = 0.f;
+        __m256i qx;
+        if (T == T_Q4_0) {
+            qx = _mm256_sub_epi8(nib32(w + 2), _mm256_set1_epi8(8));
+        } else if (T == T_Q4_1) {
+            mw = h2f_c(w + 2);
+            qx = nib32(w + 4);
+        } else if (T == T_Q5_0) {
+            /* 0xF0 where the 5th bit is clear: nibble | 0xF0 == nibble - 16 as int8 */
+            const __m256i hi = _mm256_andnot_si256(bits32(w + 2), _mm256_set1_epi8((char)0xF0));
+            qx = _mm256_or_si256(nib32(w + 6), hi);
+        } else if (T == T_Q5_1) {
+            mw = h2f_c(w + 2);
+            const __m256i hi = _mm256_and_si256(bits32(w + 4), _mm256_set1_epi8(0x10));
+            qx = _mm256_or_si256(nib32(w + 8), hi);
+        } else {
+            qx = _mm256_loadu_si256((const __m256i *)(w + 2));
+        }
+        const __m256i ax = is_signed ? _mm256_sign_epi8(qx, qx) : qx;
+        for (int r = 0; r < NR; r++) {
+            const act32 *y = (const act32 *)(a + r * astride) + ib;
+            __m256i qy = _mm256_loadu_si256((const __m256i *)y->qs);
+            if (is_signed) qy = _mm256_sign_epi8(qy, qx);
+            const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(ax, qy), ones16));
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dw * y->d), p, acc[r]);
+            if (has_min) summs[r] += mw * y->s;
+        }
+    }
+    for (int r = 0; r < NR; r++) out[r * ostride] = hsum8(acc[r]) + summs[r];
+}
+
+/* -- k-quant helpers -- */
+
+/* For types with a scale per 16 values: from 8 int16 scales duplicated in both lanes (sc8),
+ * the vector whose low lane holds scale 2l and high lane scale 2l+1 (the two 16-value
+ * groups that one 32-byte vector of values covers). */
+TGT AI __m256i scale_pair(__m256i sc8, int l) {
+    static const uint8_t k_shuf[4][32] __attribute__((aligned(32))) = {
+        {0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3},
+        {4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7},
+        {8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11},
+        {12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15},
+    };
+    return _mm256_shuffle_epi8(sc8, _mm256_load_si256((const __m256i *)k_shuf[l]));
+}
+
+/* For Q4_K/Q5_K (a scale per 32 values): scale s (of 8 int16, duplicated in both lanes)
+ * broadcast to all 16 int16 lanes. */
+TGT AI __m256i scale_one(__m256i sc8, int s) {
+    return _mm256_shuffle_epi8(sc8, _mm256_set1_epi16((short)(((2 * s + 1) << 8) | (2 * s))));
+}
+
+TGT AI __m256i dup_lane(__m128i v) { return _mm256_broadcastsi128_si256(v); }
+
+/* Q2_K: sum_g sc_g * sum q*q8 (q in 0..3) per block; mins through bsums */
+TGT AI void q2k_avx2(const int NR, int nb, const uint8_t *w, const uint8_t *a, size_t astride,
+                     float *out, size_t ostride) {
+    const __m256i m3 = _mm256_set1_epi8(3);
+    const __m128i m4 = _mm_set1_epi8(0xF);
+    __m256 acc[4];
+    for (int r = 0; r < NR; r++) acc[r] = _mm256_setzero_ps();
+    for (int i = 0; i < nb; i++, w += 84) {
+        const float dw = h2f_c(w + 80), dminw = h2f_c(w + 82);
+        const __m128i ms = _mm_loadu_si128((const __m128i *)w);
+        const __m256i sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(ms, m4));
+        const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(ms, 4), m4));
+        const __m256i sc8[2] = {dup_lane(_mm256_castsi256_si128(sc16)), dup_lane(_mm256_extracti128_si256(sc16, 1))};
+        __m256i sumi[4];
+        for (int r = 0; r < NR; r++) sumi[r] = _mm256_setzero_si256();
+        for (int j = 0; j < 2; j++) {
+            const __m256i bits = _mm256_loadu_si256((const __m256i *)(w + 16 + 32 * j));
+            for (int l = 0; l < 4; l++) {
+                const __m256i qx = _mm256_and_si256(_mm256_srli_epi16(bits, 2 * l), m3);
+                const __m256i sc = scale_pair(sc8[j], l);
+                for (int r = 0; r < NR; r++) {
+                    const act256 *y = (const act256 *)(a + r * astride) + i;
+                    const __m256i qy = _mm256_loadu_si256((const __m256i *)(y->qs + 128 * j + 32 * l));
+                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(sc, _mm256_maddubs_epi16(qx, qy)));
+                }
+            }
+        }
+        for (int r = 0; r < NR; r++) {
+            const act256 *y = (const act256 *)(a + r * astride) + i;
+            const __m256i prod = _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)y->bsums));
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(-y->d * dminw), _mm256_cvtepi32_ps(prod), acc[r]);
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(y->d * dw), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+        }
+    }
+    for (int r = 0; r < NR; r++) out[r * ostride] = hsum8(acc[r]);
+}
+
+/* Q3_K: q = low2 | high<<2 in 0..7 (unsigned, so maddubs applies), and the -4 offset is
+ * taken out through the activation's bsums: sum sc*(q-4)*q8 = sum sc*q*q8 - 4*sum sc*bsum. */
+TGT AI void q3k_avx2(const int NR, int nb, const uint8_t *w, const uint8_t *a, size_t astride,
+                     float *out, size_t ostride) {
+    const __m256i m3 = _mm256_set1_epi8(3);
+    const __m256i m4 = _mm256_set1_epi8(4);
+    __m256 acc[4];
+    for (int r = 0; r < NR; r++) acc[r] = _mm256_setzero_ps();
+    for (int i = 0; i < nb; i++, w += 110) {
+        const float dw = h2f_c(w + 108);
+        uint32_t aux[3];
+        memcpy(aux, w + 96, 12);
+        const uint32_t k2 = 0x0f0f0f0f, k1 = 0x03030303;
+        __m128i s128 = _mm_set_epi32((int)(((aux[1] >> 4) & k2) | (((aux[2] >> 6) & k1) << 4)),
+                                     (int)(((aux[0] >> 4) & k2) | (((aux[2] >> 4) & k1) << 4)),
+                                     (int)((aux[1] & k2) | (((aux[2] >> 2) & k1) << 4)),
+                                     (int)((aux[0] & k2) | ((aux[2] & k1) << 4)));
+        s128 = _mm_sub_epi8(s128, _mm_set1_epi8(32));
+        const __m256i sc16 = _mm256_cvtepi8_epi16(s128);
+        const __m256i sc8[2] = {dup_lane(_mm256_castsi256_si128(sc16)), dup_lane(_mm256_extracti128_si256(sc16, 1))};
+        const __m256i hbits = _mm256_loadu_si256((const __m256i *)w);
+        __m256i sumi[4];
+        for (int r = 0; r < NR; r++) {
+            /* -4 * sum_g sc_g * bsum_g */
+            const act256 *y = (const act256 *)(a + r * astride) + i;
+            const __m256i corr = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)y->bsums));
+            sumi[r] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 2));
+        }
+        for (int j = 0; j < 2; j++) {
+            const __m256i bits = _mm256_loadu_si256((const __m256i *)(w + 32 + 32 * j));
+            for (int l = 0; l < 4; l++) {
+                const int bit = 4 * j + l;
+                /* high bit moved to bit 2 of each byte */
+                const __m256i hb = _mm256_and_si256(_mm256_slli_epi16(_mm256_srli_epi16(hbits, bit), 2), m4);
+                const __m256i qx = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 2 * l), m3), hb);
+                const __m256i sc = scale_pair(sc8[j], l);
+                for (int r = 0; r < NR; r++) {
+                    const act256 *y = (const act256 *)(a + r * astride) + i;
+                    const __m256i qy = _mm256_loadu_si256((const __m256i *)(y->qs + 128 * j + 32 * l));
+                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(sc, _mm256_maddubs_epi16(qx, qy)));
+                }
+            }
+        }
+        for (int r = 0; r < NR; r++) {
+            const act256 *y = (const act256 *)(a + r * astride) + i;
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(y->d * dw), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+        }
+    }
+    for (int r = 0; r < NR; r++) out[r * ostride] = hsum8(acc[r]);
+}
+
+/* Q4_K and Q5_K: 8 sub-blocks of 32 values with 6-bit scales and mins (ggml's utmp
+ * shuffle gives scales in bytes 0..7 and mins in 8..15). Mins go through bsums summed per
+ * 32 values (16-bit hadd: 32*127 fits). */
+TGT AI void q45k_avx2(const int T, const int NR, int nb, const uint8_t *w, const uint8_t *a,
+                      size_t astride, float *out, size_t ostride) {
+    const int wb = T == T_Q4_K ? 144 : 176;
+    const __m256i m4 = _mm256_set1_epi8(0xF);
+    const __m256i bit4 = _mm256_set1_epi8(0x10);
+    __m256 acc[4];
+    __m128 accm[4];
+    for (int r = 0; r < NR; r++) {
+        acc[r] = _mm256_setzero_ps();
+        accm[r] = _mm_setzero_ps();
+    }
+    for (int i = 0; i < nb; i++, w += wb) {
+        const float dw = h2f_c(w), dminw = h2f_c(w + 2);
+        uint32_t u[4];
+        memcpy(u, w + 4, 12);
+        const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
+        u[3] = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
+        const uint32_t uaux = u[1] & k1;
+        u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
+        u[2] = uaux;
+        u[0] &= k1;
+        const __m256i ms = _mm256_cvtepu8_epi16(_mm_set_epi32((int)u[3], (int)u[2], (int)u[1], (int)u[0]));
+        const __m128i mins = _mm256_extracti128_si256(ms, 1);
+        const __m256i sc8 = dup_lane(_mm256_castsi256_si128(ms));
+        const uint8_t *qs = w + (T == T_Q4_K ? 16 : 48);
+        __m256i hbits = _mm256_setzero_si256();
+        if (T == T_Q5_K) hbits = _mm256_loadu_si256((const __m256i *)(w + 16));
+        __m256i sumi[4];
+        for (int r = 0; r < NR; r++) sumi[r] = _mm256_setzero_si256();
+        for (int j = 0; j < 4; j++) {
+            const __m256i bits = _mm256_loadu_si256((const __m256i *)(qs + 32 * j));
+            __m256i ql = _mm256_and_si256(bits, m4);
+            __m256i qh = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+            if (T == T_Q5_K) {
+                /* 5th bits: bit 2j (low half) and 2j+1 (high half) of each qh byte, to bit 4 */
+                ql = _mm256_or_si256(ql, _mm256_and_si256(_mm256_slli_epi16(_mm256_srli_epi16(hbits, 2 * j), 4), bit4));
+                qh = _mm256_or_si256(qh, _mm256_and_si256(_mm256_slli_epi16(_mm256_srli_epi16(hbits, 2 * j + 1), 4), bit4));
+            }
+            const __m256i scl = scale_one(sc8, 2 * j), sch = scale_one(sc8, 2 * j + 1);
+            for (int r = 0; r < NR; r++) {
+                const act256 *y = (const act256 *)(a + r * astride) + i;
+                const __m256i yl = _mm256_loadu_si256((const __m256i *)(y->qs + 64 * j));
+                const __m256i yh = _mm256_loadu_si256((const __m256i *)(y->qs + 64 * j + 32));
+                const __m256i pl = _mm256_madd_epi16(scl, _mm256_maddubs_epi16(ql, yl));
+                const __m256i ph = _mm256_madd_epi16(sch, _mm256_maddubs_epi16(qh, yh));
+                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_add_epi32(pl, ph));
+            }
+        }
+        for (int r = 0; r < NR; r++) {
+            const act256 *y = (const act256 *)(a + r * astride) + i;
+            const __m256i bs = _mm256_loadu_si256((const __m256i *)y->bsums);
+            const __m128i s32 = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+            const __m128i prod = _mm_madd_epi16(mins, s32);
+            accm[r] = _mm_fmadd_ps(_mm_set1_ps(-y->d * dminw), _mm_cvtepi32_ps(prod), accm[r]);
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(y->d * dw), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+        }
+    }
+    for (int r = 0; r < NR; r++) {
+        __m128 m = accm[r];
+        m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+        m = _mm_add_ss(m, _mm_movehdup_ps(m));
+        out[r * ostride] = hsum8(acc[r]) + _mm_cvtss_f32(m);
+    }
+}
+
+/* Q6_K: q in 0..63 (unsigned for maddubs); the -32 offset through bsums as for Q3_K. */
+TGT AI void q6k_avx2(const int NR, int nb, const uint8_t *w, const uint8_t *a, size_t astride,
+                     float *out, size_t ostride) {
+    const __m256i m4 = _mm256_set1_epi8(0xF);
+    const __m256i m2 = _mm256_set1_epi8(0x30);
+    __m256 acc[4];
+    for (int r = 0; r < NR; r++) acc[r] = _mm256_setzero_ps();
+    for (int i = 0; i < nb; i++, w += 210) {
+        const float dw = h2f_c(w + 208);
+        const __m128i s128 = _mm_loadu_si128((const __m128i *)(w + 192));
+        const __m256i sc16 = _mm256_cvtepi8_epi16(s128);
+        const __m256i sc8[2] = {dup_lane(_mm256_castsi256_si128(sc16)), dup_lane(_mm256_extracti128_si256(sc16, 1))};
+        __m256i sumi[4];
+        for (int r = 0; r < NR; r++) {
+            const act256 *y = (const act256 *)(a + r * astride) + i;
+            const __m256i corr = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)y->bsums));
+            sumi[r] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 5));
+        }
+        for (int j = 0; j < 2; j++) {
+            const __m256i b1 = _mm256_loadu_si256((const __m256i *)(w + 64 * j));
+            const __m256i b2 = _mm256_loadu_si256((const __m256i *)(w + 64 * j + 32));
+            const __m256i bh = _mm256_loadu_si256((const __m256i *)(w + 128 + 32 * j));
+            __m256i qx[4];
+            qx[0] = _mm256_or_si256(_mm256_and_si256(b1, m4), _mm256_and_si256(_mm256_slli_epi16(bh, 4), m2));
+            qx[1] = _mm256_or_si256(_mm256_and_si256(b2, m4), _mm256_and_si256(_mm256_slli_epi16(bh, 2), m2));
+            qx[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b1, 4), m4), _mm256_and_si256(bh, m2));
+            qx[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b2, 4), m4),
+                                    _mm256_and_si256(_mm256_srli_epi16(bh, 2), m2));
+            for (int l = 0; l < 4; l++) {
+                const __m256i sc = scale_pair(sc8[j], l);
+                for (int r = 0; r < NR; r++) {
+                    const act256 *y = (const act256 *)(a + r * astride) + i;
+                    const __m256i qy = _mm256_loadu_si256((const __m256i *)(y->qs + 128 * j + 32 * l));
+                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(sc, _mm256_maddubs_epi16(qx[l], qy)));
+                }
+            }
+        }
+        for (int r = 0; r < NR; r++) {
+            const act256 *y = (const act256 *)(a + r * astride) + i;
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(y->d * dw), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+        }
+    }
+    for (int r = 0; r < NR; r++) out[r * ostride] = hsum8(acc[r]);
+}
+
+/* One kernel per type with the NR specialisations; the switch picks a compile-time NR. */
+#define NR_SWITCH(call1, call2, call3, call4) \
+    switch (nr) {                             \
+    case 1: call1; break;                     \
+    case 2: call2; break;                     \
+    case 3: call3; break;                     \
+    default: call4; break;                    \
+    }
+
+#define DEF_LEGACY(NAME, T)                                                                       \
+    TGT static void NAME(int nb, const uint8_t *w, const uint8_t *a, size_t as, float *o,         \
+                         size_t os, int nr) {                                                     \
+        NR_SWITCH(legacy_avx2(T, 1, nb, w, a, as, o, os), legacy_avx2(T, 2, nb, w, a, as, o, os), \
+                  legacy_avx2(T, 3, nb, w, a, as, o, os), legacy_avx2(T, 4, nb, w, a, as, o, os)) \
+    }
+DEF_LEGACY(k_q4_0_avx2, T_Q4_0)
+DEF_LEGACY(k_q4_1_avx2, T_Q4_1)
+DEF_LEGACY(k_q5_0_avx2, T_Q5_0)
+DEF_LEGACY(k_q5_1_avx2, T_Q5_1)
+DEF_LEGACY(k_q8_0_avx2, T_Q8_0)
+
+#define DEF_K(NAME, FN)                                                                   \
+    TGT static void NAME(int nb, const uint8_t *w, const uint8_t *a, size_t as, float *o, \
+                         size_t os, int nr) {                                             \
+        NR_SWITCH(FN(1, nb, w, a, as, o, os), FN(2, nb, w, a, as, o, os),                 \
+                  FN(3, nb, w, a, as, o, os), FN(4, nb, w, a, as, o, os))                 \
+    }
+DEF_K(k_q2_k_avx2, q2k_avx2)
+DEF_K(k_q3_k_avx2, q3k_avx2)
+DEF_K(k_q6_k_avx2, q6k_avx2)
+#define Q4K(NR, ...) q45k_avx2(T_Q4_K, NR, __VA_ARGS__)
+#define Q5K(NR, ...) q45k_avx2(T_Q5_K, NR, __VA_ARGS__)
+DEF_K(k_q4_k_avx2, Q4K)
+DEF_K(k_q5_k_avx2, Q5K)
+
+static void kern_avx2(int type, int nb, const uint8_t *w, const void *a, size_t astride,
+                      float *out, size_t ostride, int nr) {
+    const uint8_t *ab = (const uint8_t *)a;
+    switch (type) {
+    case T_Q4_0: k_q4_0_avx2(nb, w, ab, astride, out, ostride, nr); break;
+    case T_Q4_1: k_q4_1_avx2(nb, w, ab, astride, out, ostride, nr); break;
+    case T_Q5_0: k_q5_0_avx2(nb, w, ab, astride, out, ostride, nr); break;
+    case T_Q5_1: k_q5_1_avx2(nb, w, ab, astride, out, ostride, nr); break;
+    case T_Q8_0: k_q8_0_avx2(nb, w, ab, astride, out, ostride, nr); break;
+    case T_Q2_K: k_q2_k_avx2(nb, w, ab, astride, out, ostride, nr); break;
+    case T_Q3_K: k_q3_k_avx2(nb, w, ab, astride, out, ostride, nr); break;
+    case T_Q4_K: k_q4_k_avx2(nb, w, ab, astride, out, ostride, nr); break;
+    case T_Q5_K: k_q5_k_avx2(nb, w, ab, astride, out, ostride, nr); break;
+    default: k_q6_k_avx2(nb, w, ab, astride, out, ostride, nr); break;
+    }
+}
+
+static int cpu_has_avx2(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           __builtin_cpu_supports("f16c");
+}
+
+#else /* not x86 */
+static int cpu_has_avx2(void) { return 0; }
+#endif
+
+static int g_has_avx2 = 0;
+
+/* ------------------------------------------------------------------------------------------ */
+/* Driver                                                                                     */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Quantize activation rows [m0, m1) of x [M, K] into the act buffer. */
+static void quantize_rows(const type_info *ti, int use_avx2, const float *x, uint8_t *act,
+                          size_t arow, long K, long m0, long m1) {
+    const int nb = (int)(K / (ti->act == ACT_Q8_K ? 256 : 32));
+    for (long m = m0; m < m1; m++) {
+        const float *xr = x + m * K;
+        uint8_t *ar = act + m * arow;
+#if QK_X86
+        if (use_avx2) {
+            if (ti->act == ACT_Q8_K) quant_q8_k_avx2(xr, (act256 *)ar, nb);
+            else quant_q8_0_avx2(xr, (act32 *)ar, nb, ti->act == ACT_Q8_1);
+            continue;
+        }
+#endif
+        (void)use_avx2;
+        if (ti->act == ACT_Q8_K) quant_q8_k_scalar(xr, (act256 *)ar, nb);
+        else quant_q8_0_scalar(xr, (act32 *)ar, nb, ti->act == ACT_Q8_1);
+    }
+}
+
+/* Activation rows handled together by one kernel call (the kernels hold NR accumulators). */
+#define MT 4
+
+typedef struct {
+    int type;
+    type_info ti;
+    int use_avx2;
+    const float *x;
+    const uint8_t *w;
+    float *y;
+    long M, N, K;
+    int nb;
+    size_t row_bytes, arow;
+    uint8_t *act;
+    long chunk;           /* output rows per work item */
+    long n_chunks;
+    long next;            /* next work item (atomic) */
+} job_t;
+
+static void run_chunks(job_t *jb) {
+    kern_fn kern = kern_scalar;
+#if QK_X86
+    if (jb->use_avx2) kern = kern_avx2;
+#endif
+    for (;;) {
+        const long c = __atomic_fetch_add(&jb->next, 1, __ATOMIC_RELAXED);
+        if (c >= jb->n_chunks) break;
+        const long n0 = c * jb->chunk;
+        const long n1 = n0 + jb->chunk < jb->N ? n0 + jb->chunk : jb->N;
+        /* The chunk's weight rows stay in L1/L2 while every activation tile passes over
+         * them, so each weight row is fetched from memory once for all M rows. */
+        for (long m0 = 0; m0 < jb->M; m0 += MT) {
+            const int nr = (int)(jb->M - m0 < MT ? jb->M - m0 : MT);
+            const uint8_t *a = jb->act + m0 * jb->arow;
+            float *yo = jb->y + m0 * jb->N;
+            for (long n = n0; n < n1; n++) {
+                const uint8_t *wr = jb->w + n * jb->row_bytes;
+                if (jb->M <= MT && n + 2 < n1) {
+                    /* single pass over the rows: ask early for the row after next */
+                    const uint8_t *pf = wr + 2 * jb->row_bytes;
+                    for (size_t o = 0; o < jb->row_bytes; o += 64) __builtin_prefetch(pf + o, 0, 3);
+                }
+                kern(jb->type, jb->nb, wr, a, jb->arow, yo + n, (size_t)jb->N, nr);
+            }
+        }
+    }
+}
+
+/* Per-thread scratch for quantized activations: grown as needed, never shrunk, so steady
+ * state decoding allocates nothing.  Thread-local because calls from different Python
+ * threads run concurrently (the GIL is released). */
+static __thread uint8_t *t_scratch = NULL;
+static __thread size_t t_scratch_cap = 0;
+
+static uint8_t *scratch(size_t n) {
+    if (n > t_scratch_cap) {
+        free(t_scratch);
+        t_scratch = NULL;
+        t_scratch_cap = 0;
+        /* 64-byte aligned, rounded up to a 64 KiB multiple to avoid regrowing by a few bytes */
+        const size_t cap = (n + 65535) & ~(size_t)65535;
+        void *p = NULL;
+        if (posix_memalign(&p, 64, cap) != 0) return NULL;
+        t_scratch = p;
+        t_scratch_cap = cap;
+    }
+    return t_scratch;
+}
+
+static int qmatmul_run(int type, const float *x, const uint8_t *w, float *y, long M, long N, long K,
+                       int nth, int use_avx2) {
+    job_t jb;
+    memset(&jb, 0, sizeof jb);
+    jb.type = type;
+    get_info(type, &jb.ti);
+    jb.use_avx2 = use_avx2;
+    jb.x = x;
+    jb.w = w;
+    jb.y = y;
+    jb.M = M;
+    jb.N = N;
+    jb.K = K;
+    jb.nb = (int)(K / jb.ti.qk);
+    jb.row_bytes = (size_t)jb.nb * jb.ti.wbytes;
+    const int aqk = jb.ti.act == ACT_Q8_K ? 256 : 32;
+    jb.arow = (size_t)(K / aqk) * act_block_bytes(jb.ti.act);
+    jb.act = scratch(jb.arow * (size_t)M);
+    if (!jb.act) return -1;
+
+    /* Work split: with one activation tile, a few chunks per thread (dynamic balance); with
+     * many, chunks of weight rows small enough to stay cache-resident across the tiles. */
+    long chunk;
+    if (M <= MT) {
+        chunk = (N + (long)nth * 8 - 1) / ((long)nth * 8);
+        if (chunk < 8) chunk = 8;
+    } else {
+        chunk = (long)(32768 / (jb.row_bytes ? jb.row_bytes : 1));
+        const long even = (N + (long)nth * 4 - 1) / ((long)nth * 4);
+        if (chunk > even) chunk = even;
+        if (chunk < 1) chunk = 1;
+    }
+    jb.chunk = chunk;
+    jb.n_chunks = (N + chunk - 1) / chunk;
+    if (jb.n_chunks < nth) nth = (int)(jb.n_chunks > 0 ? jb.n_chunks : 1);
+
+    /* Small work is not worth waking threads for: ~4 us of single-thread work. */
+    const double work = (double)M * (double)N * (double)K;
+    if (work < 2.0e5) nth = 1;
+
+    const int par_quant = nth > 1 && M >= 2L * nth;
+    if (!par_quant) quantize_rows(&jb.ti, use_avx2, x, jb.act, jb.arow, K, 0, M);
+
+#ifdef _OPENMP
+    if (nth > 1) {
+#pragma omp parallel num_threads(nth)
+        {
+            if (par_quant) {
+                const int t = omp_get_thread_num(), T = omp_get_num_threads();
+                quantize_rows(&jb.ti, use_avx2, x, jb.act, jb.arow, K, M * t / T, M * (t + 1) / T);
+#pragma omp barrier
+            }
+            run_chunks(&jb);
+        }
+        return 0;
+    }
+#endif
+    if (par_quant) quantize_rows(&jb.ti, use_avx2, x, jb.act, jb.arow, K, 0, M);
+    run_chunks(&jb);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Python interface                                                                           */
+/* ------------------------------------------------------------------------------------------ */
+
+static int check_type_k(int type, long K, type_info *ti) {
+    if (!get_info(type, ti)) {
+        PyErr_Format(PyExc_ValueError, "ggml type id %d has no quantized kernel", type);
+        return 0;
+    }
+    if (K <= 0 || K % ti->qk) {
+        PyErr_Format(PyExc_ValueError, "K=%ld is not a positive multiple of the %d-value block", K, ti->qk);
+        return 0;
+    }
+    return 1;
+}
+
+PyDoc_STRVAR(qmatmul_doc,
+             "qmatmul(type, x_ptr, w_ptr, y_ptr, M, N, K, n_threads, scalar) -> None\n\n"
+             "y[M, N] = x[M, K] (float32) times the GGML-block weight rows w[N] (type id), "
+             "as llama.cpp's CPU backend computes it. Raw addresses; no checks beyond sizes.");
+
+static PyObject *py_qmatmul(PyObject *self, PyObject *args) {
+    (void)self;
+    int type, nth, force_scalar;
+    unsigned long long xp, wp, yp;
+    Py_ssize_t M, N, K;
+    if (!PyArg_ParseTuple(args, "iKKKnnnip", &type, &xp, &wp, &yp, &M, &N, &K, &nth, &force_scalar))
+        return NULL;
+    type_info ti;
+    if (!check_type_k(type, (long)K, &ti)) return NULL;
+    if (M < 0 || N < 0) return PyErr_Format(PyExc_ValueError, "negative size M=%zd N=%zd", M, N);
+    if (M == 0 || N == 0) Py_RETURN_NONE;
+    if (!xp || !wp || !yp) return PyErr_Format(PyExc_ValueError, "null data pointer");
+    if (nth < 1) nth = 1;
+    if (nth > 256) nth = 256;
+    const int use_avx2 = g_has_avx2 && !force_scalar;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = qmatmul_run(type, (const float *)(uintptr_t)xp, (const uint8_t *)(uintptr_t)wp,
+                     (float *)(uintptr_t)yp, (long)M, (long)N, (long)K, nth, use_avx2);
+    Py_END_ALLOW_THREADS
+    if (rc) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(quantize_doc,
+             "quantize(type, x_ptr, out_ptr, M, K, scalar) -> None\n\n"
+             "Quantize x[M, K] float32 to the activation blocks llama.cpp dots with weights of "
+             "ggml type `type`, written in ggml's byte layout (block_q8_0: fp16 d, 32 int8; "
+             "block_q8_1: fp16 d, fp16 s, 32 int8; block_q8_K: float d, 256 int8, 16 int16 bsums).");
+
+static PyObject *py_quantize(PyObject *self, PyObject *args) {
+    (void)self;
+    int type, force_scalar;
+    unsigned long long xp, op;
+    Py_ssize_t M, K;
+    if (!PyArg_ParseTuple(args, "iKKnnp", &type, &xp, &op, &M, &K, &force_scalar)) return NULL;
+    type_info ti;
+    if (!check_type_k(type, (long)K, &ti)) return NULL;
+    if (M < 0) return PyErr_Format(PyExc_ValueError, "negative size M=%zd", M);
+    if (M == 0) Py_RETURN_NONE;
+    if (!xp || !op) return PyErr_Format(PyExc_ValueError, "null data pointer");
+    const int aqk = ti.act == ACT_Q8_K ? 256 : 32;
+    const long nb = (long)K / aqk;
+    const size_t arow = (size_t)nb * act_block_bytes(ti.act);
+    uint8_t *tmp = malloc(arow);
+    if (!tmp) return PyErr_NoMemory();
+    const int use_avx2 = g_has_avx2 && !force_scalar;
+    uint8_t *out = (uint8_t *)(uintptr_t)op;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t m = 0; m < M; m++) {
+        const float *xr = (const float *)(uintptr_t)xp + m * K;
+        quantize_rows(&ti, use_avx2, xr, tmp, arow, K, 0, 1);
+        for (long b = 0; b < nb; b++) {
+            if (ti.act == ACT_Q8_K) {
+                const act256 *s = (const act256 *)tmp + b;
+                memcpy(out, &s->d, 4);
+                memcpy(out + 4, s->qs, 256);
+                memcpy(out + 260, s->bsums, 32);
+                out += 292;
+            } else {
+                const act32 *s = (const act32 *)tmp + b;
+                const uint16_t d16 = f2h(s->d);
+                memcpy(out, &d16, 2);
+                if (ti.act == ACT_Q8_1) {
+                    const uint16_t s16 = f2h(s->s);
+                    memcpy(out + 2, &s16, 2);
+                    memcpy(out + 4, s->qs, 32);
+                    out += 36;
+                } else {
+                    memcpy(out + 2, s->qs, 32);
+                    out += 34;
+                }
+            }
+        }
+    }
+    Py_END_ALLOW_THREADS
+    free(tmp);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_cpu_features(PyObject *self, PyObject *noargs) {
+    (void)self;
+    (void)noargs;
+#ifdef _OPENMP
+    const int omp = 1, omp_max = omp_get_max_threads();
+#else
+    const int omp = 0, omp_max = 1;
+#endif
+    return Py_BuildValue("{s:O,s:O,s:i}", "avx2", g_has_avx2 ? Py_True : Py_False, "openmp",
+                         omp ? Py_True : Py_False, "omp_max_threads", omp_max);
+}
+
+static PyMethodDef methods[] = {
+    {"qmatmul", py_qmatmul, METH_VARARGS, qmatmul_doc},
+    {"quantize", py_quantize, METH_VARARGS, quantize_doc},
+    {"cpu_features", py_cpu_features, METH_NOARGS, "{'avx2': bool, 'openmp': bool, 'omp_max_threads': int}"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_qkernels",
+    "Quantized GGML matmul kernels (llama.cpp CPU semantics); see corral.kernels.", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__qkernels(void) {
+    g_has_avx2 = cpu_has_avx2();
+    return PyModule_Create(&module);
+}

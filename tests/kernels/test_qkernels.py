@@ -1,0 +1,267 @@
+"""corral.kernels: quantized matmul against a float64 reference of llama.cpp's arithmetic.
+
+The reference is built independently of the C code: the weight through
+corral.quant.dequantize, the activations rounded in numpy the way ggml's x86 CPU backend
+rounds them (quantize_row_q8_0/_q8_1 AVX2 code, quantize_row_q8_K_ref), then a float64
+matmul. The kernels may only differ from it by float32 summation order.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from gguf import GGML_QUANT_SIZES
+from gguf import GGMLQuantizationType as Q
+from gguf.quants import quantize
+
+from corral.kernels import (
+    SUPPORTED_TYPES,
+    QMatrix,
+    available,
+    cpu_features,
+    qmatmul,
+    quantize_activations,
+    row_bytes,
+)
+from corral.quant import dequantize
+
+LEGACY = (Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q8_0)
+K_QUANTS = (Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K)
+WITH_MIN = (Q.Q4_1, Q.Q5_1)  # dotted with Q8_1 activations (they carry s = d*sum(q))
+SHAPES = ((64, 256), (96, 512), (576, 1536))  # (N, K)
+TOL = 1e-5  # max |y - ref| / max |ref|; in practice ~1e-7
+# byte offsets of the fp16 scale fields in each k-quant block: set to sane values in
+# otherwise random blocks (every bit pattern of the rest is a valid block)
+_K_SCALE_FIELDS = {Q.Q2_K: (80, 82), Q.Q3_K: (108,), Q.Q4_K: (0, 2), Q.Q5_K: (0, 2), Q.Q6_K: (208,)}
+
+
+def test_extension_is_built() -> None:
+    assert available()
+    feats = cpu_features()
+    assert set(feats) >= {"avx2", "openmp", "omp_max_threads"}
+
+
+# --- test data ---------------------------------------------------------------------------
+
+
+def make_weight(t: Q, n: int, k: int, seed: int = 0) -> np.ndarray:
+    """Raw blocks uint8 [n, row_bytes]: gguf's quantizer for the legacy types (it has none
+    for the k-quants), random blocks with sane fp16 scales for the k-quants."""
+    rng = np.random.default_rng(seed)
+    if t in LEGACY:
+        return quantize(rng.standard_normal((n, k)).astype(np.float32), t)
+    block, size = GGML_QUANT_SIZES[t]
+    raw = rng.integers(0, 256, size=(n, k // block, size), dtype=np.uint8)
+    for off in _K_SCALE_FIELDS[t]:
+        d = rng.uniform(2e-4, 2e-3, size=(n, k // block)).astype(np.float16)
+        raw[:, :, off : off + 2] = d.view(np.uint8).reshape(n, k // block, 2)
+    return raw.reshape(n, -1)
+
+
+def make_x(m: int, k: int, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(m, k, generator=g)
+    x[:, : min(k, 32)] *= 8.0  # blocks of very different scales
+    return x
+
+
+# --- reference activation rounding (numpy, after ggml) ------------------------------------
+
+
+def ref_q8_0(x: np.ndarray, with_sum: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ggml's AVX2 quantize_row_q8_0/_q8_1: per 32 values, d = amax/127 stored as fp16,
+    q = round-half-even(x * (127/amax)); s = fp16(d * sum(q)). Returns (q int8 [M, nb, 32],
+    d float32 [M, nb] (the fp16 value), s float32 [M, nb])."""
+    b = x.astype(np.float32).reshape(x.shape[0], -1, 32)
+    amax = np.abs(b).max(-1)
+    d = (amax / np.float32(127)).astype(np.float32)
+    with np.errstate(divide="ignore"):
+        inv = np.where(amax != 0, np.float32(127) / amax, np.float32(0)).astype(np.float32)
+    q = np.clip(np.rint(b * inv[..., None]), -128, 127).astype(np.int8)
+    s = np.zeros_like(d)
+    if with_sum:
+        s = (d * q.astype(np.int32).sum(-1).astype(np.float32)).astype(np.float16)
+    return q, d.astype(np.float16).astype(np.float32), s.astype(np.float32)
+
+
+def ref_q8_k(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """quantize_row_q8_K_ref: per 256 values, iscale = -127/max (max: the first value of
+    largest magnitude, sign kept), q = min(127, round-half-even(iscale * x)), d = 1/iscale
+    in float32. Returns (q int8 [M, nb, 256], d float32 [M, nb])."""
+    b = x.astype(np.float32).reshape(x.shape[0], -1, 256)
+    idx = np.abs(b).argmax(-1)  # first occurrence, as ggml's strict '>'
+    mx = np.take_along_axis(b, idx[..., None], -1)[..., 0]
+    zero = mx == 0
+    iscale = np.where(zero, np.float32(1), np.float32(-127) / np.where(zero, 1, mx))
+    iscale = iscale.astype(np.float32)
+    q = np.minimum(np.rint(b * iscale[..., None]), 127).astype(np.int8)
+    q[zero] = 0
+    d = np.where(zero, np.float32(0), np.float32(1) / iscale).astype(np.float32)
+    return q, d
+
+
+def ggml_act_bytes(t: Q, x: np.ndarray) -> np.ndarray:
+    """The reference activations in ggml's block layout, uint8 [M, bytes]."""
+    m = x.shape[0]
+    if t in K_QUANTS:
+        q, d = ref_q8_k(x)
+        bsums = q.reshape(m, -1, 16, 16).astype(np.int16).sum(-1, dtype=np.int16)
+        parts = [d[..., None].view(np.uint8), q.view(np.uint8), bsums.view(np.uint8)]
+    else:
+        q, d, s = ref_q8_0(x, t in WITH_MIN)
+        parts = [d.astype(np.float16)[..., None].view(np.uint8)]
+        if t in WITH_MIN:
+            parts.append(s.astype(np.float16)[..., None].view(np.uint8))
+        parts.append(q.view(np.uint8))
+    return np.concatenate(parts, axis=-1).reshape(m, -1)
+
+
+def reference(t: Q, raw: np.ndarray, x: torch.Tensor) -> torch.Tensor:
+    """float64 y [M, N] as llama.cpp computes it, up to summation order."""
+    n = raw.shape[0]
+    k = x.shape[1]
+    w = dequantize(raw, t, (n, k)).double()
+    xn = x.numpy()
+    if t in K_QUANTS:
+        q, d = ref_q8_k(xn)
+        xq = torch.from_numpy(q.astype(np.float64) * d[..., None].astype(np.float64))
+        return xq.reshape(x.shape[0], k) @ w.T
+    q, d, s = ref_q8_0(xn, t in WITH_MIN)
+    xq = torch.from_numpy(q.astype(np.float64) * d[..., None]).reshape(x.shape[0], k)
+    if t not in WITH_MIN:
+        return xq @ w.T
+    # w = d*q + m per block; ggml dots the d*q part with the rounded activations and adds
+    # m * s per block, where s is d_x * sum(q_x) rounded to fp16 (not d_x16 * sum(q_x))
+    mins = raw.reshape(n, k // 32, -1)[:, :, 2:4].copy().view(np.float16)[..., 0]
+    mins = torch.from_numpy(mins.astype(np.float64))  # [N, nb]
+    w_no_min = w - mins.repeat_interleave(32, dim=1)
+    return xq @ w_no_min.T + torch.from_numpy(s.astype(np.float64)) @ mins.T
+
+
+def rel_err(y: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((y.double() - ref).abs().max() / ref.abs().max())
+
+
+# --- tests ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("t", SUPPORTED_TYPES, ids=lambda t: t.name)
+def test_activation_blocks_match_ggml(t: Q) -> None:
+    x = make_x(5, 512)
+    x[1, 32:64] = 0.0  # a zero block (Q8_0: d = 0; Q8_K block 0 keeps its other values)
+    x[2, 256:512] = 0.0  # a zero Q8_K block
+    x[3, 7] = -x[3, :256].abs().max() * 2  # negative value of largest magnitude
+    # exact ties: with -127 the largest magnitude, both multipliers are 1.0 and ggml
+    # rounds half to even (rint), not away from zero (roundf): 2.5 -> 2, 0.5 -> 0
+    x[4, :256] = x[4, :256].clamp(-3, 3)
+    x[4, 5:10] = torch.tensor([-127.0, 2.5, 0.5, -1.5, -0.5])
+    want = ggml_act_bytes(t, x.numpy())
+    for scalar in (False, True):
+        got = quantize_activations(x, t, _scalar=scalar).numpy()
+        np.testing.assert_array_equal(got, want, err_msg=f"scalar={scalar}")
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("t", SUPPORTED_TYPES, ids=lambda t: t.name)
+def test_qmatmul_matches_reference(t: Q, shape: tuple[int, int]) -> None:
+    n, k = shape
+    raw = make_weight(t, n, k)
+    x = make_x(7, k)
+    y = qmatmul(x, torch.from_numpy(raw), t, n, k)
+    assert y.shape == (7, n) and y.dtype == torch.float32
+    assert rel_err(y, reference(t, raw, x)) <= TOL
+
+
+@pytest.mark.parametrize("t", SUPPORTED_TYPES, ids=lambda t: t.name)
+def test_batch_rows_equal_single_rows(t: Q) -> None:
+    """Row m of a batch is computed exactly as that row alone (M=1, 7 and 64)."""
+    n, k = 96, 512
+    w = torch.from_numpy(make_weight(t, n, k))
+    x = make_x(64, k)
+    y64 = qmatmul(x, w, t, n, k)
+    y7 = qmatmul(x[:7], w, t, n, k)
+    assert torch.equal(y64[:7], y7)
+    for m in (0, 3, 6, 63):
+        assert torch.equal(qmatmul(x[m : m + 1], w, t, n, k)[0], y64[m])
+    assert rel_err(y64, reference(t, w.numpy(), x)) <= TOL
+
+
+@pytest.mark.parametrize("t", SUPPORTED_TYPES, ids=lambda t: t.name)
+def test_scalar_path_matches_avx2(t: Q) -> None:
+    n, k = 96, 512
+    w = torch.from_numpy(make_weight(t, n, k, seed=3))
+    x = make_x(9, k, seed=4)
+    fast = qmatmul(x, w, t, n, k)
+    portable = qmatmul(x, w, t, n, k, _scalar=True)
+    ref = reference(t, w.numpy(), x)
+    assert rel_err(portable, ref) <= TOL
+    assert float((fast - portable).abs().max() / ref.abs().max()) <= 1e-6
+
+
+@pytest.mark.parametrize("t", (Q.Q4_1, Q.Q8_0, Q.Q6_K), ids=lambda t: t.name)
+def test_threads_and_leading_dims(t: Q) -> None:
+    n, k = 200, 768
+    w = torch.from_numpy(make_weight(t, n, k))
+    x = make_x(6, k).reshape(2, 3, k)
+    y1 = qmatmul(x, w, t, n, k, n_threads=1)
+    y2 = qmatmul(x, w, t, n, k, n_threads=2)
+    assert y1.shape == (2, 3, n)
+    assert torch.equal(y1, y2)
+    assert torch.equal(QMatrix(w, t, n, k)(x), y1)
+    xt = make_x(k, 6).T  # non-contiguous x is copied
+    assert torch.equal(qmatmul(xt, w, t, n, k), qmatmul(xt.contiguous(), w, t, n, k))
+
+
+def test_readonly_memmap_weight(tmp_path) -> None:  # noqa: ANN001 - pytest fixture
+    t, n, k = Q.Q8_0, 64, 256
+    raw = make_weight(t, n, k)
+    path = tmp_path / "w.bin"
+    raw.tofile(path)
+    mm = np.memmap(path, dtype=np.uint8, mode="r", shape=raw.shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch: non-writable array
+        w = torch.from_numpy(mm)
+    x = make_x(2, k)
+    y = qmatmul(x, w, t, n, k)
+    assert rel_err(y, reference(t, raw, x)) <= TOL
+    assert np.array_equal(np.asarray(mm), raw)
+
+
+def test_zero_input_and_empty_batch() -> None:
+    t, n, k = Q.Q4_K, 32, 256
+    w = torch.from_numpy(make_weight(t, n, k))
+    assert torch.equal(qmatmul(torch.zeros(2, k), w, t, n, k), torch.zeros(2, n))
+    assert qmatmul(torch.zeros(0, k), w, t, n, k).shape == (0, n)
+
+
+def test_misuse_raises_value_error() -> None:
+    t, n, k = Q.Q4_0, 16, 64
+    w = torch.from_numpy(make_weight(t, n, k))
+    x = make_x(2, k)
+    bad = [
+        lambda: qmatmul(x[:, :32], w, t, n, k),  # x's last dim is not k
+        lambda: qmatmul(x.double(), w, t, n, k),  # dtype
+        lambda: qmatmul(x, w, t, n + 1, k),  # n_out does not match w
+        lambda: qmatmul(x, w, t, n, 2 * k),  # k does not match the row bytes
+        lambda: qmatmul(x, w.view(-1), t, n, k),  # w not 2-D
+        lambda: qmatmul(x, w.float(), t, n, k),  # w not bytes
+        lambda: qmatmul(x, w[:, ::2], t, n, k // 2),  # w not contiguous
+        lambda: qmatmul(x, w, Q.F16, n, k),  # no kernel for F16
+        lambda: qmatmul(x, w, 999, n, k),  # not a type
+        lambda: qmatmul(make_x(2, 48), w, t, n, 48),  # k not a block multiple
+        lambda: qmatmul(x, w, t, 0, k),
+        lambda: qmatmul(x, w, t, n, k, n_threads=0),
+        lambda: qmatmul(x.numpy(), w, t, n, k),  # type: ignore[arg-type]
+        lambda: qmatmul(torch.tensor(1.0), w, t, n, k),
+        lambda: quantize_activations(make_x(1, 48), t),
+        lambda: quantize_activations(make_x(1, 128), Q.Q6_K),  # k-quants need 256s
+        lambda: QMatrix(w, t, n, 2 * k),
+        lambda: QMatrix(w, t, n, k)(x[:, :32]),
+        lambda: row_bytes(Q.Q6_K, 100),
+    ]
+    for call in bad:
+        with pytest.raises(ValueError):
+            call()
