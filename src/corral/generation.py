@@ -26,6 +26,7 @@ class GenerationEvent:
     finish_reason: FinishReason | None = None
     timings: Timings | None = None
     eog: bool = False  # the token was an end-of-generation token, not part of the answer
+    top_logprobs: tuple[tuple[int, float], ...] | None = None  # most likely alternatives
 
 
 @dataclass
@@ -77,25 +78,41 @@ class StopStrings:
         return out
 
 
+class TextStream:
+    """Per-request text state: turns each TokenEvent into a GenerationEvent, cutting at the
+    first stop string (which then becomes the finish reason)."""
+
+    def __init__(self, tokenizer: Tokenizer, stop: Sequence[str]) -> None:
+        self.decoder = tokenizer.stream_decoder()
+        self.stops = StopStrings(stop)
+        self.done = False
+
+    def push(self, ev: TokenEvent, timings: Timings) -> GenerationEvent:
+        """The text event for one token; after a finishing event `done` is set."""
+        piece = "" if ev.eog else self.decoder.push(ev.token_id)
+        if ev.finish_reason is not None:
+            piece += self.decoder.flush()
+        text, hit = self.stops.push(piece)
+        finish = FinishReason.STOP if hit else ev.finish_reason
+        if finish is None:
+            return GenerationEvent(text, ev.token_id, ev.logprob, top_logprobs=ev.top_logprobs)
+        if not hit:
+            text += self.stops.flush()
+        self.done = True
+        return GenerationEvent(
+            text, ev.token_id, ev.logprob, finish, timings, ev.eog, ev.top_logprobs
+        )
+
+
 def text_events(
     tokens: Iterator[TokenEvent], tokenizer: Tokenizer, stop: Sequence[str], timings: Timings
 ) -> Iterator[GenerationEvent]:
     """Token events -> text events, cutting at the first stop string."""
-    decoder = tokenizer.stream_decoder()
-    stops = StopStrings(stop)
+    stream = TextStream(tokenizer, stop)
     for ev in tokens:
-        piece = "" if ev.eog else decoder.push(ev.token_id)
-        if ev.finish_reason is not None:
-            piece += decoder.flush()
-        text, hit = stops.push(piece)
-        if hit:
-            yield GenerationEvent(text, ev.token_id, ev.logprob, FinishReason.STOP, timings, ev.eog)
+        yield stream.push(ev, timings)
+        if stream.done:
             return
-        if ev.finish_reason is not None:
-            text += stops.flush()
-            yield GenerationEvent(text, ev.token_id, ev.logprob, ev.finish_reason, timings, ev.eog)
-            return
-        yield GenerationEvent(text, ev.token_id, ev.logprob)
 
 
 def collect(events: Iterator[GenerationEvent], prompt_tokens: int) -> GenerationResult:

@@ -34,29 +34,92 @@ def test_results_equal_direct_generation(model: corral.Model) -> None:
 
 
 def test_queue_bound(model: corral.Model) -> None:
-    s = Scheduler(model, max_queue=1)
+    s = Scheduler(model, max_queue=1, slots=1)
     gate = threading.Event()
-    real = model.generate_with
+    real = model.net.forward
 
     def slow(*a, **k):  # type: ignore[no-untyped-def]
         gate.wait(5)
         return real(*a, **k)
 
-    model.generate_with = slow  # type: ignore[method-assign]
+    model.net.forward = slow  # type: ignore[method-assign]
     try:
-        first = s.submit(Request([5, 6], 2, GREEDY))
-        for _ in range(100):  # wait until the worker has taken the first one
+        first = s.submit(Request([5, 6], 2, GREEDY, ignore_eos=True))
+        for _ in range(500):  # wait until the worker has taken the first one into its slot
             if s.active:
                 break
             threading.Event().wait(0.01)
-        second = s.submit(Request([5, 6], 2, GREEDY))
+        second = s.submit(Request([5, 6], 2, GREEDY, ignore_eos=True))
         with pytest.raises(QueueFullError, match="server busy"):
             s.submit(Request([5, 6], 2, GREEDY))
         gate.set()
         assert len(list(first)) == 2 and len(list(second)) == 2
     finally:
-        model.generate_with = real  # type: ignore[method-assign]
+        model.net.forward = real  # type: ignore[method-assign]
         s.close()
+
+
+def test_concurrent_requests_are_batched_and_exact(model: corral.Model) -> None:
+    prompts = [model.tokenize(t) for t in ("hello world", "hi", "hello hello hello world")]
+    direct = [
+        model.generate(p, max_tokens=8, temperature=0, ignore_eos=True).token_ids for p in prompts
+    ]
+    s = Scheduler(model, slots=4)
+    try:
+        handles = [s.submit(Request(p, 8, GREEDY, ignore_eos=True)) for p in prompts]
+        got = [[e.token_id for e in h] for h in handles]
+        assert got == direct
+        # more than one row per decode step on average: the requests shared steps
+        assert s.stats.decode_rows > s.stats.decode_steps
+    finally:
+        s.close()
+
+
+def test_prompt_cache_reuses_previous_turn(model: corral.Model) -> None:
+    s = Scheduler(model, slots=2)
+    try:
+        first_prompt = model.tokenize("hello world hello")
+        first = [e for e in s.submit(Request(first_prompt, 5, GREEDY, ignore_eos=True))]
+        follow = first_prompt + [e.token_id for e in first] + model.tokenize(" world")
+        last = list(s.submit(Request(follow, 3, GREEDY, ignore_eos=True)))[-1]
+        # everything the slot held was reused: the prompt and the tokens fed back (all but
+        # the final generated token, which was never run through the model)
+        assert last.timings.cached_tokens == len(first_prompt) + 4
+        assert last.timings.prompt_tokens == len(follow) - (len(first_prompt) + 4)
+    finally:
+        s.close()
+
+
+def test_shared_prefix_copied_from_busy_slot(model: corral.Model) -> None:
+    s = Scheduler(model, slots=2)
+    gate = threading.Event()
+    real = model.net.forward
+    calls = {"n": 0}
+
+    def counted(*a, **k):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 3:
+            gate.wait(5)
+        return real(*a, **k)
+
+    try:
+        prefix = model.tokenize("hello world " * 6)
+        a = s.submit(Request(prefix + [7], 30, GREEDY, ignore_eos=True))
+        model.net.forward = counted  # type: ignore[method-assign]
+        for _ in range(500):
+            if calls["n"] >= 3:  # a is decoding, stalled in the gate, its slot busy
+                break
+            threading.Event().wait(0.01)
+        b = s.submit(Request(prefix + [9], 2, GREEDY, ignore_eos=True))
+        gate.set()
+        b_events = list(b)
+        assert b_events[-1].timings.cached_tokens == len(prefix)
+        list(a)
+    finally:
+        model.net.forward = real  # type: ignore[method-assign]
+        s.close()
+    ref = model.generate(prefix + [9], max_tokens=2, temperature=0, ignore_eos=True)
+    assert [e.token_id for e in b_events] == ref.token_ids
 
 
 def test_cancel_stops_generation(model: corral.Model) -> None:

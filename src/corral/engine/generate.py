@@ -36,6 +36,7 @@ class TokenEvent:
     logprob: float
     finish_reason: FinishReason | None = None
     eog: bool = False  # the token ended generation and is not part of the answer
+    top_logprobs: tuple[tuple[int, float], ...] | None = None  # (id, logprob), best first
 
 
 @dataclass
@@ -63,6 +64,33 @@ class GenerationRequest:
     stop_ids: frozenset[int] = frozenset()
     ignore_eos: bool = False
     truncate: bool = False  # drop the oldest prompt tokens instead of failing on overflow
+    top_logprobs: int = 0  # also report this many most likely tokens at each step
+
+
+def finish_reason(
+    req: GenerationRequest, token: int, step: int, filled: int, n_ctx: int
+) -> FinishReason | None:
+    """Why generation ends after `token`, the step-th (0-based) new token, with `filled`
+    positions in the cache; None to go on."""
+    if token in req.stop_ids and not req.ignore_eos:
+        return FinishReason.STOP
+    if step >= req.max_tokens - 1 or filled + 1 >= n_ctx:
+        return FinishReason.LENGTH
+    return None
+
+
+def token_event(
+    req: GenerationRequest, logits: torch.Tensor, token: int, logprob: float,
+    finish: FinishReason | None,
+) -> TokenEvent:  # fmt: skip
+    """The event for a chosen token, with alternatives when the request asks for them."""
+    top = None
+    if req.top_logprobs > 0:
+        lp = logits.log_softmax(-1)
+        vals, ids = torch.topk(lp, min(req.top_logprobs, lp.shape[-1]))
+        top = tuple(zip(ids.tolist(), vals.tolist(), strict=True))
+    eog = finish is FinishReason.STOP
+    return TokenEvent(token, logprob, finish, eog=eog, top_logprobs=top)
 
 
 def fit_prompt(ids: Sequence[int], n_ctx: int, truncate: bool, keep: int = 0) -> list[int]:
@@ -117,16 +145,12 @@ def generate_tokens(
         token, logprob = sampler(logits, history)
         history.append(token)
         t.decode_tokens = step + 1
-        if token in req.stop_ids and not req.ignore_eos:
+        finish = finish_reason(req, token, step, cache.offset, n_ctx)
+        if finish is not None:
             t.decode_s = time.perf_counter() - t1
-            yield TokenEvent(token, logprob, FinishReason.STOP, eog=True)
+        yield token_event(req, logits, token, logprob, finish)
+        if finish is not None:
             return
-        last = step == req.max_tokens - 1 or cache.offset + 1 >= n_ctx
-        if last:
-            t.decode_s = time.perf_counter() - t1
-            yield TokenEvent(token, logprob, FinishReason.LENGTH)
-            return
-        yield TokenEvent(token, logprob)
         logits = model.forward(torch.tensor([[token]], dtype=torch.long), cache, last_only=True)[
             0, -1
         ]

@@ -1,9 +1,18 @@
-"""Requests from many clients <-> one model: a worker thread runs generations, each request
-gets its events through a handle it can iterate (threads) or async-iterate (asyncio).
+"""Requests from many clients <-> one model, with continuous batching and a prompt cache.
 
-The queue is bounded (`QueueFullError` past `max_queue`); a cancelled request (a client that
-went away) stops at its next token. This first scheduler runs one generation at a time, in
-arrival order; continuous batching replaces `_serve` without changing this interface.
+A worker thread owns a KV cache of `slots` rows. Each step it (1) admits waiting requests into
+free slots, (2) runs one prefill chunk for a request whose prompt is not yet in its slot, and
+(3) runs one decode step for every request that is generating, all rows in one forward pass
+(`SlotBatch`), each at its own length. Requests join and leave between steps.
+
+Prompt cache: each slot remembers the tokens its cache holds. A new request goes to the free
+slot sharing the longest prefix with its prompt, or copies that prefix from a busy slot, and
+only computes the rest: a follow-up chat turn, or a second request with the same long system
+prompt, skips the shared part.
+
+Clients get a `RequestHandle` to iterate (threads) or async-iterate (asyncio); the queue is
+bounded (`QueueFullError`), and a cancelled request (a client that went away) frees its slot
+at the next step.
 """
 
 from __future__ import annotations
@@ -18,15 +27,27 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from corral.engine.generate import FinishReason, fit_prompt
-from corral.engine.sampling import SamplingParams
+import torch
+
+from corral.engine.generate import (
+    PREFILL_CHUNK,
+    GenerationRequest,
+    Timings,
+    finish_reason,
+    fit_prompt,
+    token_event,
+)
+from corral.engine.kv_cache import KVCache, SlotBatch
+from corral.engine.sampling import Sampler, SamplingParams, make_sampler
 from corral.errors import QueueFullError
+from corral.generation import TextStream
 
 if TYPE_CHECKING:
     from corral.generation import GenerationEvent
     from corral.model import Model
 
 _DONE = object()
+_ids = itertools.count(1)
 
 
 @dataclass
@@ -39,6 +60,7 @@ class Request:
     stop: list[str] = field(default_factory=list)
     ignore_eos: bool = False
     truncate: bool = False
+    top_logprobs: int = 0
 
 
 @dataclass
@@ -48,9 +70,12 @@ class SchedulerStats:
     requests_total: int = 0
     requests_cancelled: int = 0
     prompt_tokens_total: int = 0
+    cached_prompt_tokens_total: int = 0
     generated_tokens_total: int = 0
     ttft_seconds_sum: float = 0.0
     ttft_count: int = 0
+    decode_steps: int = 0
+    decode_rows: int = 0  # sum of batch sizes over decode steps
 
 
 class RequestHandle:
@@ -71,7 +96,7 @@ class RequestHandle:
         return self._cancelled.is_set()
 
     def cancel(self) -> None:
-        """Stop this request at its next token (a client that disconnected)."""
+        """Stop this request at the next step (a client that disconnected)."""
         self._cancelled.set()
 
     def _put(self, item: object) -> None:
@@ -107,22 +132,56 @@ class RequestHandle:
             self.cancel()
 
 
-_ids = itertools.count(1)
+@dataclass
+class _Seq:
+    """A request that holds a slot: its prompt still to prefill, or its decoding state."""
+
+    handle: RequestHandle
+    req: GenerationRequest
+    slot: int
+    sampler: Sampler
+    text: TextStream
+    history: list[int]
+    todo: list[int]  # prompt tokens not yet in the slot's cache
+    offset: int  # positions filled in the slot
+    timings: Timings = field(default_factory=Timings)
+    step: int = 0
+    next_token: int = -1
+    started: float = field(default_factory=time.perf_counter)
+    decode_start: float = 0.0
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 class Scheduler:
-    """Runs requests for one model on a worker thread."""
+    """Runs requests for one model on a worker thread, batching their decode steps."""
 
-    def __init__(self, model: Model, max_queue: int = 64) -> None:
+    def __init__(
+        self, model: Model, max_queue: int = 64, slots: int = 4, n_ctx: int | None = None
+    ) -> None:
         self.model = model
         self.max_queue = max_queue
+        self.n_ctx = n_ctx or model.info.n_ctx
+        self.n_slots = slots
         self.stats = SchedulerStats()
+        self._kv: KVCache | None = None  # made on first use: pages cost nothing until written
+        self._slot_tokens: list[list[int]] = [[] for _ in range(slots)]
+        self._slot_used: list[float] = [0.0] * slots
+        self._seqs: dict[int, _Seq] = {}  # slot -> sequence holding it
         self._waiting: deque[RequestHandle] = deque()
-        self._active: list[RequestHandle] = []
         self._cv = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="corral-scheduler", daemon=True)
         self._thread.start()
+
+    # -- client side -------------------------------------------------------------------
 
     @property
     def queue_depth(self) -> int:
@@ -130,14 +189,16 @@ class Scheduler:
 
     @property
     def active(self) -> int:
-        return len(self._active)
+        return len(self._seqs)
 
     def submit(
         self, request: Request, loop: asyncio.AbstractEventLoop | None = None
     ) -> RequestHandle:
         """Queue a request. Raises ContextOverflowError now (not later) for a prompt that
         cannot fit, and QueueFullError when `max_queue` requests already wait."""
-        request.prompt_ids = fit_prompt(request.prompt_ids, self.model.info.n_ctx, request.truncate)
+        if not request.prompt_ids:
+            raise ValueError("empty prompt: give at least one token")
+        request.prompt_ids = fit_prompt(request.prompt_ids, self.n_ctx, request.truncate)
         handle = RequestHandle(request, loop)
         with self._cv:
             if self._closed:
@@ -153,56 +214,155 @@ class Scheduler:
         """Stop accepting work, cancel what is queued or running, end the worker."""
         with self._cv:
             self._closed = True
-            for h in list(self._waiting) + self._active:
+            for h in list(self._waiting) + [s.handle for s in self._seqs.values()]:
                 h.cancel()
             self._cv.notify()
         self._thread.join(timeout)
 
+    # -- worker ------------------------------------------------------------------------
+
     def _run(self) -> None:
         while True:
             with self._cv:
-                while not self._waiting and not self._closed:
+                while not self._waiting and not self._seqs and not self._closed:
                     self._cv.wait()
-                if self._closed and not self._waiting:
+                if self._closed:
+                    for h in self._waiting:
+                        h._put(_DONE)
+                    self._waiting.clear()
+                    for seq in list(self._seqs.values()):
+                        self._release(seq)
                     return
-                handle = self._waiting.popleft()
-                self._active.append(handle)
+                admitted = self._admit()
+            for seq in admitted:
+                self._start(seq)
             try:
-                self._serve(handle)
-            finally:
-                with self._cv:
-                    self._active.remove(handle)
+                self._step()
+            except Exception as e:  # noqa: BLE001 - handed to the clients, the worker lives on
+                for seq in list(self._seqs.values()):
+                    seq.handle._put(e)
+                    self._release(seq)
 
-    def _serve(self, handle: RequestHandle) -> None:
-        req = handle.request
-        if handle.cancelled:
-            self.stats.requests_cancelled += 1
-            handle._put(_DONE)
-            return
-        try:
-            events = self.model.generate_with(
-                req.prompt_ids, req.max_tokens, req.sampling, req.stop,
-                ignore_eos=req.ignore_eos, truncate=req.truncate, stream=True,
+    def _admit(self) -> list[_Seq]:
+        """Move waiting requests into free slots (called with the lock held)."""
+        admitted = []
+        free = [i for i in range(self.n_slots) if i not in self._seqs]
+        while self._waiting and free:
+            handle = self._waiting.popleft()
+            if handle.cancelled:
+                self.stats.requests_cancelled += 1
+                handle._put(_DONE)
+                continue
+            slot, reuse, source = self._place(handle.request.prompt_ids, free)
+            free.remove(slot)
+            r = handle.request
+            req = GenerationRequest(
+                prompt_ids=r.prompt_ids, max_tokens=r.max_tokens, sampling=r.sampling,
+                stop_ids=self.model.tokenizer.eog_ids, ignore_eos=r.ignore_eos,
+                top_logprobs=r.top_logprobs,
             )  # fmt: skip
-            for ev in events:  # type: ignore[union-attr]
-                if handle.first_token_at is None:
-                    handle.first_token_at = time.perf_counter()
-                    self.stats.ttft_seconds_sum += handle.first_token_at - handle.submitted
-                    self.stats.ttft_count += 1
-                if ev.token_id is not None:
-                    self.stats.generated_tokens_total += 1
-                if ev.finish_reason is not None and ev.timings is not None:
-                    self.stats.prompt_tokens_total += (
-                        ev.timings.prompt_tokens + ev.timings.cached_tokens
-                    )
-                handle._put(ev)
-                if handle.cancelled:
-                    events.close()  # type: ignore[union-attr]
-                    self.stats.requests_cancelled += 1
-                    break
-        except Exception as e:  # noqa: BLE001 - handed to the client, the worker lives on
-            handle._put(e)
-        handle._put(_DONE)
+            seq = _Seq(
+                handle, req, slot, make_sampler(r.sampling),
+                TextStream(self.model.tokenizer, r.stop), list(r.prompt_ids),
+                todo=list(r.prompt_ids[reuse:]), offset=reuse,
+            )  # fmt: skip
+            seq.timings.cached_tokens = reuse
+            if source is not None and reuse:
+                self._cache().copy_slot(source, slot, reuse)
+            self._slot_tokens[slot] = list(r.prompt_ids[:reuse])
+            self._seqs[slot] = seq
+            admitted.append(seq)
+        return admitted
 
+    def _place(self, prompt: list[int], free: list[int]) -> tuple[int, int, int | None]:
+        """(slot, tokens reusable, slot to copy them from or None)."""
+        # keep one token to compute: its logits start the generation
+        limit = len(prompt) - 1
+        best_free = max(
+            free,
+            key=lambda i: (
+                min(_common_prefix(self._slot_tokens[i], prompt), limit),
+                -self._slot_used[i],
+            ),
+        )
+        reuse_free = min(_common_prefix(self._slot_tokens[best_free], prompt), limit)
+        busy = [i for i in self._seqs]
+        if busy:
+            best_busy = max(busy, key=lambda i: _common_prefix(self._slot_tokens[i], prompt))
+            reuse_busy = min(_common_prefix(self._slot_tokens[best_busy], prompt), limit)
+            if reuse_busy > reuse_free:
+                target = min(free, key=lambda i: self._slot_used[i])  # least recently used
+                return target, reuse_busy, best_busy
+        return best_free, reuse_free, None
 
-__all__ = ["FinishReason", "Request", "RequestHandle", "Scheduler", "SchedulerStats"]
+    def _cache(self) -> KVCache:
+        if self._kv is None:
+            self._kv = self.model.net.make_cache(self.n_ctx, batch=self.n_slots)
+        return self._kv
+
+    def _start(self, seq: _Seq) -> None:
+        self.stats.prompt_tokens_total += len(seq.todo)
+        self.stats.cached_prompt_tokens_total += seq.timings.cached_tokens
+
+    def _step(self) -> None:
+        kv = self._cache()
+        prefilling = [s for s in self._seqs.values() if s.todo]
+        for s in list(self._seqs.values()):
+            if s.handle.cancelled:
+                self.stats.requests_cancelled += 1
+                self._release(s)
+        if prefilling and not prefilling[0].handle.cancelled:
+            self._prefill_chunk(kv, prefilling[0])
+        decoding = [s for s in self._seqs.values() if not s.todo and s.next_token >= 0]
+        if decoding:
+            self._decode(kv, decoding)
+
+    def _prefill_chunk(self, kv: KVCache, seq: _Seq) -> None:
+        t0 = time.perf_counter()
+        chunk, seq.todo = seq.todo[:PREFILL_CHUNK], seq.todo[PREFILL_CHUNK:]
+        view = kv.slot(seq.slot, seq.offset)
+        logits = self.model.net.forward(torch.tensor([chunk]), view, last_only=True)[0, -1]
+        seq.offset += len(chunk)
+        self._slot_tokens[seq.slot].extend(chunk)
+        seq.timings.prompt_tokens += len(chunk)
+        seq.timings.prompt_s += time.perf_counter() - t0
+        if not seq.todo:
+            seq.decode_start = time.perf_counter()
+            self._emit(seq, logits)
+
+    def _decode(self, kv: KVCache, seqs: list[_Seq]) -> None:
+        tokens = torch.tensor([[s.next_token] for s in seqs])
+        view = SlotBatch(kv, [s.slot for s in seqs], [s.offset for s in seqs])
+        logits = self.model.net.forward(tokens, view, last_only=True)[:, -1]  # [B, V]
+        self.stats.decode_steps += 1
+        self.stats.decode_rows += len(seqs)
+        for row, s in enumerate(seqs):
+            s.offset += 1
+            self._slot_tokens[s.slot].append(s.next_token)
+            self._emit(s, logits[row])
+
+    def _emit(self, seq: _Seq, logits: torch.Tensor) -> None:
+        """Sample the sequence's next token from `logits` [V] and send its event."""
+        token, logprob = seq.sampler(logits, seq.history)
+        seq.history.append(token)
+        finish = finish_reason(seq.req, token, seq.step, seq.offset, self.n_ctx)
+        seq.timings.decode_tokens = seq.step + 1
+        seq.timings.decode_s = time.perf_counter() - seq.decode_start
+        event = seq.text.push(token_event(seq.req, logits, token, logprob, finish), seq.timings)
+        h = seq.handle
+        if h.first_token_at is None:
+            h.first_token_at = time.perf_counter()
+            self.stats.ttft_seconds_sum += h.first_token_at - h.submitted
+            self.stats.ttft_count += 1
+        if event.token_id is not None and not event.eog:
+            self.stats.generated_tokens_total += 1
+        h._put(event)
+        seq.step += 1
+        seq.next_token = token
+        if seq.text.done:
+            self._release(seq)
+
+    def _release(self, seq: _Seq) -> None:
+        seq.handle._put(_DONE)
+        self._slot_used[seq.slot] = time.perf_counter()
+        self._seqs.pop(seq.slot, None)
