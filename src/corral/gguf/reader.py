@@ -12,7 +12,6 @@ out as numpy arrays. Tensors are `TensorInfo` whose `data` is a zero-copy view i
 
 from __future__ import annotations
 
-import mmap
 import os
 import struct
 from dataclasses import dataclass
@@ -245,19 +244,6 @@ class GGUFFile:
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.metadata.get(key, default)
-
-    def release(self, t: TensorInfo) -> None:
-        """Tell the kernel we are done with a tensor's pages (after copying it out), so they
-        stop counting towards our resident memory while the rest of the file loads."""
-        mm = getattr(self._map, "_mmap", None)
-        if mm is None or t.data.size == 0:
-            return
-        start = t.data.__array_interface__["data"][0] - self._map.__array_interface__["data"][0]
-        end = start + t.data.nbytes
-        page = mmap.PAGESIZE
-        lo, hi = (start + page - 1) // page * page, end // page * page
-        if hi > lo:
-            mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
 
     def close(self) -> None:
         """Drop our references to the mapping; it is unmapped once no tensor view holds it."""

@@ -13,21 +13,20 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from corral.engine.kv_cache import KVCache
 from corral.gguf.hparams import HParams
 from corral.gguf.reader import GGUFFile
 from corral.models.layers import (
     RopeStyle,
-    Weight,
     apply_rope,
     attention,
+    gelu_tanh,
     rms_norm,
     rope_cos_sin,
     rope_inv_freq,
 )
-from corral.models.weights import TensorSource
+from corral.models.weights import Linear, TensorSource
 
 # Gemma 3 alternates 5 local (sliding-window) layers with 1 global one; local layers use a
 # fixed rope base of 10k whatever the file's base (which is the global layers').
@@ -90,17 +89,17 @@ class ModelArgs:
 @dataclass
 class Block:
     attn_norm: torch.Tensor
-    wq: Weight
-    wk: Weight
-    wv: Weight
-    wo: Weight
+    wq: Linear
+    wk: Linear
+    wv: Linear
+    wo: Linear
     q_norm: torch.Tensor
     k_norm: torch.Tensor
     attn_post_norm: torch.Tensor
     ffn_norm: torch.Tensor
-    gate: Weight
-    up: Weight
-    down: Weight
+    gate: Linear
+    up: Linear
+    down: Linear
     ffn_post_norm: torch.Tensor
 
 
@@ -171,7 +170,7 @@ class Model:
             o = attention(q, k, v, mask_l if local else mask_g, a.attn_scale)
             x = x + rms_norm(blk.wo(o), blk.attn_post_norm, a.rms_eps)
             h = rms_norm(x, blk.ffn_norm, a.rms_eps)
-            h = blk.down(F.gelu(blk.gate(h), approximate="tanh") * blk.up(h))
+            h = blk.down(gelu_tanh(blk.gate(h)) * blk.up(h))
             x = x + rms_norm(h, blk.ffn_post_norm, a.rms_eps)
         cache.advance(t)
         if last_only:

@@ -1,4 +1,4 @@
-"""Shared primitives: weights kept compact, RMSNorm, RoPE, attention with GQA and windows.
+"""Shared primitives: RMSNorm, RoPE, attention with GQA and windows.
 
 Only stable pieces live here; each architecture's forward pass reads top to bottom in its own
 file. Shape notes: B batch, T new tokens, S cached + new tokens, H heads, Hkv kv heads,
@@ -12,87 +12,6 @@ from enum import Enum
 
 import torch
 import torch.nn.functional as F
-
-# Weights this large are multiplied in float16 rather than upcast (see Weight).
-_HALF_MATMUL_ELEMENTS = 1 << 24
-
-
-class ActQuant(Enum):
-    """How llama.cpp rounds the activations that meet a weight of a given type: quantized
-    weights are dotted with 8-bit-quantized activations (Q8_0 blocks of 32, or Q8_K blocks
-    of 256 for the k-quants). Doing the same keeps our logits next to llama.cpp's."""
-
-    NONE = 0
-    Q8_0 = 1
-    Q8_K = 2
-
-
-def fake_quant_q8_0(x: torch.Tensor) -> torch.Tensor:
-    """x [..., K] rounded as ggml's Q8_0 activations: per 32 values, d = amax/127 (stored
-    as float16), q = round(x/d)."""
-    b = x.reshape(-1, 32)
-    d = b.abs().amax(-1, keepdim=True) / 127.0
-    q = torch.round(b / torch.where(d > 0, d, 1.0))
-    return (q * d.half().float()).reshape(x.shape)
-
-
-def fake_quant_q8_k(x: torch.Tensor) -> torch.Tensor:
-    """x [..., K] rounded as ggml's Q8_K activations: per 256 values, scale -128/max where
-    max is the value of largest magnitude (sign kept), q clamped to 127."""
-    b = x.reshape(-1, 256)
-    mx = b.gather(-1, b.abs().argmax(-1, keepdim=True))
-    iscale = torch.where(mx != 0, -128.0 / torch.where(mx != 0, mx, 1.0), 0.0)
-    q = torch.clamp(torch.round(b * iscale), max=127.0)
-    d = torch.where(iscale != 0, 1.0 / torch.where(iscale != 0, iscale, 1.0), 0.0)
-    return (q * d).reshape(x.shape)
-
-
-_FAKE_QUANT = {ActQuant.Q8_0: fake_quant_q8_0, ActQuant.Q8_K: fake_quant_q8_k}
-# q/k/v (and gate/up) read the same input: quantize it once. Holding the input keeps it
-# alive, so its identity cannot pass to another tensor meanwhile; model code never changes
-# a matmul input in place (inference tensors carry no version counter to check that).
-_last_quant: list[object] = [None, None, None]
-
-
-def quantize_activations(x: torch.Tensor, kind: ActQuant) -> torch.Tensor:
-    if kind is ActQuant.NONE:
-        return x
-    if _last_quant[0] is x and _last_quant[1] is kind:
-        return _last_quant[2]  # type: ignore[return-value]
-    out = _FAKE_QUANT[kind](x)
-    _last_quant[:] = [x, kind, out]
-    return out
-
-
-class Weight:
-    """A [out, in] weight stored in float16 (2 bytes a weight, against float32's 4).
-
-    Inputs are first rounded as llama.cpp rounds them for this weight's type (`act`). Layer
-    weights are upcast to float32 for the matmul: float16 outputs would cost accuracy that
-    the parity tests notice. Matrices past `_HALF_MATMUL_ELEMENTS` (vocabulary heads) are
-    multiplied in float16 (float32 accumulation, float16 result): upcasting Gemma's 262k x 640
-    head would cost ten times its matmul, and a logit's rounding error (~0.01) is harmless.
-    """
-
-    def __init__(self, w16: torch.Tensor, act: ActQuant = ActQuant.NONE) -> None:
-        self.w = w16  # [out, in] float16
-        self.act = act
-        self.half_matmul = w16.numel() >= _HALF_MATMUL_ELEMENTS
-
-    @property
-    def shape(self) -> torch.Size:
-        return self.w.shape
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """x [..., in] float32 -> [..., out] float32."""
-        x = quantize_activations(x, self.act)
-        if self.half_matmul:
-            return F.linear(x.half(), self.w).float()
-        return F.linear(x, self.w.float())
-
-    def rows(self, ids: torch.Tensor) -> torch.Tensor:
-        """Embedding lookup: ids [...] -> [..., in] float32."""
-        return self.w[ids].float()
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -144,16 +63,32 @@ def apply_rope(
     return torch.cat((out, rest), dim=-1) if rest.shape[-1] else out
 
 
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """GELU (tanh form) as ggml computes it on the CPU: looked up in a float16 table, so
+    input and output are float16-rounded; exact (x or 0) past +-10."""
+    y = F.gelu(x.half().float(), approximate="tanh").half().float()
+    return torch.where(x >= 10.0, x, torch.where(x <= -10.0, torch.zeros_like(x), y))
+
+
 def attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float
 ) -> torch.Tensor:
-    """q [B, H, T, D], k/v [B, Hkv, S, D] -> [B, T, H*D]."""
-    n_rep = q.shape[1] // k.shape[1]
-    if n_rep > 1:
-        k = k.repeat_interleave(n_rep, dim=1)
-        v = v.repeat_interleave(n_rep, dim=1)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
-    b, h, t, d = out.shape
+    """q [B, H, T, D], k/v [B, Hkv, S, D] -> [B, T, H*D].
+
+    Rounds as llama.cpp's CPU attention does: queries meet the float16 keys as float16, and
+    the softmax weights meet the float16 values as float16. Without this our logits drift
+    from llama.cpp's by up to twice as much.
+    """
+    b, h, t, d = q.shape
+    hkv = k.shape[1]
+    r = h // hkv
+    # the r query heads of a group share one kv head: fold them into the query axis
+    qg = q.half().float().reshape(b, hkv, r * t, d)
+    scores = (qg @ k.transpose(-1, -2)).view(b, h, t, -1) * scale  # [B, H, T, S]
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    p = scores.softmax(-1).half().float().view(b, hkv, r * t, -1)
+    out = (p @ v).view(b, h, t, d)
     return out.transpose(1, 2).reshape(b, t, h * d)
 
 

@@ -17,7 +17,6 @@ from corral.gguf.hparams import HParams
 from corral.gguf.reader import GGUFFile
 from corral.models.layers import (
     RopeStyle,
-    Weight,
     apply_rope,
     attention,
     default_scale,
@@ -25,7 +24,7 @@ from corral.models.layers import (
     rope_cos_sin,
     rope_inv_freq,
 )
-from corral.models.weights import TensorSource
+from corral.models.weights import Linear, TensorSource
 
 
 @dataclass(frozen=True)
@@ -74,17 +73,17 @@ class ModelArgs:
 @dataclass
 class Block:
     attn_norm: torch.Tensor
-    wq: Weight
-    wk: Weight
-    wv: Weight
-    wo: Weight
+    wq: Linear
+    wk: Linear
+    wv: Linear
+    wo: Linear
     bq: torch.Tensor | None
     bk: torch.Tensor | None
     bv: torch.Tensor | None
     ffn_norm: torch.Tensor
-    gate: Weight
-    up: Weight
-    down: Weight
+    gate: Linear
+    up: Linear
+    down: Linear
 
 
 class Model:

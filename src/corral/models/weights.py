@@ -1,49 +1,127 @@
-"""Turn GGUF tensors into the forms the layers use, without holding the model in float32.
+"""GGUF tensors -> the weights the layers multiply with, without a float32 copy of the model.
 
-Matrices become `Weight` (float16, dequantized from their blocks a slice of rows at a time);
-vectors (norms, biases) become float32 tensors.
+Quantized matrices stay as their GGUF blocks, read straight from the file mapping
+(`BlockWeight`): one-token steps run corral's C kernels on them (llama.cpp's arithmetic, a
+quarter of float32's memory traffic); prompts of many tokens dequantize one matrix at a time
+and use BLAS, rounding activations as the kernels do. Float matrices (`DenseWeight`) are used
+as stored (F32, F16) or widened (BF16). Vectors (norms, biases) become float32 tensors.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
+from typing import Protocol
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from gguf import GGMLQuantizationType as Q
 
+from corral import kernels
 from corral.errors import GGUFError, UnsupportedError
 from corral.gguf.reader import GGUFFile, TensorInfo
-from corral.models.layers import ActQuant, Weight
-from corral.quant import SUPPORTED_TYPES, dequantize, is_supported
+from corral.quant import SUPPORTED_TYPES, dequantize, dequantize_rows, is_supported
+from corral.quant.activations import ACT_QUANT_FOR, ActQuant, round_activations
 
-# The activation rounding llama.cpp's CPU kernels apply before a dot product with each type.
-_ACT_QUANT = {
-    **dict.fromkeys((Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q8_0), ActQuant.Q8_0),
-    **dict.fromkeys((Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K), ActQuant.Q8_K),
-}
+# Up to this many rows of activations go through the quantized kernels; more (prompt
+# processing) are faster as one dequantization plus a BLAS matmul.
+KERNEL_MAX_ROWS = 16
+# Dequantize big matrices for BLAS this many elements at a time (bounds the float32 copy).
+_DEQUANT_CHUNK = 1 << 22
+# CORRAL_KERNELS=0 turns the C kernels off (BLAS on dequantized blocks for every call).
+_USE_KERNELS = kernels.available() and os.environ.get("CORRAL_KERNELS", "1") != "0"
 # CORRAL_EXACT=1 computes in plain float32 (no activation rounding), for debugging.
 _EXACT = os.environ.get("CORRAL_EXACT", "") not in ("", "0")
 
-# Rows dequantized per step when filling a float16 matrix: bounds the float32 temporary.
-_ROWS_PER_STEP = 8192
+
+class Linear(Protocol):
+    """A [out, in] weight as the layers use it."""
+
+    shape: torch.Size
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """x [..., in] float32 -> [..., out] float32."""
+        ...
+
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """Embedding lookup: ids [...] -> [..., in] float32."""
+        ...
+
+
+def _as_tensor(a: np.ndarray) -> torch.Tensor:
+    """Zero-copy tensor over a (read-only) mapped array; it is never written to."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "non-writable NumPy array"
+        return torch.from_numpy(a)
+
+
+class DenseWeight:
+    """A float weight: F32 and F16 used in place, BF16 widened to float32."""
+
+    def __init__(self, t: TensorInfo) -> None:
+        if t.ggml_type == Q.BF16:
+            self.w = dequantize(t.data, t.ggml_type, t.shape)
+        else:
+            self.w = _as_tensor(t.data)
+        self.shape = self.w.shape
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.w.dtype == torch.float32:
+            return F.linear(x, self.w)
+        return F.linear(x, self.w.float())
+
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.w[ids].float()
+
+
+class BlockWeight:
+    """A quantized weight kept as its GGUF blocks (uint8 [out, row_bytes], mapped)."""
+
+    def __init__(self, t: TensorInfo) -> None:
+        self.info = t
+        self.shape = torch.Size(t.shape)
+        self.raw = _as_tensor(t.data)
+        self.act = ActQuant.NONE if _EXACT else ACT_QUANT_FOR.get(t.ggml_type, ActQuant.NONE)
+        self.kernel = (
+            kernels.QMatrix(self.raw, t.ggml_type, t.shape[0], t.shape[1])
+            if _USE_KERNELS and not _EXACT and t.ggml_type in kernels.SUPPORTED_TYPES
+            else None
+        )
+        rows, cols = t.shape
+        self.rows_per_chunk = max(1, _DEQUANT_CHUNK // cols)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel is not None and x.numel() // x.shape[-1] <= KERNEL_MAX_ROWS:
+            return self.kernel(x)
+        x = round_activations(x, self.act)
+        out_rows, cols = self.shape
+        t = self.info
+        if out_rows <= self.rows_per_chunk:
+            return F.linear(x, dequantize(t.data, t.ggml_type, t.shape))
+        parts = []
+        for r in range(0, out_rows, self.rows_per_chunk):
+            n = min(self.rows_per_chunk, out_rows - r)
+            parts.append(F.linear(x, dequantize(t.data[r : r + n], t.ggml_type, (n, cols))))
+        return torch.cat(parts, dim=-1)
+
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        t = self.info
+        return dequantize_rows(t.data, t.ggml_type, t.shape, ids)
+
+
+def to_weight(t: TensorInfo) -> Linear:
+    """A 2-D tensor -> the Linear that multiplies with it."""
+    if len(t.shape) != 2:
+        raise GGUFError(f"tensor '{t.name}' has shape {t.shape}, expected a matrix")
+    if t.ggml_type in (Q.F32, Q.F16, Q.BF16):
+        return DenseWeight(t)
+    return BlockWeight(t)
 
 
 def to_float(t: TensorInfo) -> torch.Tensor:
     """Any tensor -> float32 of its shape (small tensors: norms, biases, rope factors)."""
     return dequantize(t.data, t.ggml_type, t.shape)
-
-
-def to_weight(t: TensorInfo) -> Weight:
-    """A 2-D tensor -> Weight [rows, cols] in float16, filled a block of rows at a time."""
-    if len(t.shape) != 2:
-        raise GGUFError(f"tensor '{t.name}' has shape {t.shape}, expected a matrix")
-    rows, cols = t.shape
-    out = torch.empty(rows, cols, dtype=torch.float16)
-    for r in range(0, rows, _ROWS_PER_STEP):
-        n = min(_ROWS_PER_STEP, rows - r)
-        out[r : r + n] = dequantize(t.data[r : r + n], t.ggml_type, (n, cols)).to(torch.float16)
-    act = ActQuant.NONE if _EXACT else _ACT_QUANT.get(t.ggml_type, ActQuant.NONE)
-    return Weight(out, act)
 
 
 class TensorSource:
@@ -69,17 +147,11 @@ class TensorSource:
         except KeyError:
             raise GGUFError(f"{self.gguf.path.name}: missing tensor '{name}'") from None
 
-    def weight(self, name: str) -> Weight:
-        t = self.info(name)
-        w = to_weight(t)
-        self.gguf.release(t)
-        return w
+    def weight(self, name: str) -> Linear:
+        return to_weight(self.info(name))
 
     def vector(self, name: str) -> torch.Tensor:
-        t = self.info(name)
-        v = to_float(t)
-        self.gguf.release(t)
-        return v
+        return to_float(self.info(name))
 
     def optional_vector(self, name: str) -> torch.Tensor | None:
         return self.vector(name) if self.has(name) else None
