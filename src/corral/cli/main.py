@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from corral import __version__
-from corral.cli import models, run, show
+from corral.cli import models, run, serve, show
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_parser(sub)
     models.add_parsers(sub)
     show.add_parser(sub)
+    serve.add_parsers(sub)
     return parser
 
 

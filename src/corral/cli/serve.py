@@ -1,0 +1,106 @@
+"""`corral serve` (the HTTP server) and `corral create` (a model from a Modelfile).
+
+Both import the server package only when they run: fastapi and torch stay out of
+`corral --help`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Register `serve` and `create`."""
+    from corral.server.config import DEFAULT_HOST, DEFAULT_PORT
+
+    p = sub.add_parser(
+        "serve",
+        help="serve models over OpenAI- and ollama-compatible HTTP APIs",
+        description="Serve stored models over HTTP: OpenAI's /v1 API, ollama's /api, and "
+        "llama.cpp's /health, /tokenize, /metrics. Models load on first use.",
+    )
+    p.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
+    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (all but /health)")
+    p.add_argument("--models-max", type=_positive, default=3, metavar="N",
+                   help="models loaded at once; the least recently used goes first (default 3)")  # fmt: skip
+    p.add_argument("--max-queue", type=_positive, default=64, metavar="N",
+                   help="requests waiting per model before 503 (default 64)")  # fmt: skip
+    p.add_argument("--keep-alive", default="5m", metavar="DURATION",
+                   help="how long an idle model stays loaded: 5m, 1h, 0, -1 = forever")  # fmt: skip
+    p.add_argument("--ctx", type=_positive, metavar="N",
+                   help="context size models load with (default: the model's, at most 4096)")  # fmt: skip
+    p.add_argument("--memory", type=_positive, metavar="MB",
+                   help="memory budget for loaded model files, in MB (default: no limit)")  # fmt: skip
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser(
+        "create",
+        help="create a model from a Modelfile",
+        description="Create a model from a Modelfile (FROM, PARAMETER, TEMPLATE, SYSTEM, "
+        "MESSAGE, LICENSE). TEMPLATE is a Jinja2 chat template. No weights are copied.",
+    )
+    p.add_argument("name", metavar="NAME", help="the new model's name[:tag]")
+    p.add_argument("-f", "--file", default="Modelfile", help="the Modelfile (default ./Modelfile)")
+    p.set_defaults(func=cmd_create)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the server until Ctrl-C."""
+    import uvicorn
+
+    from corral.errors import CorralError
+    from corral.server import ServerConfig, create_app
+    from corral.server.durations import parse_keep_alive
+
+    try:
+        keep_alive = parse_keep_alive(args.keep_alive)
+    except ValueError as e:
+        raise CorralError(str(e)) from None
+    config = ServerConfig(
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key,
+        models_max=args.models_max,
+        max_queue=args.max_queue,
+        keep_alive=keep_alive,
+        n_ctx=args.ctx,
+        memory_budget=args.memory * 1024 * 1024 if args.memory else None,
+    )
+    print(f"corral serving on http://{args.host}:{args.port} (Ctrl-C stops)", file=sys.stderr)
+    uvicorn.run(create_app(config), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    """Parse the Modelfile and store the new model."""
+    from corral.errors import CorralError
+    from corral.server.modelfile import create_model, parse_modelfile
+    from corral.store import Store
+    from corral.store.store import looks_like_path
+
+    path = Path(args.file)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise CorralError(f"cannot read {path}: {e.strerror or e}") from None
+    spec = parse_modelfile(text)
+    if spec.from_ and looks_like_path(spec.from_):
+        # a relative FROM path is relative to the Modelfile, as with ollama
+        base = Path(spec.from_).expanduser()
+        spec.from_ = str(base if base.is_absolute() else (path.parent / base).resolve())
+    ref = create_model(Store(), args.name, spec)
+    print(f"success: created {ref.full_name} from {spec.from_}")
+    return 0

@@ -1,0 +1,1 @@
+"""The ollama-compatible API under /api/."""

@@ -1,0 +1,247 @@
+"""ollama generation routes: /api/generate, /api/chat (+ /api/version and embedding stubs).
+
+Model management (/api/tags, show, ps, pull, create, copy, delete) is in models.py and
+joins this router. Answers stream as NDJSON by default (`"stream": false` for one object);
+durations are nanoseconds; the last object carries the statistics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from corral.server.body import parse_body
+from corral.server.durations import parse_keep_alive
+from corral.server.errors import ApiError, Family, bad_request, error_body, not_supported
+from corral.server.manager import Lease, LoadedModel, make_template
+from corral.server.ollama import models as model_routes
+from corral.server.ollama import protocol as p
+from corral.server.options import apply_options, coerce
+from corral.server.prompts import chat_ids, check_ids, fim_ids, render, text_ids, with_defaults
+from corral.server.runs import Run, finish_name, submit, until_disconnect
+from corral.server.state import ServerState, get_state
+from corral.server.streaming import NDJSON_MEDIA_TYPE, EventStream, ndjson_line
+
+router = APIRouter()
+router.include_router(model_routes.router)
+
+# The ollama API level these routes follow; some clients compare it before using features.
+OLLAMA_API_VERSION = "0.9.0"
+
+
+@router.get("/api/version")
+async def version() -> dict[str, str]:
+    from corral import __version__
+
+    return {"version": OLLAMA_API_VERSION, "corral_version": __version__}
+
+
+@router.post("/api/embed")
+@router.post("/api/embeddings")
+async def embed(request: Request) -> Response:
+    raise ApiError(501, "embeddings are not implemented yet")
+
+
+def _check_common(body: p._Generation) -> tuple[float | None, int | None]:
+    """Refusals shared by generate and chat; returns (keep_alive, num_ctx)."""
+    if body.format not in (None, "", {}):
+        raise not_supported("'format' (structured output) is", "format")
+    if body.think not in (None, False):
+        raise bad_request(f"'{body.model}' does not support thinking", "think")
+    try:
+        keep = None if body.keep_alive is None else parse_keep_alive(body.keep_alive)
+        num_ctx = (body.options or {}).get("num_ctx")
+        num_ctx = None if num_ctx is None else coerce("num_ctx", num_ctx)
+    except ValueError as e:
+        raise bad_request(str(e)) from None
+    return keep, num_ctx
+
+
+async def _load_only(st: ServerState, model: str, keep: float | None) -> dict[str, Any]:
+    """An empty prompt: load the model (or with keep_alive 0, unload it)."""
+    name = st.manager.resolve(model).full_name
+    if keep is not None and keep <= 0:
+        await st.manager.unload(name)
+        return {**p.head(name), "response": "", "done": True, "done_reason": "unload"}
+    lease = await st.manager.acquire(name, keep)
+    lease.release()
+    return {**p.head(name), "response": "", "done": True, "done_reason": "load"}
+
+
+def _options(entry: LoadedModel, options: dict[str, Any] | None) -> Any:
+    try:
+        return apply_options(entry.defaults, options)
+    except ValueError as e:
+        raise bad_request(str(e), "options") from None
+
+
+@router.post("/api/generate")
+async def generate(request: Request) -> Response:
+    t0 = time.perf_counter()
+    st = get_state(request)
+    body = await parse_body(request, p.GenerateRequest)
+    if body.images:
+        raise not_supported("images are", "images")
+    keep, num_ctx = _check_common(body)
+    if not body.prompt and not body.suffix and not body.context:
+        return JSONResponse(await _load_only(st, body.model, keep))
+    lease = await st.manager.acquire(body.model, keep, num_ctx)
+    try:
+        entry = lease.entry
+        opts = _options(entry, body.options)
+        ids = await asyncio.to_thread(_generate_ids, entry, body)
+        run = submit(entry, ids, opts, st.metrics, st.config.retry_after_s)
+    except BaseException:
+        lease.release()
+        raise
+
+    def piece(text: str) -> dict[str, Any]:
+        return {"response": text}
+
+    # raw prompts get no context back: the caller owns the formatting (as in ollama)
+    answer = _Answer(lease, run, t0, piece, ids if not body.raw else None)
+    return await answer.respond(request, body.stream)
+
+
+def _generate_ids(entry: LoadedModel, body: p.GenerateRequest) -> list[int]:
+    """Prompt ids for /api/generate: FIM with a suffix, the text as is when raw, else the
+    prompt in the chat template (after the `context` of an earlier answer, if given)."""
+    model = entry.model
+    context = check_ids(model, body.context or [], "context")
+    prompt = body.prompt or ""
+    if body.suffix:
+        return context + fim_ids(model, prompt, body.suffix)
+    if body.raw:
+        return context + text_ids(model, prompt, add_special=not context)
+    template = None
+    if body.template:
+        template = make_template(model, body.template)
+    system = body.system if body.system is not None else entry.modelfile.system
+    if context:  # a continuation: the earlier turns are in the context already
+        messages = [{"role": "user", "content": prompt}]
+    else:
+        head = [{"role": "system", "content": system}] if system else []
+        messages = head + [dict(m) for m in entry.modelfile.messages]
+        messages.append({"role": "user", "content": prompt})
+    extra = {"prompt": prompt, "system": system or ""} if template is not None else {}
+    text = render(entry, messages, template, **extra)
+    return context + text_ids(model, text, add_special=not context)
+
+
+@router.post("/api/chat")
+async def chat(request: Request) -> Response:
+    t0 = time.perf_counter()
+    st = get_state(request)
+    body = await parse_body(request, p.ChatRequest)
+    if body.tools:
+        raise not_supported("tools are", "tools")
+    keep, num_ctx = _check_common(body)
+    messages = _messages(body.messages or [])
+    if not messages:
+        result = await _load_only(st, body.model, keep)
+        result.pop("response")
+        return JSONResponse({**result, "message": {"role": "assistant", "content": ""}})
+    lease = await st.manager.acquire(body.model, keep, num_ctx)
+    try:
+        entry = lease.entry
+        opts = _options(entry, body.options)
+        ids = await asyncio.to_thread(chat_ids, entry, with_defaults(entry, messages))
+        run = submit(entry, ids, opts, st.metrics, st.config.retry_after_s)
+    except BaseException:
+        lease.release()
+        raise
+
+    def piece(text: str) -> dict[str, Any]:
+        return {"message": {"role": "assistant", "content": text}}
+
+    return await _Answer(lease, run, t0, piece, None).respond(request, body.stream)
+
+
+def _messages(messages: list[p.Message]) -> list[dict[str, Any]]:
+    out = []
+    for i, m in enumerate(messages):
+        if m.images:
+            raise not_supported("images are", f"messages.{i}.images")
+        if m.role == "tool" or m.tool_calls:
+            raise not_supported("tool messages are", f"messages.{i}")
+        out.append({"role": m.role, "content": m.content or ""})
+    return out
+
+
+class _Answer:
+    """One generation's answer: a single JSON object, or NDJSON pieces then statistics."""
+
+    def __init__(
+        self,
+        lease: Lease,
+        run: Run,
+        t0: float,
+        piece: Callable[[str], dict[str, Any]],
+        context: list[int] | None,
+    ) -> None:
+        self.lease = lease
+        self.run = run
+        self.t0 = t0
+        self.piece = piece
+        self.context = context  # prompt ids, for the `context` field (None: leave it out)
+        self.name = lease.entry.name
+
+    def close(self) -> None:
+        self.run.cancel()
+        self.lease.release()
+
+    async def respond(self, request: Request, stream: bool) -> Response:
+        if stream:
+            return EventStream(self.stream(), NDJSON_MEDIA_TYPE, self.close)
+        try:
+            return JSONResponse(await until_disconnect(request, self.whole()))
+        finally:
+            self.close()
+
+    def _final(self, reason: str, timings: Any, ids: list[int]) -> dict[str, Any]:
+        out = {
+            **p.head(self.name),
+            **self.piece(""),
+            **p.final_fields(
+                reason,
+                time.perf_counter() - self.t0,
+                self.lease.load_s,
+                self.run.prompt_tokens,
+                timings.prompt_s,
+                len(ids),
+                timings.decode_s,
+            ),
+        }
+        if self.context is not None:
+            out["context"] = self.context + ids
+        return out
+
+    async def whole(self) -> dict[str, Any]:
+        c = await self.run.collect()
+        out = self._final(c.finish_reason, c.timings, c.token_ids)
+        out.update(self.piece(c.text))
+        return out
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        from corral.engine.generate import Timings
+
+        ids: list[int] = []
+        reason, timings = "length", Timings()
+        try:
+            async for ev in self.run.events():
+                if ev.token_id is not None and not ev.eog:
+                    ids.append(ev.token_id)
+                if ev.text:
+                    yield ndjson_line({**p.head(self.name), **self.piece(ev.text), "done": False})
+                if ev.finish_reason is not None:
+                    reason, timings = finish_name(ev), ev.timings or timings
+        except ApiError as e:
+            yield ndjson_line(error_body(e, Family.OLLAMA))
+            return
+        yield ndjson_line(self._final(reason, timings, ids))

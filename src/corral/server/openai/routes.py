@@ -1,0 +1,155 @@
+"""OpenAI routes: GET /v1/models, POST /v1/chat/completions (+ the /v1/embeddings stub).
+
+/v1/completions lives in completions.py. Each route: parse and check the body, hold the
+model (a Lease), build prompt ids off the event loop, submit n runs, then answer at once
+(JSON) or as server-sent events ending `data: [DONE]`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from corral.server.body import parse_body
+from corral.server.errors import ApiError, Family, error_body
+from corral.server.manager import Lease
+from corral.server.openai import protocol as p
+from corral.server.openai.convert import check_chat, gen_options, per_choice, to_messages
+from corral.server.prompts import chat_ids, with_defaults
+from corral.server.runs import Run, finish_name, merged, submit_many, until_disconnect
+from corral.server.state import get_state
+from corral.server.streaming import SSE_DONE, SSE_MEDIA_TYPE, EventStream, sse_data
+
+router = APIRouter()
+
+
+def _created(manifest: dict[str, Any]) -> int:
+    try:
+        return int(datetime.fromisoformat(str(manifest.get("created"))).timestamp())
+    except ValueError:
+        return 0
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> dict[str, Any]:
+    """Every stored model (loaded or not), as OpenAI model objects."""
+    refs = await asyncio.to_thread(get_state(request).store.list)
+    data = [p.model_object(r.full_name, _created(r.manifest)) for r in refs]
+    return {"object": "list", "data": data}
+
+
+@router.get("/v1/models/{model:path}")
+async def get_model(request: Request, model: str) -> dict[str, Any]:
+    ref = get_state(request).manager.resolve(model)
+    return p.model_object(ref.full_name, _created(ref.manifest))
+
+
+@router.post("/v1/embeddings")
+async def embeddings(request: Request) -> Response:
+    raise ApiError(501, "embeddings are not implemented yet", code="not_implemented")
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request) -> Response:
+    st = get_state(request)
+    body = await parse_body(request, p.ChatCompletionRequest)
+    check_chat(body)
+    messages = to_messages(body.messages)
+    max_tokens = body.max_completion_tokens
+    max_tokens = body.max_tokens if max_tokens is None else max_tokens
+    lease = await st.manager.acquire(body.model)
+    try:
+        entry = lease.entry
+        ids = await asyncio.to_thread(chat_ids, entry, with_defaults(entry, messages))
+        opts = per_choice(gen_options(entry.defaults, body, max_tokens), body.n)
+        runs = submit_many(entry, [ids] * body.n, opts, st.metrics, st.config.retry_after_s)
+    except BaseException:
+        lease.release()
+        raise
+    answer = _ChatAnswer(body, lease, runs)
+    if body.stream:
+        return EventStream(answer.stream(), SSE_MEDIA_TYPE, answer.close)
+    try:
+        return JSONResponse(await until_disconnect(request, answer.whole()))
+    finally:
+        answer.close()
+
+
+class _ChatAnswer:
+    """The answer to one chat request, whole or streamed."""
+
+    def __init__(self, body: p.ChatCompletionRequest, lease: Lease, runs: list[Run]) -> None:
+        self.body = body
+        self.lease = lease
+        self.runs = runs
+        self.rid = p.new_id("chatcmpl")
+        self.created = p.now()
+        self.model = lease.entry.name
+        self.tokenizer = lease.entry.model.tokenizer
+
+    def close(self) -> None:
+        for r in self.runs:
+            r.cancel()
+        self.lease.release()
+
+    def _logprobs(self, ids: list[int], lps: list[float]) -> dict[str, Any] | None:
+        if not self.body.logprobs:
+            return None
+        pieces = [self.tokenizer.token_to_piece(t) for t in ids]
+        return {"content": [p.token_logprob(b, lp) for b, lp in zip(pieces, lps, strict=True)]}
+
+    async def whole(self) -> dict[str, Any]:
+        done = await asyncio.gather(*(r.collect() for r in self.runs))
+        choices = [
+            p.chat_choice(i, c.text, c.finish_reason, self._logprobs(c.token_ids, c.logprobs))
+            for i, c in enumerate(done)
+        ]
+        cached = done[0].timings.cached_tokens
+        use = p.usage(done[0].prompt_tokens, sum(c.completion_tokens for c in done), cached)
+        return p.chat_completion(self.rid, self.model, self.created, choices, use)
+
+    def _chunk(self, choices: list[dict[str, Any]], use: dict[str, Any] | None = None) -> bytes:
+        opts = self.body.stream_options
+        with_usage = bool(opts and opts.include_usage)
+        return sse_data(p.chat_chunk(self.rid, self.model, self.created, choices, use, with_usage))
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        n = len(self.runs)
+        for i in range(n):
+            yield self._chunk([p.chunk_choice(i, {"role": "assistant", "content": ""})])
+        ids: list[list[int]] = [[] for _ in range(n)]
+        lps: list[list[float]] = [[] for _ in range(n)]
+        counts, finished, cached = [0] * n, [False] * n, 0
+        try:
+            async for i, ev in merged(self.runs):
+                if ev.token_id is not None and not ev.eog:
+                    counts[i] += 1
+                    ids[i].append(ev.token_id)
+                    lps[i].append(ev.logprob if ev.logprob is not None else 0.0)
+                if ev.text:
+                    lp = self._logprobs(ids[i], lps[i])
+                    ids[i], lps[i] = [], []
+                    yield self._chunk([p.chunk_choice(i, {"content": ev.text}, None, lp)])
+                if ev.finish_reason is not None:
+                    finished[i] = True
+                    cached = ev.timings.cached_tokens if ev.timings else cached
+                    yield self._chunk([p.chunk_choice(i, {}, finish_name(ev))])
+        except ApiError as e:
+            # headers are gone: the error travels in-band, as OpenAI's own streams do
+            yield sse_data(error_body(e, Family.OPENAI))
+            yield SSE_DONE
+            return
+        for i in range(n):
+            if not finished[i]:  # max_tokens 0: no events at all
+                yield self._chunk([p.chunk_choice(i, {}, "length")])
+        opts = self.body.stream_options
+        if opts and opts.include_usage:
+            use = p.usage(self.runs[0].prompt_tokens, sum(counts), cached)
+            yield self._chunk([], use)
+        yield SSE_DONE
