@@ -29,6 +29,7 @@ class ServerConfig:
     api_key: str | None = None
     models_max: int = 3
     max_queue: int = 64
+    slots: int = 4  # requests per model decoded together (continuous batching)
     memory_budget: int | None = None
     keep_alive: float = 300.0
     max_body_bytes: int = 8 * 1024 * 1024

@@ -192,7 +192,7 @@ class ModelManager:
             name=ref.full_name,
             ref=ref,
             model=model,
-            scheduler=Scheduler(model, max_queue=self.config.max_queue),
+            scheduler=Scheduler(model, max_queue=self.config.max_queue, slots=self.config.slots),
             modelfile=modelfile,
             defaults=defaults,
             template=template,

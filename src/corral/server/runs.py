@@ -38,6 +38,8 @@ class Completion:
     finish_reason: str  # "stop" or "length"
     prompt_tokens: int
     timings: Timings = field(default_factory=Timings)
+    # per token: the most likely alternatives as (id, logprob), when they were asked for
+    top: list[tuple[tuple[int, float], ...]] = field(default_factory=list)
 
     @property
     def completion_tokens(self) -> int:
@@ -93,16 +95,19 @@ class Run:
         parts: list[str] = []
         ids: list[int] = []
         logprobs: list[float] = []
+        top: list[tuple[tuple[int, float], ...]] = []
         reason, timings = "length", Timings()
         async for ev in self.events():
             parts.append(ev.text)
             if ev.token_id is not None and not ev.eog:
                 ids.append(ev.token_id)
                 logprobs.append(ev.logprob if ev.logprob is not None else 0.0)
+                top.append(ev.top_logprobs or ())
             if ev.finish_reason is not None:
                 reason = finish_name(ev)
                 timings = ev.timings or timings
-        return Completion("".join(parts), ids, logprobs, reason, self.prompt_tokens, timings)
+        text = "".join(parts)
+        return Completion(text, ids, logprobs, reason, self.prompt_tokens, timings, top)
 
 
 def finish_name(ev: GenerationEvent) -> str:
@@ -111,15 +116,28 @@ def finish_name(ev: GenerationEvent) -> str:
     return "length" if value == "length" else "stop"
 
 
+class _NoTokens:
+    """The handle of a generation asked for zero tokens: it ends at once, unsubmitted."""
+
+    def cancel(self) -> None:
+        pass
+
+    async def __aiter__(self) -> AsyncIterator[GenerationEvent]:
+        return
+        yield
+
+
 def submit(
     entry: LoadedModel,
     prompt_ids: list[int],
     opts: GenOptions,
     metrics: Metrics,
     retry_after_s: int = 1,
+    top_logprobs: int = 0,
 ) -> Run:
     """Queue a generation on `entry`'s scheduler. Raises ApiError now (not mid-stream) for
     an empty prompt, a prompt over the context, or a full queue."""
+    from corral.engine.generate import fit_prompt
     from corral.engine.scheduler import Request
 
     if not prompt_ids:
@@ -132,8 +150,12 @@ def submit(
         max_tokens=max_tokens,
         sampling=opts.sampling,
         stop=list(opts.stop),
+        top_logprobs=top_logprobs,
     )
     try:
+        if max_tokens == 0:  # the engine always makes one token; zero means none
+            fit_prompt(request.prompt_ids, n_ctx, truncate=False)
+            return Run(_NoTokens(), len(request.prompt_ids), metrics)  # type: ignore[arg-type]
         handle = entry.scheduler.submit(request, loop=asyncio.get_running_loop())
     except CorralError as e:
         raise from_corral_error(e, retry_after_s) from None
@@ -146,13 +168,14 @@ def submit_many(
     opts: list[GenOptions],
     metrics: Metrics,
     retry_after_s: int = 1,
+    top_logprobs: int = 0,
 ) -> list[Run]:
     """Submit several generations (n > 1, several prompts); all or none: if one cannot be
     queued, those already queued are cancelled."""
     runs: list[Run] = []
     try:
         for ids, o in zip(prompts, opts, strict=True):
-            runs.append(submit(entry, ids, o, metrics, retry_after_s))
+            runs.append(submit(entry, ids, o, metrics, retry_after_s, top_logprobs))
     except ApiError:
         for r in runs:
             r.cancel()

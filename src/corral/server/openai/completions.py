@@ -63,7 +63,10 @@ async def completions(request: Request) -> Response:
         ids = [await asyncio.to_thread(_ids, entry, pr, body.suffix) for pr in prompts]
         opts = per_choice(gen_options(entry.defaults, body, body.max_tokens), body.n)
         all_ids = [x for x in ids for _ in range(body.n)]
-        runs = submit_many(entry, all_ids, opts * len(ids), st.metrics, st.config.retry_after_s)
+        runs = submit_many(
+            entry, all_ids, opts * len(ids), st.metrics, st.config.retry_after_s,
+            body.logprobs or 0,
+        )  # fmt: skip
     except BaseException:
         lease.release()
         raise
@@ -95,12 +98,21 @@ class _CompletionAnswer:
             r.cancel()
         self.lease.release()
 
-    def _logprobs(self, ids: list[int], lps: list[float], offset: int) -> dict[str, Any] | None:
-        """Legacy logprobs: the chosen tokens only; `top_logprobs` holds just the chosen
-        token until the engine reports alternatives."""
+    def _text(self, token_id: int) -> str:
+        return self.tokenizer.token_to_piece(token_id).decode("utf-8", "replace")
+
+    def _logprobs(
+        self,
+        ids: list[int],
+        lps: list[float],
+        tops: list[tuple[tuple[int, float], ...]],
+        offset: int,
+    ) -> dict[str, Any] | None:
+        """Legacy logprobs: chosen tokens, their logprobs, and `logprobs` alternatives each
+        (the chosen token among them, as OpenAI does)."""
         if self.body.logprobs is None:
             return None
-        tokens = [self.tokenizer.token_to_piece(t).decode("utf-8", "replace") for t in ids]
+        tokens = [self._text(t) for t in ids]
         offsets = []
         for tok in tokens:
             offsets.append(offset)
@@ -108,13 +120,16 @@ class _CompletionAnswer:
         return {
             "tokens": tokens,
             "token_logprobs": lps,
-            "top_logprobs": [{t: lp} for t, lp in zip(tokens, lps, strict=True)],
+            "top_logprobs": [
+                {**{self._text(a): alp for a, alp in top}, tok: lp}
+                for tok, lp, top in zip(tokens, lps, tops, strict=True)
+            ],
             "text_offset": offsets,
         }
 
     def _choice(self, i: int, c: Completion) -> dict[str, Any]:
         head = self.prompts[i] if self.body.echo else ""
-        lp = self._logprobs(c.token_ids, c.logprobs, len(head))
+        lp = self._logprobs(c.token_ids, c.logprobs, c.top, len(head))
         return p.text_choice(i, head + c.text, c.finish_reason, lp)
 
     async def whole(self) -> dict[str, Any]:
@@ -137,6 +152,7 @@ class _CompletionAnswer:
                 yield self._chunk([p.text_choice(i, self.prompts[i], None, None)])
         ids: list[list[int]] = [[] for _ in range(n)]
         lps: list[list[float]] = [[] for _ in range(n)]
+        tops: list[list[tuple[tuple[int, float], ...]]] = [[] for _ in range(n)]
         counts, finished = [0] * n, [False] * n
         try:
             async for i, ev in merged(self.runs):
@@ -144,14 +160,15 @@ class _CompletionAnswer:
                     counts[i] += 1
                     ids[i].append(ev.token_id)
                     lps[i].append(ev.logprob if ev.logprob is not None else 0.0)
+                    tops[i].append(ev.top_logprobs or ())
                 reason = None
                 if ev.finish_reason is not None:
                     finished[i] = True
                     reason = "length" if ev.finish_reason.value == "length" else "stop"
                 if ev.text or reason:
-                    lp = self._logprobs(ids[i], lps[i], offsets[i])
+                    lp = self._logprobs(ids[i], lps[i], tops[i], offsets[i])
                     offsets[i] += len(ev.text)
-                    ids[i], lps[i] = [], []
+                    ids[i], lps[i], tops[i] = [], [], []
                     yield self._chunk([p.text_choice(i, ev.text, reason, lp)])
         except ApiError as e:
             yield sse_data(error_body(e, Family.OPENAI))

@@ -185,12 +185,18 @@ def text_choice(
     return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}
 
 
-def token_logprob(piece: bytes, logprob: float) -> dict[str, Any]:
-    """One entry of a chat choice's `logprobs.content`. Alternatives (`top_logprobs`) are
-    not produced by the engine yet, so that list stays empty."""
+def token_logprob(
+    piece: bytes, logprob: float, top: list[tuple[bytes, float]] | None = None
+) -> dict[str, Any]:
+    """One entry of a chat choice's `logprobs.content`, with its alternatives."""
+    entry = _alternative(piece, logprob)
+    entry["top_logprobs"] = [_alternative(b, lp) for b, lp in top or []]
+    return entry
+
+
+def _alternative(piece: bytes, logprob: float) -> dict[str, Any]:
     return {
         "token": piece.decode("utf-8", errors="replace"),
         "logprob": logprob,
         "bytes": list(piece),
-        "top_logprobs": [],
     }

@@ -68,7 +68,8 @@ async def chat_completions(request: Request) -> Response:
         entry = lease.entry
         ids = await asyncio.to_thread(chat_ids, entry, with_defaults(entry, messages))
         opts = per_choice(gen_options(entry.defaults, body, max_tokens), body.n)
-        runs = submit_many(entry, [ids] * body.n, opts, st.metrics, st.config.retry_after_s)
+        top = (body.top_logprobs or 0) if body.logprobs else 0
+        runs = submit_many(entry, [ids] * body.n, opts, st.metrics, st.config.retry_after_s, top)
     except BaseException:
         lease.release()
         raise
@@ -98,16 +99,24 @@ class _ChatAnswer:
             r.cancel()
         self.lease.release()
 
-    def _logprobs(self, ids: list[int], lps: list[float]) -> dict[str, Any] | None:
+    def _logprobs(
+        self, ids: list[int], lps: list[float], tops: list[tuple[tuple[int, float], ...]]
+    ) -> dict[str, Any] | None:
         if not self.body.logprobs:
             return None
-        pieces = [self.tokenizer.token_to_piece(t) for t in ids]
-        return {"content": [p.token_logprob(b, lp) for b, lp in zip(pieces, lps, strict=True)]}
+        piece = self.tokenizer.token_to_piece
+        content = [
+            p.token_logprob(piece(t), lp, [(piece(a), alp) for a, alp in top])
+            for t, lp, top in zip(ids, lps, tops, strict=True)
+        ]
+        return {"content": content}
 
     async def whole(self) -> dict[str, Any]:
         done = await asyncio.gather(*(r.collect() for r in self.runs))
         choices = [
-            p.chat_choice(i, c.text, c.finish_reason, self._logprobs(c.token_ids, c.logprobs))
+            p.chat_choice(
+                i, c.text, c.finish_reason, self._logprobs(c.token_ids, c.logprobs, c.top)
+            )
             for i, c in enumerate(done)
         ]
         cached = done[0].timings.cached_tokens
@@ -125,6 +134,7 @@ class _ChatAnswer:
             yield self._chunk([p.chunk_choice(i, {"role": "assistant", "content": ""})])
         ids: list[list[int]] = [[] for _ in range(n)]
         lps: list[list[float]] = [[] for _ in range(n)]
+        tops: list[list[tuple[tuple[int, float], ...]]] = [[] for _ in range(n)]
         counts, finished, cached = [0] * n, [False] * n, 0
         try:
             async for i, ev in merged(self.runs):
@@ -132,9 +142,10 @@ class _ChatAnswer:
                     counts[i] += 1
                     ids[i].append(ev.token_id)
                     lps[i].append(ev.logprob if ev.logprob is not None else 0.0)
+                    tops[i].append(ev.top_logprobs or ())
                 if ev.text:
-                    lp = self._logprobs(ids[i], lps[i])
-                    ids[i], lps[i] = [], []
+                    lp = self._logprobs(ids[i], lps[i], tops[i])
+                    ids[i], lps[i], tops[i] = [], [], []
                     yield self._chunk([p.chunk_choice(i, {"content": ev.text}, None, lp)])
                 if ev.finish_reason is not None:
                     finished[i] = True
