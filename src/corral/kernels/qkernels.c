@@ -1080,25 +1080,38 @@ PyDoc_STRVAR(qmatmul_doc,
              "y[M, N] = x[M, K] (float32) times the GGML-block weight rows w[N] (type id), "
              "as llama.cpp's CPU backend computes it. Raw addresses; no checks beyond sizes.");
 
-static PyObject *py_qmatmul(PyObject *self, PyObject *args) {
+/* METH_FASTCALL: this is called once per matrix per token, so the argument handling is
+ * kept to plain integer conversions (PyArg_ParseTuple costs a few hundred ns more). */
+static PyObject *py_qmatmul(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    int type, nth, force_scalar;
-    unsigned long long xp, wp, yp;
-    Py_ssize_t M, N, K;
-    if (!PyArg_ParseTuple(args, "iKKKnnnip", &type, &xp, &wp, &yp, &M, &N, &K, &nth, &force_scalar))
-        return NULL;
+    if (nargs != 9) return PyErr_Format(PyExc_TypeError, "qmatmul takes 9 arguments, got %zd", nargs);
+    long long iv[9];
+    for (int i = 0; i < 9; i++) {
+        if (i >= 1 && i <= 3) { /* addresses */
+            const unsigned long long u = PyLong_AsUnsignedLongLong(args[i]);
+            if (u == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+            iv[i] = (long long)u;
+        } else {
+            iv[i] = PyLong_AsLongLong(args[i]);
+            if (iv[i] == -1 && PyErr_Occurred()) return NULL;
+        }
+    }
+    const int type = (int)iv[0];
+    const long long M = iv[4], N = iv[5], K = iv[6];
+    long long nth = iv[7];
+    const int force_scalar = iv[8] != 0;
     type_info ti;
     if (!check_type_k(type, (long)K, &ti)) return NULL;
-    if (M < 0 || N < 0) return PyErr_Format(PyExc_ValueError, "negative size M=%zd N=%zd", M, N);
+    if (M < 0 || N < 0) return PyErr_Format(PyExc_ValueError, "negative size M=%lld N=%lld", M, N);
     if (M == 0 || N == 0) Py_RETURN_NONE;
-    if (!xp || !wp || !yp) return PyErr_Format(PyExc_ValueError, "null data pointer");
+    if (!iv[1] || !iv[2] || !iv[3]) return PyErr_Format(PyExc_ValueError, "null data pointer");
     if (nth < 1) nth = 1;
     if (nth > 256) nth = 256;
     const int use_avx2 = g_has_avx2 && !force_scalar;
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = qmatmul_run(type, (const float *)(uintptr_t)xp, (const uint8_t *)(uintptr_t)wp,
-                     (float *)(uintptr_t)yp, (long)M, (long)N, (long)K, nth, use_avx2);
+    rc = qmatmul_run(type, (const float *)(uintptr_t)iv[1], (const uint8_t *)(uintptr_t)iv[2],
+                     (float *)(uintptr_t)iv[3], (long)M, (long)N, (long)K, (int)nth, use_avx2);
     Py_END_ALLOW_THREADS
     if (rc) return PyErr_NoMemory();
     Py_RETURN_NONE;
@@ -1173,7 +1186,7 @@ static PyObject *py_cpu_features(PyObject *self, PyObject *noargs) {
 }
 
 static PyMethodDef methods[] = {
-    {"qmatmul", py_qmatmul, METH_VARARGS, qmatmul_doc},
+    {"qmatmul", (PyCFunction)(void (*)(void))py_qmatmul, METH_FASTCALL, qmatmul_doc},
     {"quantize", py_quantize, METH_VARARGS, quantize_doc},
     {"cpu_features", py_cpu_features, METH_NOARGS, "{'avx2': bool, 'openmp': bool, 'omp_max_threads': int}"},
     {NULL, NULL, 0, NULL},
