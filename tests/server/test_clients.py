@@ -134,3 +134,27 @@ def test_raw_wire_formats(served: str) -> None:
     assert raw.endswith("}\n")
     objs = [json.loads(line) for line in raw.splitlines()]
     assert objs[-1]["done"] is True and all(o["done"] is False for o in objs[:-1])
+
+
+def test_concurrent_streams_all_complete(served: str) -> None:
+    """Several clients at once (more than the scheduler's slots): every stream ends
+    properly, none comes back empty."""
+    import asyncio
+
+    async def one(client: httpx.AsyncClient, i: int) -> tuple[str, int]:
+        body = {"model": "tiny", "messages": [{"role": "user", "content": f"hi {i}"}],
+                "max_tokens": 12, "stream": True, "seed": i}  # fmt: skip
+        events = []
+        async with client.stream("POST", f"{served}/v1/chat/completions", json=body) as r:
+            async for line in r.aiter_lines():
+                if line:
+                    events.append(line)
+        finishes = sum('"finish_reason":"' in e for e in events)
+        return events[-1], finishes
+
+    async def run() -> list[tuple[str, int]]:
+        async with httpx.AsyncClient(timeout=120) as client:
+            return await asyncio.gather(*(one(client, i) for i in range(6)))
+
+    for last, finishes in asyncio.run(run()):
+        assert last == "data: [DONE]" and finishes == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -81,8 +82,10 @@ async def ps(request: Request) -> dict[str, Any]:
     for e in get_state(request).manager.loaded():
         if math.isinf(e.keep_alive):
             expires = FAR_FUTURE
-        else:  # in use: it will stay at least keep_alive past now
-            expires = rfc3339(e.expires_at if e.expires_at is not None else None)
+        elif e.expires_at is not None:
+            expires = rfc3339(e.expires_at)
+        else:  # in use: it stays at least keep_alive past the end of its requests
+            expires = rfc3339(time.time() + e.keep_alive)
         models.append(
             {
                 "name": e.name,
