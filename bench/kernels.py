@@ -8,11 +8,13 @@ Two parts, JSON on stdout (or --out), a table on stderr:
 
 * shapes: SmolLM2's and Gemma 3's matrix shapes and types (random blocks), each timed at
   every M: qmatmul on the raw blocks, F.linear with float32 weights, and F.linear in float16
-  (`F.linear(x.half(), w16).float()`). Medians of repeated calls; a matrix called in a loop
-  stays in cache if it fits, so small shapes here are the cache-hot case.
+  (`F.linear(x.half(), w16).float()`). Medians of repeated calls, the three taking turns;
+  a matrix called in a loop stays in cache if it fits, so small shapes here are the
+  cache-hot case.
 * token_pass: for each model file found (store name or .gguf path), every matmul weight of
   the real file once at M=1 in file order, as one decoded token does (30 layers' worth of
-  distinct weights, so the cache-cold case), plus the output head; median per pass.
+  distinct weights, so the cache-cold case), plus the output head; median per pass. Also
+  with the matrices that share an input (q/k/v, gate/up) fused into one qmatmul_many call.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from gguf import GGMLQuantizationType as Q
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from corral.kernels import SUPPORTED_TYPES, QMatrix, cpu_features  # noqa: E402
+from corral.kernels import SUPPORTED_TYPES, QMatrix, cpu_features, qmatmul_many  # noqa: E402
 from corral.quant import dequantize  # noqa: E402
 
 # (model, name, type, N, K): the matrices a token goes through, N outputs of K inputs
@@ -51,6 +53,9 @@ SHAPES: list[tuple[str, str, Q, int, int]] = [
     ("gemma3", "attn_output", Q.Q4_K, 640, 1024),
     ("gemma3", "head", Q.Q8_0, 262144, 640),
 ]
+# weights that read the same input within a layer, fused in the token pass
+_ATTN_IN = {"attn_q", "attn_k", "attn_v"}
+_FFN_IN = {"ffn_gate", "ffn_up"}
 # fp16 scale fields of each block type (byte offsets): random blocks get sane values there
 _SCALE_FIELDS = {
     Q.Q4_0: (0,),
@@ -78,37 +83,51 @@ def random_blocks(t: Q, n: int, k: int, seed: int = 0) -> np.ndarray:
     return raw.reshape(n, -1)
 
 
-def median_ms(fn: Callable[[], object], min_time: float, min_reps: int = 5) -> float:
-    """Median wall time of fn() in ms: at least min_reps calls and min_time seconds (and
-    at most 1000 calls), after one warm-up call."""
-    fn()
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < 1000 and (len(times) < min_reps or time.perf_counter() - start < min_time):
-        t0 = time.perf_counter()
+def medians_ms(
+    fns: dict[str, Callable[[], object]], min_time: float, min_reps: int = 5
+) -> dict[str, float]:
+    """Median wall time in ms of each fn: the fns take turns, one call each per round (so
+    a burst of load from elsewhere on a shared machine hits them all alike), for at least
+    min_reps rounds and min_time seconds (at most 1000 rounds), after one warm-up round."""
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < 1000 and (rounds < min_reps or time.perf_counter() - start < min_time):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+        rounds += 1
+    return {name: statistics.median(ts) * 1e3 for name, ts in times.items()}
 
 
 def bench_shapes(ms: list[int], min_time: float) -> list[dict[str, object]]:
     rows = []
-    for model, name, t, n, k in SHAPES:
-        raw = random_blocks(t, n, k)
-        qm = QMatrix(torch.from_numpy(raw), t, n, k)
-        w32 = dequantize(raw, t, (n, k))
+    for model, name, qt, n, k in SHAPES:
+        raw = random_blocks(qt, n, k)
+        qm = QMatrix(torch.from_numpy(raw), qt, n, k)
+        w32 = dequantize(raw, qt, (n, k))
         w16 = w32.half()
         for m in ms:
             x = torch.randn(m, k)
             reps = 3 if m * n * k > 2e10 else 5  # the big heads at M=512 take seconds a call
-            q_ms = median_ms(lambda x=x, qm=qm: qm(x), min_time, reps)
-            f32_ms = median_ms(lambda x=x, w=w32: F.linear(x, w), min_time, reps)
-            f16_ms = median_ms(lambda x=x, w=w16: F.linear(x.half(), w).float(), min_time, reps)
+            ms = medians_ms(
+                {
+                    "q": lambda x=x, qm=qm: qm(x),
+                    "f32": lambda x=x, w=w32: F.linear(x, w),
+                    "f16": lambda x=x, w=w16: F.linear(x.half(), w).float(),
+                },
+                min_time,
+                reps,
+            )
+            q_ms, f32_ms, f16_ms = ms["q"], ms["f32"], ms["f16"]
             rows.append(
                 {
                     "model": model,
                     "name": name,
-                    "type": t.name,
+                    "type": qt.name,
                     "n": n,
                     "k": k,
                     "m": m,
@@ -125,7 +144,7 @@ def bench_shapes(ms: list[int], min_time: float) -> list[dict[str, object]]:
                 }
             )
             print(
-                f"{model:8} {name:12} {t.name:5} {n:6}x{k:<5} M={m:<4} "
+                f"{model:8} {name:12} {qt.name:5} {n:6}x{k:<5} M={m:<4} "
                 f"q {q_ms:9.3f} ms  f32 {f32_ms:9.3f} ms  f16 {f16_ms:9.3f} ms  "
                 f"x{f32_ms / q_ms:5.2f} vs f32  x{f16_ms / q_ms:5.2f} vs f16",
                 file=sys.stderr,
@@ -183,14 +202,28 @@ def bench_token_pass(name: str, min_time: float) -> dict[str, object] | None:
         for _, _, w, x in plan:
             F.linear(x.half(), w).float()
 
-    q_ms = median_ms(run_q, min_time)
-    f32_ms = median_ms(run_f32, min_time)
-    f16_ms = median_ms(run_f16, min_time)
+    # fused: the matrices that read the same input (q/k/v, gate/up) in one qmatmul_many call
+    groups: dict[str, list[QMatrix]] = {}
+    for t, qm in zip(mats, qms, strict=True):
+        layer, _, role = t.name.rpartition(".weight")[0].partition(".")[2].partition(".")
+        key = f"{layer}.{'attn_in' if role in _ATTN_IN else 'ffn_in' if role in _FFN_IN else role}"
+        groups.setdefault(key if t.name.startswith("blk.") else t.name, []).append(qm)
+    fused = [(g, xs[g[0].k]) for g in groups.values()]
+
+    def run_fused() -> None:
+        for g, x in fused:
+            qmatmul_many(x, g) if len(g) > 1 else g[0](x)
+
+    ms = medians_ms(
+        {"q": run_q, "fused": run_fused, "f32": run_f32, "f16": run_f16}, min_time, min_reps=10
+    )
+    q_ms, fused_ms, f32_ms, f16_ms = ms["q"], ms["fused"], ms["f32"], ms["f16"]
     types = sorted({t.ggml_type.name for t in mats})
     print(
         f"token pass {name}: {len(mats)} matrices ({', '.join(types)}), "
         f"{sum(t.data.nbytes for t in mats) / 2**20:.1f} MiB quantized: "
-        f"q {q_ms:.2f} ms  f32 {f32_ms:.2f} ms  f16 {f16_ms:.2f} ms per token",
+        f"q {q_ms:.2f} ms (fused calls {fused_ms:.2f} ms)  f32 {f32_ms:.2f} ms  "
+        f"f16 {f16_ms:.2f} ms per token",
         file=sys.stderr,
     )
     return {
@@ -200,6 +233,9 @@ def bench_token_pass(name: str, min_time: float) -> dict[str, object] | None:
         "types": types,
         "quantized_mb": round(sum(t.data.nbytes for t in mats) / 2**20, 2),
         "qmatmul_ms": round(q_ms, 3),
+        "qmatmul_fused_ms": round(fused_ms, 3),
+        "calls": len(mats),
+        "fused_calls": len(fused),
         "f32_ms": round(f32_ms, 3),
         "f16_ms": round(f16_ms, 3),
     }

@@ -23,6 +23,7 @@ from corral.kernels import (
     available,
     cpu_features,
     qmatmul,
+    qmatmul_many,
     quantize_activations,
     row_bytes,
 )
@@ -213,6 +214,35 @@ def test_threads_and_leading_dims(t: Q) -> None:
     assert torch.equal(QMatrix(w, t, n, k)(x), y1)
     xt = make_x(k, 6).T  # non-contiguous x is copied
     assert torch.equal(qmatmul(xt, w, t, n, k), qmatmul(xt.contiguous(), w, t, n, k))
+
+
+@pytest.mark.parametrize("m", (1, 5))
+def test_qmatmul_many_equals_separate_calls(m: int) -> None:
+    """Fused calls (Q8_0-activation types together, Q8_K ones together, Q8_1 alone) give
+    exactly the separate results, in order."""
+    k = 512
+    types = (Q.Q5_0, Q.Q8_0, Q.Q6_K, Q.Q4_1, Q.Q4_K, Q.Q4_0, Q.Q5_1, Q.Q2_K, Q.Q3_K, Q.Q5_K)
+    mats = [
+        QMatrix(torch.from_numpy(make_weight(t, n, k, seed=i)), t, n, k)
+        for i, (t, n) in enumerate(
+            zip(types, (64, 96, 40, 8, 200, 32, 64, 16, 48, 72), strict=True)
+        )
+    ]
+    x = make_x(m, k).reshape(1, m, k)
+    outs = qmatmul_many(x, mats)
+    assert len(outs) == len(mats)
+    for qm, y in zip(mats, outs, strict=True):
+        assert y.shape == (1, m, qm.n_out)
+        assert torch.equal(y, qm(x))
+    many = [mats[0]] * 11  # more than one C call's worth
+    assert all(torch.equal(y, outs[0]) for y in qmatmul_many(x, many))
+    assert qmatmul_many(x, []) == []
+    with pytest.raises(ValueError):
+        qmatmul_many(
+            x, [mats[0], QMatrix(torch.from_numpy(make_weight(Q.Q8_0, 8, 256)), Q.Q8_0, 8, 256)]
+        )
+    with pytest.raises(ValueError):
+        qmatmul_many(make_x(1, 256), mats[:1])
 
 
 def test_readonly_memmap_weight(tmp_path) -> None:  # noqa: ANN001 - pytest fixture

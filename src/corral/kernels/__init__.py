@@ -7,7 +7,9 @@ then sums integer products block by block, so the result matches llama.cpp's up 
 summation order. The work runs in C (`corral._qkernels`, AVX2 when the CPU has it, portable
 C otherwise) on OpenMP threads, without the GIL.
 
-`QMatrix` wraps one weight once (checks done up front) for repeated calls from model code.
+`QMatrix` wraps one weight once (checks done up front) for repeated calls from model code;
+`qmatmul_many(x, [q, k, v])` runs several of them on one input, quantizing it once and
+sharing one parallel region (fewer calls and thread wake-ups per token).
 `available()` says whether the C extension could be imported; everything else raises
 `RuntimeError` when it is not.
 """
@@ -15,6 +17,7 @@ C otherwise) on OpenMP threads, without the GIL.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Final
 
 import torch
@@ -34,7 +37,9 @@ __all__ = [
     "available",
     "cpu_features",
     "qmatmul",
+    "qmatmul_many",
     "quantize_activations",
+    "row_bytes",
 ]
 
 Q = GGMLQuantizationType
@@ -58,6 +63,7 @@ _ACT_BLOCK: Final[dict[int, tuple[int, int]]] = {
     **dict.fromkeys((int(Q.Q4_1), int(Q.Q5_1)), (32, 36)),
     **dict.fromkeys((int(t) for t in (Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K)), (256, 292)),
 }
+_MAX_MATS: Final = 8  # matrices per qmatmul_many call in C
 # CORRAL_QKERNELS_SCALAR=1 forces the portable C path (for tests and for comparison).
 _FORCE_SCALAR: Final[bool] = os.environ.get("CORRAL_QKERNELS_SCALAR", "") not in ("", "0")
 
@@ -274,3 +280,40 @@ class QMatrix:
 
     def __repr__(self) -> str:
         return f"QMatrix({self.ggml_type.name}, n_out={self.n_out}, k={self.k})"
+
+
+def qmatmul_many(
+    x: torch.Tensor, mats: Sequence[QMatrix], *, n_threads: int | None = None
+) -> list[torch.Tensor]:
+    """[m(x) for m in mats], with x quantized once per activation kind and the matrices'
+    rows shared out in one parallel region (per kind, up to 8 matrices a call).
+
+    Every matrix must take inputs of the same size k. Results are identical to calling
+    each QMatrix on its own.
+    """
+    if not mats:
+        return []
+    k = mats[0].k
+    for qm in mats:
+        if not isinstance(qm, QMatrix):
+            raise ValueError(f"qmatmul_many takes QMatrix objects, got {type(qm).__name__}")
+        if qm.k != k:
+            raise ValueError(f"all matrices must take k={k} inputs, got one with k={qm.k}")
+    x = _check_x(x, k)
+    shape = x.shape
+    m = x.numel() // k
+    nth = torch.get_num_threads() if n_threads is None else _threads(n_threads)
+    outs = [torch.empty(m, qm.n_out) for qm in mats]
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, qm in enumerate(mats):
+        groups.setdefault(_ACT_BLOCK[qm._tid], []).append(i)
+    for idx in groups.values():
+        for start in range(0, len(idx), _MAX_MATS):
+            part = idx[start : start + _MAX_MATS]
+            specs = tuple(
+                (mats[i]._tid, mats[i]._ptr, outs[i].data_ptr(), mats[i].n_out) for i in part
+            )
+            _require().qmatmul_many(x.data_ptr(), m, k, nth, _FORCE_SCALAR, specs)
+    if len(shape) != 2:
+        outs = [y.view(*shape[:-1], y.shape[-1]) for y in outs]
+    return outs

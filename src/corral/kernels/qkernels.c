@@ -33,9 +33,11 @@
  * bit-identical to computing that row alone.
  *
  * Threading: OpenMP over output rows, in chunks handed out through an atomic counter (the
- * machine is shared: dynamic hand-out balances a thread that gets descheduled).  When torch
- * has been imported first, its bundled libgomp.so.1 is the OpenMP runtime we bind to (same
- * soname), so both share one thread pool.
+ * machine is shared: dynamic hand-out balances a thread that gets descheduled).  A call may
+ * cover several matrices that read the same input (q/k/v, gate/up): the input is quantized
+ * once and all their chunks go to one parallel region.  When torch has been imported
+ * first, its bundled libgomp.so.1 is the OpenMP runtime we bind to (same soname), so both
+ * share one thread pool.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -928,19 +930,29 @@ static void quantize_rows(const type_info *ti, int use_avx2, const float *x, uin
 /* Software prefetch distance in bytes for single-pass (decode) calls. */
 #define PREFETCH_AHEAD 4096
 
+/* One weight matrix of a job: its output rows are handed out in chunks. */
 typedef struct {
     int type;
-    type_info ti;
-    int use_avx2;
-    const float *x;
-    const uint8_t *w;
-    float *y;
-    long M, N, K;
-    int nb;
-    size_t row_bytes, arow;
-    uint8_t *act;
+    int nb;               /* weight blocks per row */
+    size_t row_bytes;
+    const uint8_t *w;     /* [N, row_bytes] */
+    float *y;             /* [M, N] */
+    long N;
     long chunk;           /* output rows per work item */
-    long n_chunks;
+    long first;           /* index of this matrix's first work item in the job */
+} mat_t;
+
+/* Up to this many matrices share one quantized input per call (q/k/v, gate/up). */
+#define MAX_MATS 8
+
+typedef struct {
+    int use_avx2;
+    long M;
+    size_t arow;          /* bytes of one quantized activation row */
+    const uint8_t *act;
+    int n_mats;
+    mat_t mats[MAX_MATS];
+    long n_items;
     long next;            /* next work item (atomic) */
 } job_t;
 
@@ -949,28 +961,31 @@ static void run_chunks(job_t *jb) {
 #if QK_X86
     if (jb->use_avx2) kern = kern_avx2;
 #endif
+    const long M = jb->M;
     for (;;) {
         const long c = __atomic_fetch_add(&jb->next, 1, __ATOMIC_RELAXED);
-        if (c >= jb->n_chunks) break;
-        const long n0 = c * jb->chunk;
-        const long n1 = n0 + jb->chunk < jb->N ? n0 + jb->chunk : jb->N;
+        if (c >= jb->n_items) break;
+        int i = 0;
+        while (i + 1 < jb->n_mats && c >= jb->mats[i + 1].first) i++;
+        const mat_t *mt = &jb->mats[i];
+        const long n0 = (c - mt->first) * mt->chunk;
+        const long n1 = n0 + mt->chunk < mt->N ? n0 + mt->chunk : mt->N;
         /* The chunk's weight rows stay in L1/L2 while every activation tile passes over
          * them, so each weight row is fetched from memory once for all M rows. */
-        for (long m0 = 0; m0 < jb->M; m0 += MT) {
-            const int nr = (int)(jb->M - m0 < MT ? jb->M - m0 : MT);
+        for (long m0 = 0; m0 < M; m0 += MT) {
+            const int nr = (int)(M - m0 < MT ? M - m0 : MT);
             const uint8_t *a = jb->act + m0 * jb->arow;
-            float *yo = jb->y + m0 * jb->N;
+            float *yo = mt->y + m0 * mt->N;
             for (long n = n0; n < n1; n++) {
-                const uint8_t *wr = jb->w + n * jb->row_bytes;
-                if (jb->M <= MT) {
+                if (M <= MT) {
                     /* one pass over the rows, each fetched from memory once: ask for the
                      * bytes PREFETCH_AHEAD ahead (tuned on SmolLM2/Gemma 3 token passes:
                      * 10-15% faster than the hardware prefetcher alone) */
-                    const size_t at = n * jb->row_bytes + PREFETCH_AHEAD, end = n1 * jb->row_bytes;
-                    for (size_t o = at; o < at + jb->row_bytes && o < end; o += 64)
-                        __builtin_prefetch(jb->w + o, 0, 3);
+                    const size_t at = n * mt->row_bytes + PREFETCH_AHEAD, end = n1 * mt->row_bytes;
+                    for (size_t o = at; o < at + mt->row_bytes && o < end; o += 64)
+                        __builtin_prefetch(mt->w + o, 0, 3);
                 }
-                kern(jb->type, jb->nb, wr, a, jb->arow, yo + n, (size_t)jb->N, nr);
+                kern(mt->type, mt->nb, mt->w + n * mt->row_bytes, a, jb->arow, yo + n, (size_t)mt->N, nr);
             }
         }
     }
@@ -997,48 +1012,67 @@ static uint8_t *scratch(size_t n) {
     return t_scratch;
 }
 
-static int qmatmul_run(int type, const float *x, const uint8_t *w, float *y, long M, long N, long K,
-                       int nth, int use_avx2) {
+/* One weight of a call: type, raw rows [N, row_bytes], output [M, N]. */
+typedef struct {
+    int type;
+    const uint8_t *w;
+    float *y;
+    long N;
+} mat_spec;
+
+/* y_i = x @ W_i^T for n matrices that take the same activation blocks (same K and act kind):
+ * x is quantized once, then all matrices' row chunks go to the threads of one parallel
+ * region.  Returns -1 when the scratch buffer cannot be allocated. */
+static int qmatmul_run(const mat_spec *specs, int n, const float *x, long M, long K, int nth,
+                       int use_avx2) {
     job_t jb;
     memset(&jb, 0, sizeof jb);
-    jb.type = type;
-    get_info(type, &jb.ti);
+    type_info ti;
+    get_info(specs[0].type, &ti);
     jb.use_avx2 = use_avx2;
-    jb.x = x;
-    jb.w = w;
-    jb.y = y;
     jb.M = M;
-    jb.N = N;
-    jb.K = K;
-    jb.nb = (int)(K / jb.ti.qk);
-    jb.row_bytes = (size_t)jb.nb * jb.ti.wbytes;
-    const int aqk = jb.ti.act == ACT_Q8_K ? 256 : 32;
-    jb.arow = (size_t)(K / aqk) * act_block_bytes(jb.ti.act);
-    jb.act = scratch(jb.arow * (size_t)M);
-    if (!jb.act) return -1;
+    const int aqk = ti.act == ACT_Q8_K ? 256 : 32;
+    jb.arow = (size_t)(K / aqk) * act_block_bytes(ti.act);
+    uint8_t *act = scratch(jb.arow * (size_t)M);
+    if (!act) return -1;
+    jb.act = act;
 
-    /* Work split: with one activation tile, a few chunks per thread (dynamic balance); with
-     * many, chunks of weight rows small enough to stay cache-resident across the tiles. */
-    long chunk;
-    if (M <= MT) {
-        chunk = (N + (long)nth * 8 - 1) / ((long)nth * 8);
-        if (chunk < 8) chunk = 8;
-    } else {
-        chunk = (long)(32768 / (jb.row_bytes ? jb.row_bytes : 1));
-        const long even = (N + (long)nth * 4 - 1) / ((long)nth * 4);
-        if (chunk > even) chunk = even;
-        if (chunk < 1) chunk = 1;
+    long total_rows = 0;
+    for (int i = 0; i < n; i++) total_rows += specs[i].N;
+    jb.n_mats = n;
+    for (int i = 0; i < n; i++) {
+        mat_t *mt = &jb.mats[i];
+        type_info wi;
+        get_info(specs[i].type, &wi);
+        mt->type = specs[i].type;
+        mt->nb = (int)(K / wi.qk);
+        mt->row_bytes = (size_t)mt->nb * wi.wbytes;
+        mt->w = specs[i].w;
+        mt->y = specs[i].y;
+        mt->N = specs[i].N;
+        /* Work split: with one activation tile, about 8 items per thread over all the
+         * matrices (dynamic hand-out balances them); with many tiles, chunks of weight rows
+         * small enough to stay cache-resident while the tiles pass over them. */
+        long chunk;
+        if (M <= MT) {
+            chunk = (total_rows + (long)nth * 8 - 1) / ((long)nth * 8);
+            if (chunk < 8) chunk = 8;
+        } else {
+            chunk = (long)(32768 / mt->row_bytes);
+            const long even = (total_rows + (long)nth * 4 - 1) / ((long)nth * 4);
+            if (chunk > even) chunk = even;
+            if (chunk < 1) chunk = 1;
+        }
+        mt->chunk = chunk;
+        mt->first = jb.n_items;
+        jb.n_items += (mt->N + chunk - 1) / chunk;
     }
-    jb.chunk = chunk;
-    jb.n_chunks = (N + chunk - 1) / chunk;
-    if (jb.n_chunks < nth) nth = (int)(jb.n_chunks > 0 ? jb.n_chunks : 1);
-
-    /* Small work is not worth waking threads for: ~4 us of single-thread work. */
-    const double work = (double)M * (double)N * (double)K;
-    if (work < 2.0e5) nth = 1;
+    if (jb.n_items < nth) nth = (int)(jb.n_items > 0 ? jb.n_items : 1);
+    /* Small work is not worth waking threads for (~4 us of single-thread work). */
+    if ((double)M * (double)total_rows * (double)K < 2.0e5) nth = 1;
 
     const int par_quant = nth > 1 && M >= 2L * nth;
-    if (!par_quant) quantize_rows(&jb.ti, use_avx2, x, jb.act, jb.arow, K, 0, M);
+    if (!par_quant) quantize_rows(&ti, use_avx2, x, act, jb.arow, K, 0, M);
 
 #ifdef _OPENMP
     if (nth > 1) {
@@ -1046,7 +1080,7 @@ static int qmatmul_run(int type, const float *x, const uint8_t *w, float *y, lon
         {
             if (par_quant) {
                 const int t = omp_get_thread_num(), T = omp_get_num_threads();
-                quantize_rows(&jb.ti, use_avx2, x, jb.act, jb.arow, K, M * t / T, M * (t + 1) / T);
+                quantize_rows(&ti, use_avx2, x, act, jb.arow, K, M * t / T, M * (t + 1) / T);
 #pragma omp barrier
             }
             run_chunks(&jb);
@@ -1054,7 +1088,7 @@ static int qmatmul_run(int type, const float *x, const uint8_t *w, float *y, lon
         return 0;
     }
 #endif
-    if (par_quant) quantize_rows(&jb.ti, use_avx2, x, jb.act, jb.arow, K, 0, M);
+    if (par_quant) quantize_rows(&ti, use_avx2, x, act, jb.arow, K, 0, M);
     run_chunks(&jb);
     return 0;
 }
@@ -1110,8 +1144,59 @@ static PyObject *py_qmatmul(PyObject *self, PyObject *const *args, Py_ssize_t na
     const int use_avx2 = g_has_avx2 && !force_scalar;
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = qmatmul_run(type, (const float *)(uintptr_t)iv[1], (const uint8_t *)(uintptr_t)iv[2],
-                     (float *)(uintptr_t)iv[3], (long)M, (long)N, (long)K, (int)nth, use_avx2);
+    const mat_spec spec = {type, (const uint8_t *)(uintptr_t)iv[2], (float *)(uintptr_t)iv[3], (long)N};
+    rc = qmatmul_run(&spec, 1, (const float *)(uintptr_t)iv[1], (long)M, (long)K, (int)nth, use_avx2);
+    Py_END_ALLOW_THREADS
+    if (rc) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(qmatmul_many_doc,
+             "qmatmul_many(x_ptr, M, K, n_threads, scalar, specs) -> None\n\n"
+             "specs: a tuple of (type, w_ptr, y_ptr, N), at most 8, whose types take the same "
+             "activation blocks: y_i[M, N_i] = x[M, K] times w_i, with x quantized once and "
+             "all the work in one parallel region.");
+
+static PyObject *py_qmatmul_many(PyObject *self, PyObject *args) {
+    (void)self;
+    unsigned long long xp;
+    Py_ssize_t M, K;
+    int nth, force_scalar;
+    PyObject *specs_obj;
+    if (!PyArg_ParseTuple(args, "KnnipO!", &xp, &M, &K, &nth, &force_scalar, &PyTuple_Type, &specs_obj))
+        return NULL;
+    const Py_ssize_t n = PyTuple_GET_SIZE(specs_obj);
+    if (n < 1 || n > MAX_MATS)
+        return PyErr_Format(PyExc_ValueError, "qmatmul_many takes 1 to %d matrices, got %zd", MAX_MATS, n);
+    mat_spec specs[MAX_MATS];
+    int act = -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned long long wp, yp;
+        Py_ssize_t N;
+        int type;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(specs_obj, i), "iKKn", &type, &wp, &yp, &N)) return NULL;
+        type_info ti;
+        if (!check_type_k(type, (long)K, &ti)) return NULL;
+        if (act >= 0 && ti.act != act)
+            return PyErr_Format(PyExc_ValueError, "matrix %zd takes other activation blocks than matrix 0", i);
+        act = ti.act;
+        if (N < 0) return PyErr_Format(PyExc_ValueError, "negative size N=%zd", N);
+        if (!wp || !yp) return PyErr_Format(PyExc_ValueError, "null data pointer");
+        specs[i] = (mat_spec){type, (const uint8_t *)(uintptr_t)wp, (float *)(uintptr_t)yp, (long)N};
+    }
+    if (M < 0) return PyErr_Format(PyExc_ValueError, "negative size M=%zd", M);
+    /* drop empty matrices; nothing to do without rows */
+    int m = 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (specs[i].N > 0) specs[m++] = specs[i];
+    if (M == 0 || m == 0) Py_RETURN_NONE;
+    if (!xp) return PyErr_Format(PyExc_ValueError, "null data pointer");
+    if (nth < 1) nth = 1;
+    if (nth > 256) nth = 256;
+    const int use_avx2 = g_has_avx2 && !force_scalar;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = qmatmul_run(specs, m, (const float *)(uintptr_t)xp, (long)M, (long)K, nth, use_avx2);
     Py_END_ALLOW_THREADS
     if (rc) return PyErr_NoMemory();
     Py_RETURN_NONE;
@@ -1187,6 +1272,7 @@ static PyObject *py_cpu_features(PyObject *self, PyObject *noargs) {
 
 static PyMethodDef methods[] = {
     {"qmatmul", (PyCFunction)(void (*)(void))py_qmatmul, METH_FASTCALL, qmatmul_doc},
+    {"qmatmul_many", py_qmatmul_many, METH_VARARGS, qmatmul_many_doc},
     {"quantize", py_quantize, METH_VARARGS, quantize_doc},
     {"cpu_features", py_cpu_features, METH_NOARGS, "{'avx2': bool, 'openmp': bool, 'omp_max_threads': int}"},
     {NULL, NULL, 0, NULL},
