@@ -43,15 +43,17 @@ def test_apply_template(client: TestClient) -> None:
 def test_metrics_count_requests_tokens_and_ttft(client: TestClient) -> None:
     body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
     client.post("/v1/chat/completions", json=body)
+    client.post("/v1/chat/completions", json=body)  # the same prompt again: from the cache
     client.post("/v1/chat/completions", json={"model": "nope", "messages": body["messages"]})
     text = client.get("/metrics").text
     samples = dict(
         line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#")
     )
-    assert samples['corral_requests_total{route="/v1/chat/completions",status="200"}'] == "1"
+    assert samples['corral_requests_total{route="/v1/chat/completions",status="200"}'] == "2"
     assert samples['corral_requests_total{route="/v1/chat/completions",status="404"}'] == "1"
     assert int(samples["corral_prompt_tokens_total"]) > 0
-    assert 0 < int(samples["corral_generated_tokens_total"]) <= 3
-    assert samples["corral_time_to_first_token_seconds_count"] == "1"
+    assert int(samples["corral_prompt_tokens_cached_total"]) > 0
+    assert 0 < int(samples["corral_generated_tokens_total"]) <= 6
+    assert samples["corral_time_to_first_token_seconds_count"] == "2"
     assert samples["corral_queue_depth"] == "0" and samples["corral_models_loaded"] == "1"
     assert "# TYPE corral_time_to_first_token_seconds histogram" in text

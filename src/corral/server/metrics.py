@@ -23,6 +23,7 @@ class Metrics:
 
     requests: Counter[tuple[str, int]] = field(default_factory=Counter)
     prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
     generated_tokens: int = 0
     cancelled: int = 0
     ttft_sum: float = 0.0
@@ -54,6 +55,8 @@ class Metrics:
         )  # fmt: skip
         metric("prompt_tokens_total", "counter", "Prompt tokens processed (incl. cached).",
                [("", self.prompt_tokens)])  # fmt: skip
+        metric("prompt_tokens_cached_total", "counter", "Prompt tokens reused from the cache.",
+               [("", self.cached_prompt_tokens)])  # fmt: skip
         metric("generated_tokens_total", "counter", "Tokens generated.",
                [("", self.generated_tokens)])  # fmt: skip
         metric("requests_cancelled_total", "counter", "Generations stopped by their client.",

@@ -77,6 +77,8 @@ class Run:
                 if ev.finish_reason is not None:
                     self.finished = True
                     self.metrics.prompt_tokens += self.prompt_tokens
+                    if ev.timings is not None:
+                        self.metrics.cached_prompt_tokens += ev.timings.cached_tokens
                 yield ev
                 if ev.finish_reason is not None:
                     return
