@@ -59,6 +59,8 @@ def _positive(text: str) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the server until Ctrl-C."""
+    import logging
+
     import uvicorn
 
     from corral.errors import CorralError
@@ -79,6 +81,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         n_ctx=args.ctx,
         memory_budget=args.memory * 1024 * 1024 if args.memory else None,
     )
+    # the server's own lines (model loads, unloads) in uvicorn's style, on stderr
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
     print(f"corral serving on http://{args.host}:{args.port} (Ctrl-C stops)", file=sys.stderr)
     uvicorn.run(create_app(config), host=args.host, port=args.port, log_level="info")
     return 0
