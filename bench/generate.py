@@ -2,6 +2,7 @@
 """Generation benchmark: corral against llama.cpp on the same GGUF file, in one run.
 
     python bench/generate.py MODEL [--runs 3] [--threads 2] [--peer-python PATH] [--out FILE]
+                               [--hf] [--llama-extra-bufts auto|on|off]
 
 MODEL is a store name (smollm2, gemma3-270m) or a .gguf path. Each measurement runs in a
 fresh child process (so peak RSS is that engine's own), the two engines alternating, and the
@@ -13,6 +14,21 @@ corral's figures are printed.
 Measures: load (until the first token can be produced), prompt tokens/s (a 512-token
 prompt), decode tokens/s (128 greedy tokens after a 1-token prompt), decode tokens/s with
 --ctx-fill tokens already in context, peak RSS.
+
+--hf adds a third child in the peer environment: HF transformers loading the same GGUF
+(`from_pretrained(folder, gguf_file=name)`, dequantized to float32, torch threads = --threads;
+needs `accelerate` there). It reports load time (tokenizer and model, until the first token
+can be produced) and decode tokens/s: `model.generate` with a 1-token prompt, greedy,
+max_new_tokens = min_new_tokens = --decode-tokens, timed by a streamer from the first new token
+to the last (so the prefill is left out, as for the other engines), after a short warm-up
+generate. Figures go under "transformers", ratios corral/transformers under
+"ratio_transformers".
+
+--llama-extra-bufts: llama.cpp's CPU "extra buffer types" (weight repacking, and AMX on CPUs
+that report it). Some builds crash with SIGILL in the AMX matmul on machines whose CPU reports
+AMX (a tile instruction runs without a loaded tile config); "auto" (the default) runs with them
+and, if the child dies of SIGILL, reruns it with `use_extra_bufts = False` and says so in the
+JSON ("llama.cpp_extra_bufts"). "off" also disables the AVX2 repacks, which can slow llama.cpp.
 """
 
 from __future__ import annotations
@@ -21,6 +37,7 @@ import argparse
 import json
 import os
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -33,6 +50,7 @@ TEXT = (
     "centuries about water rights, floods and the price of bread. "
 )
 DEFAULT_PEER = "/tmp/corral-peers/bin/python"
+SIGILL_RETURN_CODES = (-signal.SIGILL, 128 + signal.SIGILL)
 
 
 def model_path(name: str) -> str:
@@ -88,7 +106,26 @@ def child_corral(path: str, a: argparse.Namespace) -> dict:
     }
 
 
+def set_llama_extra_bufts(mode: str) -> None:
+    """With mode "off", make llama-cpp-python load models with `use_extra_bufts = False`
+    (llama.Llama builds its model params from llama_cpp.llama_cpp.llama_model_default_params,
+    which has no keyword for this)."""
+    if mode != "off":
+        return
+    import llama_cpp.llama_cpp as lib
+
+    defaults = lib.llama_model_default_params
+
+    def params() -> object:  # a llama_model_params ctypes struct
+        p = defaults()
+        p.use_extra_bufts = False
+        return p
+
+    lib.llama_model_default_params = params
+
+
 def child_llama_cpp(path: str, a: argparse.Namespace) -> dict:
+    set_llama_extra_bufts(a.llama_extra_bufts)
     import llama_cpp
     import numpy as np
     from llama_cpp import Llama
@@ -136,18 +173,99 @@ def child_llama_cpp(path: str, a: argparse.Namespace) -> dict:
     }
 
 
+class _TokenTimes:
+    """A transformers generate() streamer that records when each new token arrives."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._prompt_seen = False
+
+    def put(self, value: object) -> None:
+        if not self._prompt_seen:  # the first put() is the prompt
+            self._prompt_seen = True
+            return
+        self.times.append(time.perf_counter())
+
+    def end(self) -> None:
+        pass
+
+
+def child_transformers(path: str, a: argparse.Namespace) -> dict:
+    import torch
+
+    torch.set_num_threads(a.threads)
+    t0 = time.perf_counter()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    p = Path(path).resolve()
+    tok = AutoTokenizer.from_pretrained(p.parent, gguf_file=p.name)
+    model = AutoModelForCausalLM.from_pretrained(p.parent, gguf_file=p.name, dtype=torch.float32)
+    model.eval()
+    load_s = time.perf_counter() - t0
+    first = tok.bos_token_id
+    if first is None:
+        first = tok(TEXT, add_special_tokens=False)["input_ids"][0]
+    ids = torch.tensor([[first]])
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+    def generate(n: int) -> list[float]:
+        times = _TokenTimes()
+        with torch.inference_mode():
+            model.generate(
+                ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
+                do_sample=False, streamer=times, pad_token_id=pad,
+            )  # fmt: skip
+        return times.times
+
+    generate(4)  # warm-up: the other engines have run a prompt before their decode figures
+    times = generate(a.decode_tokens)
+    n = len(times) - 1  # tokens after the first one (which came out of the prefill)
+    return {
+        "load_s": load_s,
+        "decode_tps": n / (times[-1] - times[0]) if n > 0 else 0.0,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
 # -- parent: alternate the engines, take medians, print JSON -----------------------------
+
+
+def spawn(cmd: list[str], threads: int) -> subprocess.CompletedProcess[str]:
+    """Run one child (OMP_NUM_THREADS = threads, Hugging Face hub offline) and wait for it."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), HF_HUB_OFFLINE="1")
+    return subprocess.run(cmd, capture_output=True, text=True, env=env)
+
+
+def child_result(out: subprocess.CompletedProcess[str], engine: str) -> dict:
+    """The child's JSON (its last stdout line); exits with its stderr when it failed."""
+    if out.returncode != 0:
+        how = f"signal {-out.returncode}" if out.returncode < 0 else f"exit {out.returncode}"
+        raise SystemExit(f"{engine} run failed ({how}):\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_llama_child(cmd: list[str], a: argparse.Namespace) -> dict:
+    """Run a llama.cpp child with --llama-extra-bufts. In "auto" mode the first run settles
+    a.llama_extra_bufts: "on", or "off" when the child dies of SIGILL with them on."""
+    mode = "on" if a.llama_extra_bufts == "auto" else a.llama_extra_bufts
+    out = spawn([*cmd, "--llama-extra-bufts", mode], a.threads)
+    if a.llama_extra_bufts == "auto":
+        if out.returncode in SIGILL_RETURN_CODES:
+            print("llama.cpp died of SIGILL (its AMX path?); rerunning with use_extra_bufts off",
+                  file=sys.stderr)  # fmt: skip
+            mode = "off"
+            out = spawn([*cmd, "--llama-extra-bufts", mode], a.threads)
+        a.llama_extra_bufts = mode
+    return child_result(out, "llama.cpp")
 
 
 def run_child(python: str, engine: str, path: str, a: argparse.Namespace) -> dict:
     cmd = [python, __file__, path, "--child", engine, "--threads", str(a.threads),
            "--n-ctx", str(a.n_ctx), "--prompt-tokens", str(a.prompt_tokens),
            "--decode-tokens", str(a.decode_tokens), "--ctx-fill", str(a.ctx_fill)]  # fmt: skip
-    env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if out.returncode != 0:
-        raise SystemExit(f"{engine} run failed:\n{out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    if engine == "llama.cpp":
+        return run_llama_child(cmd, a)
+    return child_result(spawn(cmd, a.threads), engine)
 
 
 def median_of(runs: list[dict]) -> dict:
@@ -165,21 +283,33 @@ def main() -> None:
     ap.add_argument("--ctx-fill", type=int, default=1024)
     ap.add_argument("--peer-python", default=os.environ.get("CORRAL_PEER_PYTHON", DEFAULT_PEER))
     ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--hf", action="store_true",
+                    help="also measure HF transformers (peer environment) on the same GGUF")  # fmt: skip
+    ap.add_argument("--llama-extra-bufts", choices=["auto", "on", "off"], default="auto",
+                    help="llama.cpp's repack/AMX buffers (auto: off only if on dies of SIGILL)")  # fmt: skip
     ap.add_argument("--out")
-    ap.add_argument("--child", choices=["corral", "llama.cpp"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=["corral", "llama.cpp", "transformers"],
+                    help=argparse.SUPPRESS)  # fmt: skip
     a = ap.parse_args()
     if a.child:
-        path = a.model
-        res = child_corral(path, a) if a.child == "corral" else child_llama_cpp(path, a)
-        print(json.dumps(res))
+        children = {
+            "corral": child_corral,
+            "llama.cpp": child_llama_cpp,
+            "transformers": child_transformers,
+        }
+        print(json.dumps(children[a.child](a.model, a)))
         return
     path = model_path(a.model)
     peer = None if a.no_peer or not Path(a.peer_python).exists() else a.peer_python
-    ours, theirs = [], []
+    if a.hf and not peer:
+        raise SystemExit("--hf needs the peer environment (--peer-python), and not --no-peer")
+    ours, theirs, hf = [], [], []
     for _ in range(a.runs):
         ours.append(run_child(sys.executable, "corral", path, a))
         if peer:
             theirs.append(run_child(peer, "llama.cpp", path, a))
+        if a.hf:
+            hf.append(run_child(peer, "transformers", path, a))
     size_mb = Path(path).stat().st_size / 2**20
     report: dict = {
         "model": a.model,
@@ -205,6 +335,15 @@ def main() -> None:
         report["ratio_note"] = (
             "corral/llama.cpp for tokens/s; llama.cpp/corral for load time (>1 = corral faster)"
         )
+        report["llama.cpp_extra_bufts"] = a.llama_extra_bufts
+    if hf:
+        report["transformers"] = median_of(hf)
+        report["transformers_runs"] = hf
+        t = report["transformers"]
+        report["ratio_transformers"] = {
+            "decode_tps": round(c["decode_tps"] / t["decode_tps"], 3),
+            "load_s": round(t["load_s"] / c["load_s"], 3),
+        }
     text = json.dumps(report, indent=2)
     print(text)
     if a.out:
