@@ -17,6 +17,7 @@ from gguf import GGML_QUANT_SIZES
 from gguf import GGMLQuantizationType as Q
 from gguf.quants import quantize
 
+from corral import kernels
 from corral.kernels import (
     SUPPORTED_TYPES,
     QMatrix,
@@ -243,6 +244,40 @@ def test_qmatmul_many_equals_separate_calls(m: int) -> None:
         )
     with pytest.raises(ValueError):
         qmatmul_many(make_x(1, 256), mats[:1])
+
+
+@pytest.mark.parametrize("t", SUPPORTED_TYPES, ids=lambda t: t.name)
+def test_dense_route_matches_reference(t: Q, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prompt-sized calls (dequantize + float GEMM on the kernels' rounded activations) agree
+    with the reference as closely as the integer kernels, in one slice of rows or many."""
+    n, k = 96, 512
+    raw = make_weight(t, n, k, seed=5)
+    w = torch.from_numpy(raw)
+    x = make_x(70, k, seed=6)
+    ref = reference(t, raw, x)
+    dense = QMatrix(w, t, n, k, dense_rows=1)
+    assert rel_err(dense(x), ref) <= TOL
+    monkeypatch.setattr(kernels, "_DENSE_SLICE", 20 * k)  # 5 slices, the last one short
+    sliced = dense(x.reshape(7, 10, k))
+    assert sliced.shape == (7, 10, n)
+    assert rel_err(sliced.reshape(70, n), ref) <= TOL
+    integer = QMatrix(w, t, n, k, dense_rows=None)(x)
+    assert float((sliced.reshape(70, n) - integer).abs().max() / ref.abs().max()) <= 5e-6
+    # the defaults: integer kernels for small batches, bit-identical to qmatmul
+    assert torch.equal(QMatrix(w, t, n, k)(x[:3]), qmatmul(x[:3], w, t, n, k))
+
+
+@pytest.mark.parametrize("t", SUPPORTED_TYPES, ids=lambda t: t.name)
+def test_dequantize_matches_corral_quant(t: Q) -> None:
+    n, k = 40, 512
+    raw = make_weight(t, n, k, seed=7)
+    qm = QMatrix(torch.from_numpy(raw), t, n, k)
+    want = dequantize(raw, t, (n, k))
+    assert torch.equal(qm.dequantize(), want)
+    assert torch.equal(qm.dequantize(slice(5, 17), n_threads=1), want[5:17])
+    assert qm.dequantize(slice(30, 10)).shape == (0, k)
+    with pytest.raises(ValueError):
+        qm.dequantize(slice(0, 10, 2))
 
 
 def test_readonly_memmap_weight(tmp_path) -> None:  # noqa: ANN001 - pytest fixture

@@ -64,6 +64,16 @@ _ACT_BLOCK: Final[dict[int, tuple[int, int]]] = {
     **dict.fromkeys((int(t) for t in (Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K)), (256, 292)),
 }
 _MAX_MATS: Final = 8  # matrices per qmatmul_many call in C
+_WITH_MIN: Final[frozenset[int]] = frozenset((int(Q.Q4_1), int(Q.Q5_1)))
+# QMatrix calls with at least this many activation rows use the dense route (see QMatrix):
+# the single-thread break-even on an AVX-512 Xeon (torch GEMM vs our AVX2 int8) was ~32
+# rows for the 32-value types and ~64-128 for the k-quants, whose int8 kernels do less
+# float work per value. CORRAL_QKERNELS_DENSE_ROWS overrides both, 0 turns it off.
+_DENSE_ENV = os.environ.get("CORRAL_QKERNELS_DENSE_ROWS", "")
+DENSE_ROWS_LEGACY: int = int(_DENSE_ENV or 64)
+DENSE_ROWS_K: int = int(_DENSE_ENV or 128)
+# weight values dequantized per step on the dense route: 8 MiB of float32
+_DENSE_SLICE: Final = 1 << 21
 # CORRAL_QKERNELS_SCALAR=1 forces the portable C path (for tests and for comparison).
 _FORCE_SCALAR: Final[bool] = os.environ.get("CORRAL_QKERNELS_SCALAR", "") not in ("", "0")
 
@@ -222,16 +232,31 @@ def quantize_activations(
 
 
 class QMatrix:
-    """A quantized weight [n_out, k] ready for repeated `self(x)` calls.
+    """A quantized weight [n_out, k] ready for repeated `self(x)` calls (the model's weight).
 
     Checks the bytes once; each call then only checks x. Keeps a reference to `w`, so a
     memmap-backed tensor stays valid for as long as this object lives.
+
+    Calls with at least `dense_rows` activation rows (prompt processing) take the dense
+    route: the weight is dequantized in slices of rows (C, threaded) and multiplied by the
+    activations rounded exactly as the integer kernels round them, with torch's float32
+    GEMM, which on CPUs with wide FMA units beats int8 dot products by several times. The
+    result equals the integer path's up to float32 rounding (~1e-7 relative, with the _1
+    types' min term corrected to ggml's), but rows are then no longer bit-identical to the
+    same rows computed alone. `dense_rows=None` (or 0) always uses the integer kernels;
+    the default is DENSE_ROWS_LEGACY or DENSE_ROWS_K by type.
     """
 
-    __slots__ = ("w", "ggml_type", "n_out", "k", "_tid", "_ptr")
+    __slots__ = ("w", "ggml_type", "n_out", "k", "dense_rows", "_tid", "_ptr", "_mins_t")
 
     def __init__(
-        self, w: torch.Tensor, ggml_type: GGMLQuantizationType | int, n_out: int, k: int
+        self,
+        w: torch.Tensor,
+        ggml_type: GGMLQuantizationType | int,
+        n_out: int,
+        k: int,
+        *,
+        dense_rows: int | None = -1,
     ) -> None:
         _require()
         self._tid = _type_id(ggml_type)
@@ -241,6 +266,10 @@ class QMatrix:
         self.n_out = n_out
         self.k = k
         self._ptr = w.data_ptr()
+        if dense_rows == -1:
+            dense_rows = DENSE_ROWS_LEGACY if _WEIGHT_BLOCK[self._tid][0] == 32 else DENSE_ROWS_K
+        self.dense_rows = dense_rows if dense_rows and dense_rows > 0 else 1 << 62
+        self._mins_t: torch.Tensor | None = None
 
     @property
     def shape(self) -> torch.Size:
@@ -259,24 +288,74 @@ class QMatrix:
         if not x.is_contiguous():
             x = x.contiguous()
         n = self.n_out
-        if len(shape) == 2:
-            m = shape[0]
-            y = torch.empty(m, n)
+        m = shape[0] if len(shape) == 2 else x.numel() // self.k
+        nth = torch.get_num_threads() if n_threads is None else _threads(n_threads)
+        if m >= self.dense_rows:
+            y = self._dense(x, m, nth)
         else:
-            m = x.numel() // self.k
-            y = torch.empty(m, n).view(*shape[:-1], n)
-        _qmatmul(
+            y = torch.empty(m, n)
+            _qmatmul(
+                self._tid, x.data_ptr(), self._ptr, y.data_ptr(), m, n, self.k, nth, _FORCE_SCALAR
+            )
+        return y if len(shape) == 2 else y.view(*shape[:-1], n)
+
+    def dequantize(
+        self, rows: slice | None = None, *, n_threads: int | None = None
+    ) -> torch.Tensor:
+        """The weight (or a slice of its rows) as float32 [rows, k], decoded in C."""
+        start, stop, step = (rows or slice(None)).indices(self.n_out)
+        if step != 1:
+            raise ValueError("dequantize takes a contiguous slice of rows")
+        count = max(0, stop - start)
+        out = torch.empty(count, self.k)
+        if count:
+            _ext.dequantize(  # type: ignore[union-attr]
+                self._tid,
+                self._ptr + start * self.w.shape[1],
+                out.data_ptr(),
+                count,
+                self.k,
+                torch.get_num_threads() if n_threads is None else _threads(n_threads),
+                _FORCE_SCALAR,
+            )
+        return out
+
+    def _dense(self, x: torch.Tensor, m: int, nth: int) -> torch.Tensor:
+        """y [m, n] via float32 GEMM on the dequantized weight, a slice of rows at a time."""
+        k, n = self.k, self.n_out
+        xr = torch.empty(m, k)
+        has_min = self._tid in _WITH_MIN
+        corr = torch.empty(m, k // 32) if has_min else None
+        _ext.round_activations(  # type: ignore[union-attr]
             self._tid,
             x.data_ptr(),
-            self._ptr,
-            y.data_ptr(),
+            xr.data_ptr(),
+            corr.data_ptr() if corr is not None else 0,
             m,
-            n,
-            self.k,
-            torch.get_num_threads() if n_threads is None else _threads(n_threads),
+            k,
             _FORCE_SCALAR,
         )
+        if has_min and self._mins_t is None:
+            self._mins_t = self._block_mins().T.contiguous()  # [k/32, n]
+        step = max(1, _DENSE_SLICE // k)
+        y = torch.empty(m, n) if step < n else None
+        for n0 in range(0, n, step):
+            n1 = min(n, n0 + step)
+            part = torch.mm(xr, self.dequantize(slice(n0, n1), n_threads=nth).T)
+            if corr is not None:
+                # ggml adds m_w * s per block; the float product added m_w * d * sum(q)
+                part.addmm_(corr, self._mins_t[:, n0:n1])  # type: ignore[index]
+            if y is None:
+                return part
+            y[:, n0:n1] = part
+        assert y is not None
         return y
+
+    def _block_mins(self) -> torch.Tensor:
+        """The fp16 min m of each block (types Q4_1/Q5_1), float32 [n, k/32]."""
+        block_bytes = _WEIGHT_BLOCK[self._tid][1]
+        blocks = self.w.view(self.n_out, self.k // 32, block_bytes)
+        return blocks[:, :, 2:4].contiguous().view(torch.float16).float().view(self.n_out, -1)
 
     def __repr__(self) -> str:
         return f"QMatrix({self.ggml_type.name}, n_out={self.n_out}, k={self.k})"

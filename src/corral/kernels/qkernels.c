@@ -255,57 +255,62 @@ static void quant_q8_k_scalar(const float *x, act256 *y, int nb) {
 /* Dot products, plain C (the portable fallback; same integer sums, per-block float order)   */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Legacy (32-value) blocks: decode weight values to ints, then sum_i q_w * q_a per block. */
+/* Decode one legacy (32-value) block: values w_j = d * q[j] + m (m = 0 for the _0 types). */
+static void decode_legacy(int type, const uint8_t *b, int q[32], float *d, float *m) {
+    *d = h2f(rd16(b));
+    *m = 0.f;
+    switch (type) {
+    case T_Q4_0:
+        for (int j = 0; j < 16; j++) {
+            q[j] = (b[2 + j] & 0xf) - 8;
+            q[j + 16] = (b[2 + j] >> 4) - 8;
+        }
+        break;
+    case T_Q4_1:
+        *m = h2f(rd16(b + 2));
+        for (int j = 0; j < 16; j++) {
+            q[j] = b[4 + j] & 0xf;
+            q[j + 16] = b[4 + j] >> 4;
+        }
+        break;
+    case T_Q5_0: {
+        uint32_t qh;
+        memcpy(&qh, b + 2, 4);
+        for (int j = 0; j < 16; j++) {
+            q[j] = ((b[6 + j] & 0xf) | (((qh >> j) & 1) << 4)) - 16;
+            q[j + 16] = ((b[6 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) - 16;
+        }
+        break;
+    }
+    case T_Q5_1: {
+        *m = h2f(rd16(b + 2));
+        uint32_t qh;
+        memcpy(&qh, b + 4, 4);
+        for (int j = 0; j < 16; j++) {
+            q[j] = (b[8 + j] & 0xf) | (((qh >> j) & 1) << 4);
+            q[j + 16] = (b[8 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4);
+        }
+        break;
+    }
+    default: /* T_Q8_0 */
+        for (int j = 0; j < 32; j++) q[j] = (int8_t)b[2 + j];
+        break;
+    }
+}
+
+/* Legacy blocks: sum_i q_w * q_a per block, scaled by d_w * d_a (+ m_w * s_a). */
 static float dot_legacy_scalar(int type, int nb, const uint8_t *w, const act32 *a) {
+    type_info ti;
+    get_info(type, &ti);
     float sumf = 0.f;
     int q[32];
-    for (int ib = 0; ib < nb; ib++) {
-        const uint8_t *b = w;
-        const float dw = h2f(rd16(b));
-        float mw = 0.f;
-        switch (type) {
-        case T_Q4_0:
-            for (int j = 0; j < 16; j++) {
-                q[j] = (b[2 + j] & 0xf) - 8;
-                q[j + 16] = (b[2 + j] >> 4) - 8;
-            }
-            break;
-        case T_Q4_1:
-            mw = h2f(rd16(b + 2));
-            for (int j = 0; j < 16; j++) {
-                q[j] = b[4 + j] & 0xf;
-                q[j + 16] = b[4 + j] >> 4;
-            }
-            break;
-        case T_Q5_0: {
-            uint32_t qh;
-            memcpy(&qh, b + 2, 4);
-            for (int j = 0; j < 16; j++) {
-                q[j] = ((b[6 + j] & 0xf) | (((qh >> j) & 1) << 4)) - 16;
-                q[j + 16] = ((b[6 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) - 16;
-            }
-            break;
-        }
-        case T_Q5_1: {
-            mw = h2f(rd16(b + 2));
-            uint32_t qh;
-            memcpy(&qh, b + 4, 4);
-            for (int j = 0; j < 16; j++) {
-                q[j] = (b[8 + j] & 0xf) | (((qh >> j) & 1) << 4);
-                q[j + 16] = (b[8 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4);
-            }
-            break;
-        }
-        default: /* T_Q8_0 */
-            for (int j = 0; j < 32; j++) q[j] = (int8_t)b[2 + j];
-            break;
-        }
+    for (int ib = 0; ib < nb; ib++, w += ti.wbytes) {
+        float dw, mw;
+        decode_legacy(type, w, q, &dw, &mw);
         int sumi = 0;
         for (int j = 0; j < 32; j++) sumi += q[j] * a[ib].qs[j];
         sumf += (float)sumi * (dw * a[ib].d);
         if (type == T_Q4_1 || type == T_Q5_1) sumf += mw * a[ib].s;
-        w += (type == T_Q4_0) ? 18 : (type == T_Q4_1) ? 20 : (type == T_Q5_0) ? 22
-           : (type == T_Q5_1) ? 24 : 34;
     }
     return sumf;
 }
@@ -426,6 +431,31 @@ static void kern_scalar(int type, int nb, const uint8_t *w, const void *a, size_
         const void *ar = (const uint8_t *)a + r * astride;
         out[r * ostride] = ti.qk == 32 ? dot_legacy_scalar(type, nb, w, (const act32 *)ar)
                                        : dot_k_scalar(type, nb, ti.wbytes, w, (const act256 *)ar);
+    }
+}
+
+/* Dequantize one weight row to float32, w = d*q + m (legacy) or d*sc*q - dmin*mn (k-quants),
+ * each value with one rounding (fmaf), as the AVX2 path's fmsub. */
+static void deq_row_scalar(int type, int nb, const uint8_t *w, float *o) {
+    type_info ti;
+    get_info(type, &ti);
+    if (ti.qk == 32) {
+        int q[32];
+        for (int ib = 0; ib < nb; ib++, w += ti.wbytes, o += 32) {
+            float d, m;
+            decode_legacy(type, w, q, &d, &m);
+            for (int j = 0; j < 32; j++) o[j] = fmaf(d, (float)q[j], m);
+        }
+        return;
+    }
+    int q[256], sc[16], mn[16];
+    for (int ib = 0; ib < nb; ib++, w += ti.wbytes, o += 256) {
+        float d, dmin;
+        decode_kblock(type, w, q, sc, mn, &d, &dmin);
+        for (int g = 0; g < 16; g++) {
+            const float a = d * (float)sc[g], b = dmin * (float)mn[g];
+            for (int j = 0; j < 16; j++) o[16 * g + j] = fmaf(a, (float)q[16 * g + j], -b);
+        }
     }
 }
 
@@ -837,6 +867,131 @@ TGT AI void q6k_avx2(const int NR, int nb, const uint8_t *w, const uint8_t *a, s
     for (int r = 0; r < NR; r++) out[r * ostride] = hsum8(acc[r]);
 }
 
+/* -- dequantization to float32 -- */
+
+/* 32 int8 values q -> o[0..32): o = a*q - b, with (a0, b0) for the first 16 values and
+ * (a1, b1) for the last 16 */
+TGT AI void deq_store32(float *o, __m256i q, float a0, float b0, float a1, float b1) {
+    const __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
+    const __m256 A0 = _mm256_set1_ps(a0), B0 = _mm256_set1_ps(b0);
+    const __m256 A1 = _mm256_set1_ps(a1), B1 = _mm256_set1_ps(b1);
+    _mm256_storeu_ps(o, _mm256_fmsub_ps(A0, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)), B0));
+    _mm256_storeu_ps(o + 8, _mm256_fmsub_ps(A0, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8))), B0));
+    _mm256_storeu_ps(o + 16, _mm256_fmsub_ps(A1, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)), B1));
+    _mm256_storeu_ps(o + 24, _mm256_fmsub_ps(A1, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))), B1));
+}
+
+TGT static void deq_row_avx2(int type, int nb, const uint8_t *w, float *o) {
+    type_info ti;
+    get_info(type, &ti);
+    const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(0xF), b4 = _mm256_set1_epi8(0x10);
+    for (int ib = 0; ib < nb; ib++, w += ti.wbytes) {
+        switch (type) {
+        case T_Q4_0:
+            deq_store32(o, _mm256_sub_epi8(nib32b(w + 2), _mm256_set1_epi8(8)), h2f_c(w), 0.f, h2f_c(w), 0.f);
+            o += 32;
+            break;
+        case T_Q4_1: {
+            const float d = h2f_c(w), m = h2f_c(w + 2);
+            deq_store32(o, nib32b(w + 4), d, -m, d, -m);
+            o += 32;
+            break;
+        }
+        case T_Q5_0: {
+            const __m256i hi = _mm256_andnot_si256(bits32(w + 2), _mm256_set1_epi8((char)0xF0));
+            deq_store32(o, _mm256_or_si256(nib32b(w + 6), hi), h2f_c(w), 0.f, h2f_c(w), 0.f);
+            o += 32;
+            break;
+        }
+        case T_Q5_1: {
+            const float d = h2f_c(w), m = h2f_c(w + 2);
+            const __m256i hi = _mm256_and_si256(bits32(w + 4), b4);
+            deq_store32(o, _mm256_or_si256(nib32b(w + 8), hi), d, -m, d, -m);
+            o += 32;
+            break;
+        }
+        case T_Q8_0:
+            deq_store32(o, _mm256_loadu_si256((const __m256i *)(w + 2)), h2f_c(w), 0.f, h2f_c(w), 0.f);
+            o += 32;
+            break;
+        case T_Q2_K: {
+            const float d = h2f_c(w + 80), dmin = h2f_c(w + 82);
+            for (int j = 0; j < 2; j++) {
+                const __m256i bits = _mm256_loadu_si256((const __m256i *)(w + 16 + 32 * j));
+                for (int l = 0; l < 4; l++, o += 32) {
+                    const uint8_t s0 = w[8 * j + 2 * l], s1 = w[8 * j + 2 * l + 1];
+                    deq_store32(o, _mm256_and_si256(_mm256_srli_epi16(bits, 2 * l), m3), d * (float)(s0 & 0xF),
+                                dmin * (float)(s0 >> 4), d * (float)(s1 & 0xF), dmin * (float)(s1 >> 4));
+                }
+            }
+            break;
+        }
+        case T_Q3_K: {
+            const float d = h2f_c(w + 108);
+            int sc[16];
+            unpack_q3k_scales(w + 96, sc);
+            const __m256i hbits = _mm256_loadu_si256((const __m256i *)w);
+            for (int j = 0; j < 2; j++) {
+                const __m256i bits = _mm256_loadu_si256((const __m256i *)(w + 32 + 32 * j));
+                for (int l = 0; l < 4; l++, o += 32) {
+                    const __m256i hb = _mm256_and_si256(_mm256_slli_epi16(_mm256_srli_epi16(hbits, 4 * j + l), 2),
+                                                        _mm256_set1_epi8(4));
+                    const __m256i q = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 2 * l), m3), hb);
+                    const int g = 8 * j + 2 * l;
+                    deq_store32(o, _mm256_sub_epi8(q, _mm256_set1_epi8(4)), d * (float)sc[g], 0.f,
+                                d * (float)sc[g + 1], 0.f);
+                }
+            }
+            break;
+        }
+        case T_Q4_K:
+        case T_Q5_K: {
+            const float d = h2f_c(w), dmin = h2f_c(w + 2);
+            uint8_t sm[16];
+            unpack_k4_scales(w + 4, sm);
+            const uint8_t *qs = w + (type == T_Q4_K ? 16 : 48);
+            const __m256i hbits = type == T_Q5_K ? _mm256_loadu_si256((const __m256i *)(w + 16)) : _mm256_setzero_si256();
+            for (int j = 0; j < 4; j++) {
+                const __m256i bits = _mm256_loadu_si256((const __m256i *)(qs + 32 * j));
+                __m256i ql = _mm256_and_si256(bits, m4);
+                __m256i qh = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+                if (type == T_Q5_K) {
+                    ql = _mm256_or_si256(ql, _mm256_and_si256(_mm256_slli_epi16(_mm256_srli_epi16(hbits, 2 * j), 4), b4));
+                    qh = _mm256_or_si256(qh, _mm256_and_si256(_mm256_slli_epi16(_mm256_srli_epi16(hbits, 2 * j + 1), 4), b4));
+                }
+                const float a0 = d * (float)sm[2 * j], c0 = dmin * (float)sm[8 + 2 * j];
+                const float a1 = d * (float)sm[2 * j + 1], c1 = dmin * (float)sm[8 + 2 * j + 1];
+                deq_store32(o, ql, a0, c0, a0, c0);
+                deq_store32(o + 32, qh, a1, c1, a1, c1);
+                o += 64;
+            }
+            break;
+        }
+        default: { /* T_Q6_K */
+            const float d = h2f_c(w + 208);
+            const int8_t *sc = (const int8_t *)(w + 192);
+            const __m256i m2 = _mm256_set1_epi8(0x30), m32 = _mm256_set1_epi8(32);
+            for (int j = 0; j < 2; j++) {
+                const __m256i b1 = _mm256_loadu_si256((const __m256i *)(w + 64 * j));
+                const __m256i b2 = _mm256_loadu_si256((const __m256i *)(w + 64 * j + 32));
+                const __m256i bh = _mm256_loadu_si256((const __m256i *)(w + 128 + 32 * j));
+                __m256i qx[4];
+                qx[0] = _mm256_or_si256(_mm256_and_si256(b1, m4), _mm256_and_si256(_mm256_slli_epi16(bh, 4), m2));
+                qx[1] = _mm256_or_si256(_mm256_and_si256(b2, m4), _mm256_and_si256(_mm256_slli_epi16(bh, 2), m2));
+                qx[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b1, 4), m4), _mm256_and_si256(bh, m2));
+                qx[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b2, 4), m4),
+                                        _mm256_and_si256(_mm256_srli_epi16(bh, 2), m2));
+                for (int l = 0; l < 4; l++, o += 32) {
+                    const int g = 8 * j + 2 * l;
+                    deq_store32(o, _mm256_sub_epi8(qx[l], m32), d * (float)sc[g], 0.f, d * (float)sc[g + 1], 0.f);
+                }
+            }
+            break;
+        }
+        }
+    }
+}
+
 /* One kernel per type with the NR specialisations; the switch picks a compile-time NR. */
 #define NR_SWITCH(call1, call2, call3, call4) \
     switch (nr) {                             \
@@ -1093,6 +1248,61 @@ static int qmatmul_run(const mat_spec *specs, int n, const float *x, long M, lon
     return 0;
 }
 
+/* Rows [n0, n1) of a weight to float32 out [n1 - n0, K], over nth threads. */
+static void dequantize_run(int type, const uint8_t *w, float *out, long N, long K, int nth, int use_avx2) {
+    type_info ti;
+    get_info(type, &ti);
+    const int nb = (int)(K / ti.qk);
+    const size_t rb = (size_t)nb * ti.wbytes;
+    if ((double)N * (double)K < 1.0e5) nth = 1;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nth) schedule(static) if (nth > 1)
+#endif
+    for (long n = 0; n < N; n++) {
+#if QK_X86
+        if (use_avx2) {
+            deq_row_avx2(type, nb, w + n * rb, out + n * K);
+            continue;
+        }
+#endif
+        deq_row_scalar(type, nb, w + n * rb, out + n * K);
+    }
+    (void)use_avx2;
+}
+
+/* The activations as the kernels use them: out[M, K] = q * d per block (fp16-rounded d for
+ * Q8_0/Q8_1, float32 d for Q8_K).  For Q8_1 (weights with a min) also corr[M, K/32] =
+ * s - d*sum(q): the kernels add m_w*s per block where a float matmul with the dequantized
+ * weight (d_w*q_w + m_w) adds m_w*d*sum(q). */
+static int round_acts_run(int type, const float *x, float *out, float *corr, long M, long K, int use_avx2) {
+    type_info ti;
+    get_info(type, &ti);
+    const int aqk = ti.act == ACT_Q8_K ? 256 : 32;
+    const long nb = K / aqk;
+    const size_t arow = (size_t)nb * act_block_bytes(ti.act);
+    uint8_t *act = scratch(arow);
+    if (!act) return -1;
+    for (long m = 0; m < M; m++) {
+        quantize_rows(&ti, use_avx2, x + m * K, act, arow, K, 0, 1);
+        float *o = out + m * K;
+        for (long b = 0; b < nb; b++) {
+            if (ti.act == ACT_Q8_K) {
+                const act256 *a = (const act256 *)act + b;
+                for (int j = 0; j < 256; j++) o[256 * b + j] = (float)a->qs[j] * a->d;
+            } else {
+                const act32 *a = (const act32 *)act + b;
+                int sum = 0;
+                for (int j = 0; j < 32; j++) {
+                    o[32 * b + j] = (float)a->qs[j] * a->d;
+                    sum += a->qs[j];
+                }
+                if (ti.act == ACT_Q8_1 && corr) corr[m * nb + b] = a->s - a->d * (float)sum;
+            }
+        }
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Python interface                                                                           */
 /* ------------------------------------------------------------------------------------------ */
@@ -1258,6 +1468,59 @@ static PyObject *py_quantize(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(dequantize_doc,
+             "dequantize(type, w_ptr, out_ptr, N, K, n_threads, scalar) -> None\n\n"
+             "Weight rows w[N] of `type` blocks -> float32 out[N, K].");
+
+static PyObject *py_dequantize(PyObject *self, PyObject *args) {
+    (void)self;
+    int type, nth, force_scalar;
+    unsigned long long wp, op;
+    Py_ssize_t N, K;
+    if (!PyArg_ParseTuple(args, "iKKnnip", &type, &wp, &op, &N, &K, &nth, &force_scalar)) return NULL;
+    type_info ti;
+    if (!check_type_k(type, (long)K, &ti)) return NULL;
+    if (N < 0) return PyErr_Format(PyExc_ValueError, "negative size N=%zd", N);
+    if (N == 0) Py_RETURN_NONE;
+    if (!wp || !op) return PyErr_Format(PyExc_ValueError, "null data pointer");
+    if (nth < 1) nth = 1;
+    if (nth > 256) nth = 256;
+    const int use_avx2 = g_has_avx2 && !force_scalar;
+    Py_BEGIN_ALLOW_THREADS
+    dequantize_run(type, (const uint8_t *)(uintptr_t)wp, (float *)(uintptr_t)op, (long)N, (long)K, nth, use_avx2);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(round_activations_doc,
+             "round_activations(type, x_ptr, out_ptr, corr_ptr, M, K, scalar) -> None\n\n"
+             "x[M, K] -> out[M, K]: the activation values the kernels dot with `type` weights "
+             "(q * d per block). For the types with a min (Q4_1, Q5_1) also corr[M, K/32] = "
+             "s - d*sum(q) when corr_ptr is not 0.");
+
+static PyObject *py_round_activations(PyObject *self, PyObject *args) {
+    (void)self;
+    int type, force_scalar;
+    unsigned long long xp, op, cp;
+    Py_ssize_t M, K;
+    if (!PyArg_ParseTuple(args, "iKKKnnp", &type, &xp, &op, &cp, &M, &K, &force_scalar)) return NULL;
+    type_info ti;
+    if (!check_type_k(type, (long)K, &ti)) return NULL;
+    const int aqk = ti.act == ACT_Q8_K ? 256 : 32;
+    if (K % aqk) return PyErr_Format(PyExc_ValueError, "K=%zd is not a multiple of %d", K, aqk);
+    if (M < 0) return PyErr_Format(PyExc_ValueError, "negative size M=%zd", M);
+    if (M == 0) Py_RETURN_NONE;
+    if (!xp || !op) return PyErr_Format(PyExc_ValueError, "null data pointer");
+    const int use_avx2 = g_has_avx2 && !force_scalar;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = round_acts_run(type, (const float *)(uintptr_t)xp, (float *)(uintptr_t)op, (float *)(uintptr_t)cp,
+                        (long)M, (long)K, use_avx2);
+    Py_END_ALLOW_THREADS
+    if (rc) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_cpu_features(PyObject *self, PyObject *noargs) {
     (void)self;
     (void)noargs;
@@ -1274,6 +1537,8 @@ static PyMethodDef methods[] = {
     {"qmatmul", (PyCFunction)(void (*)(void))py_qmatmul, METH_FASTCALL, qmatmul_doc},
     {"qmatmul_many", py_qmatmul_many, METH_VARARGS, qmatmul_many_doc},
     {"quantize", py_quantize, METH_VARARGS, quantize_doc},
+    {"dequantize", py_dequantize, METH_VARARGS, dequantize_doc},
+    {"round_activations", py_round_activations, METH_VARARGS, round_activations_doc},
     {"cpu_features", py_cpu_features, METH_NOARGS, "{'avx2': bool, 'openmp': bool, 'omp_max_threads': int}"},
     {NULL, NULL, 0, NULL},
 };
