@@ -135,6 +135,14 @@ def test_api_key(make_client: Callable[..., TestClient]) -> None:
     assert client.get("/api/tags", headers=ok).status_code == 200
 
 
+async def until(cond, timeout: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
+    for _ in range(int(timeout / 0.01)):
+        if cond():
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
 def test_full_queue_is_503_with_retry_after(home: object) -> None:
     """With max_queue 1 and slots 1: one request runs, one waits, the third is refused."""
     app = create_app(ServerConfig(store_home=home, max_queue=1, slots=1))  # type: ignore[arg-type]
@@ -156,11 +164,10 @@ def test_full_queue_is_503_with_retry_after(home: object) -> None:
             try:
                 body = {**CHAT, "max_tokens": 1}
                 first = asyncio.create_task(c.post("/v1/chat/completions", json=body))
+                # one at a time: a request counts as queued until the worker takes it
+                assert await until(lambda: entry.scheduler.active == 1)
                 second = asyncio.create_task(c.post("/v1/chat/completions", json=body))
-                for _ in range(200):
-                    if entry.scheduler.active == 1 and entry.scheduler.queue_depth == 1:
-                        break
-                    await asyncio.sleep(0.01)
+                assert await until(lambda: entry.scheduler.queue_depth == 1)
                 r = await c.post("/v1/chat/completions", json=body)
                 err = openai_error(r, 503)
                 assert r.headers["retry-after"] == "1" and "busy" in err["message"]
