@@ -15,7 +15,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from corral.errors import CorralError, QueueFullError
 from corral.server.modelfile import Modelfile
@@ -157,19 +157,6 @@ class ModelManager:
             log.info("unloading %s (keep_alive expired)", entry.name)
             await self.unload(entry.name)
 
-    async def set_keep_alive(self, name: str, keep_alive: float) -> LoadedModel | None:
-        """Apply a keep_alive to a loaded model (a load-only request); None if not loaded."""
-        entry = self.get_loaded(name)
-        if entry is not None and entry.leases == 0:
-            if entry._timer is not None:
-                entry._timer.cancel()
-            entry.keep_alive = keep_alive
-            if keep_alive <= 0:
-                await self.unload(entry.name)
-                return None
-            self._schedule_expiry(entry)
-        return entry
-
     # -- loading and unloading ------------------------------------------------------------
 
     def _manifest_ctx(self, ref: ModelRef) -> int | None:
@@ -241,14 +228,6 @@ class ModelManager:
         await asyncio.to_thread(_free_memory)
         return True
 
-    async def unload_ref(self, name: str) -> bool:
-        """Unload the model a name resolves to, if loaded (a deleted model)."""
-        try:
-            key = self.resolve(name).full_name
-        except CorralError:
-            return False
-        return await self.unload(key)
-
     async def close(self) -> None:
         """Unload everything (server shutdown)."""
         for name in list(self._loaded):
@@ -261,9 +240,6 @@ class ModelManager:
 
     def active(self) -> int:
         return sum(e.scheduler.active for e in self._loaded.values())
-
-    def stats(self) -> dict[str, Any]:
-        return {e.name: e.scheduler.stats for e in self._loaded.values()}
 
 
 def make_template(model: Model, source: str | None) -> ChatTemplate | None:

@@ -151,8 +151,3 @@ def apply_options(base: GenOptions, options: Mapping[str, Any] | None) -> GenOpt
     if sampling:
         out = out.with_(sampling=out.sampling.with_(**sampling))
     return out
-
-
-def options_dict(opts: Mapping[str, Any]) -> dict[str, Any]:
-    """Only the options corral uses, for /api/show's `parameters` text."""
-    return {k: v for k, v in opts.items() if k in _SAMPLING or k in _OTHER}

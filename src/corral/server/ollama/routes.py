@@ -22,7 +22,7 @@ from corral.server.errors import ApiError, Family, bad_request, error_body, not_
 from corral.server.manager import Lease, LoadedModel, make_template
 from corral.server.ollama import models as model_routes
 from corral.server.ollama import protocol as p
-from corral.server.options import apply_options, coerce
+from corral.server.options import GenOptions, apply_options, coerce
 from corral.server.prompts import chat_ids, check_ids, fim_ids, render, text_ids, with_defaults
 from corral.server.runs import Run, finish_name, submit, until_disconnect
 from corral.server.state import ServerState, get_state
@@ -74,7 +74,7 @@ async def _load_only(st: ServerState, model: str, keep: float | None) -> dict[st
     return {**p.head(name), "response": "", "done": True, "done_reason": "load"}
 
 
-def _options(entry: LoadedModel, options: dict[str, Any] | None) -> Any:
+def _options(entry: LoadedModel, options: dict[str, Any] | None) -> GenOptions:
     try:
         return apply_options(entry.defaults, options)
     except ValueError as e:
