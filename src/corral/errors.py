@@ -33,3 +33,7 @@ class TemplateError(CorralError):
 
 class QueueFullError(CorralError):
     """The server's request queue is full; the client should retry later."""
+
+
+class InvalidRequestError(CorralError, ValueError):
+    """A request that cannot be run as asked (an empty prompt, a bad parameter)."""

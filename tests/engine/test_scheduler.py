@@ -158,3 +158,17 @@ def test_async_iteration(model: corral.Model) -> None:
         assert len(asyncio.run(run())) == 5
     finally:
         s.close()
+
+
+def test_zero_max_tokens_and_empty_prompt(model: corral.Model) -> None:
+    from corral.errors import InvalidRequestError
+
+    s = Scheduler(model)
+    try:
+        events = list(s.submit(Request([5, 6], 0, GREEDY)))
+        assert len(events) == 1 and events[0].token_id is None
+        assert events[0].finish_reason is not None and events[0].finish_reason.value == "length"
+        with pytest.raises(InvalidRequestError, match="empty prompt"):
+            s.submit(Request([], 4, GREEDY))
+    finally:
+        s.close()

@@ -31,6 +31,7 @@ import torch
 
 from corral.engine.generate import (
     PREFILL_CHUNK,
+    FinishReason,
     GenerationRequest,
     Timings,
     finish_reason,
@@ -39,11 +40,10 @@ from corral.engine.generate import (
 )
 from corral.engine.kv_cache import KVCache, SlotBatch
 from corral.engine.sampling import Sampler, SamplingParams, make_sampler
-from corral.errors import QueueFullError
-from corral.generation import TextStream
+from corral.errors import InvalidRequestError, QueueFullError
+from corral.generation import GenerationEvent, TextStream
 
 if TYPE_CHECKING:
-    from corral.generation import GenerationEvent
     from corral.model import Model
 
 _DONE = object()
@@ -197,13 +197,15 @@ class Scheduler:
         """Queue a request. Raises ContextOverflowError now (not later) for a prompt that
         cannot fit, and QueueFullError when `max_queue` requests already wait."""
         if not request.prompt_ids:
-            raise ValueError("empty prompt: give at least one token")
+            raise InvalidRequestError("empty prompt: give at least one token")
         request.prompt_ids = fit_prompt(request.prompt_ids, self.n_ctx, request.truncate)
         handle = RequestHandle(request, loop)
         with self._cv:
             if self._closed:
                 raise QueueFullError("the model is being unloaded; retry")
-            if len(self._waiting) >= self.max_queue:
+            # requests that a free slot will take at the next step are not queued
+            free = self.n_slots - len(self._seqs)
+            if len(self._waiting) - free >= self.max_queue:
                 raise QueueFullError(f"server busy: {len(self._waiting)} requests already queued")
             self._waiting.append(handle)
             self.stats.requests_total += 1
@@ -251,6 +253,10 @@ class Scheduler:
             handle = self._waiting.popleft()
             if handle.cancelled:
                 self.stats.requests_cancelled += 1
+                handle._put(_DONE)
+                continue
+            if handle.request.max_tokens <= 0:  # nothing to generate: answer at once
+                handle._put(GenerationEvent("", None, None, FinishReason.LENGTH, Timings()))
                 handle._put(_DONE)
                 continue
             slot, reuse, source = self._place(handle.request.prompt_ids, free)
