@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from corral.engine.constraints import LogitsConstraint
 from corral.engine.generate import GenerationRequest, Timings, fit_prompt, generate_tokens
 from corral.engine.kv_cache import KVCache
 from corral.engine.memory import release_free_memory, tune_allocator
@@ -137,13 +138,16 @@ class Model:
         ignore_eos: bool = False,
         truncate: bool = False,
         stream: bool = False,
+        constraint: LogitsConstraint | None = None,
     ) -> GenerationResult | Iterator[GenerationEvent]:
-        """`generate` for callers that already hold token ids and SamplingParams."""
+        """`generate` for callers that already hold token ids and SamplingParams;
+        `constraint` masks each step's logits (grammars, JSON schemas)."""
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         ids = fit_prompt(ids, self.info.n_ctx, truncate)
         req = GenerationRequest(
             prompt_ids=ids, max_tokens=max_tokens, sampling=params,
             stop_ids=self.tokenizer.eog_ids, ignore_eos=ignore_eos, truncate=truncate,
+            constraint=constraint,
         )  # fmt: skip
         events = self._events(req, stops)
         if stream:

@@ -100,3 +100,32 @@ def test_chat_uses_template(model: corral.Model) -> None:
     )
     r = model.chat([{"role": "user", "content": "hello"}], max_tokens=3, temperature=0)
     assert r.prompt_tokens == len(ids)
+
+
+def test_constraint_masks_and_ends(model: corral.Model) -> None:
+    from corral.engine.constraints import AllowedTokens
+    from corral.engine.sampling import SamplingParams
+
+    allowed = {10, 11, 12}
+    r = model.generate_with(
+        [5, 6, 7], 10, SamplingParams(temperature=1.0, seed=0), constraint=AllowedTokens(allowed, 4)
+    )
+    assert set(r.token_ids) <= allowed
+    assert len(r.token_ids) == 4 and r.finish_reason is FinishReason.STOP
+
+
+def test_constraint_in_scheduler(model: corral.Model) -> None:
+    from corral.engine.constraints import AllowedTokens
+    from corral.engine.sampling import SamplingParams
+    from corral.engine.scheduler import Request, Scheduler
+
+    s = Scheduler(model, slots=2)
+    try:
+        free = s.submit(Request([5, 6], 6, SamplingParams(temperature=0), ignore_eos=True))
+        tied = s.submit(
+            Request([5, 6], 9, SamplingParams(temperature=0), constraint=AllowedTokens({42}, 3))
+        )
+        assert [e.token_id for e in tied] == [42, 42, 42]
+        assert len(list(free)) == 6
+    finally:
+        s.close()

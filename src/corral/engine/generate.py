@@ -12,8 +12,9 @@ from enum import Enum
 
 import torch
 
+from corral.engine.constraints import LogitsConstraint
 from corral.engine.kv_cache import KVCache
-from corral.engine.sampling import SamplingParams, make_sampler
+from corral.engine.sampling import Sampler, SamplingParams, make_sampler
 from corral.errors import ContextOverflowError
 from corral.models.base import CausalLM
 
@@ -65,6 +66,20 @@ class GenerationRequest:
     ignore_eos: bool = False
     truncate: bool = False  # drop the oldest prompt tokens instead of failing on overflow
     top_logprobs: int = 0  # also report this many most likely tokens at each step
+    constraint: LogitsConstraint | None = None  # grammar mask, owned by this request
+
+
+def draw(
+    req: GenerationRequest, sampler: Sampler, logits: torch.Tensor, history: list[int]
+) -> tuple[int, float]:
+    """Choose the next token (within the request's constraint) and add it to `history`."""
+    if req.constraint is not None:
+        token, logprob = sampler(req.constraint.mask(logits), history)
+        req.constraint.accept(token)
+    else:
+        token, logprob = sampler(logits, history)
+    history.append(token)
+    return token, logprob
 
 
 def finish_reason(
@@ -73,6 +88,8 @@ def finish_reason(
     """Why generation ends after `token`, the step-th (0-based) new token, with `filled`
     positions in the cache; None to go on."""
     if token in req.stop_ids and not req.ignore_eos:
+        return FinishReason.STOP
+    if req.constraint is not None and req.constraint.is_done():
         return FinishReason.STOP
     if step >= req.max_tokens - 1 or filled + 1 >= n_ctx:
         return FinishReason.LENGTH
@@ -89,7 +106,7 @@ def token_event(
         lp = logits.log_softmax(-1)
         vals, ids = torch.topk(lp, min(req.top_logprobs, lp.shape[-1]))
         top = tuple(zip(ids.tolist(), vals.tolist(), strict=True))
-    eog = finish is FinishReason.STOP
+    eog = token in req.stop_ids and finish is FinishReason.STOP
     return TokenEvent(token, logprob, finish, eog=eog, top_logprobs=top)
 
 
@@ -142,8 +159,7 @@ def generate_tokens(
     history = list(prompt)
     t1 = time.perf_counter()
     for step in range(req.max_tokens):
-        token, logprob = sampler(logits, history)
-        history.append(token)
+        token, logprob = draw(req, sampler, logits, history)
         t.decode_tokens = step + 1
         finish = finish_reason(req, token, step, cache.offset, n_ctx)
         if finish is not None:

@@ -29,11 +29,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from corral.engine.constraints import LogitsConstraint
 from corral.engine.generate import (
     PREFILL_CHUNK,
     FinishReason,
     GenerationRequest,
     Timings,
+    draw,
     finish_reason,
     fit_prompt,
     token_event,
@@ -61,6 +63,7 @@ class Request:
     ignore_eos: bool = False
     truncate: bool = False
     top_logprobs: int = 0
+    constraint: LogitsConstraint | None = None
 
 
 @dataclass
@@ -265,7 +268,7 @@ class Scheduler:
             req = GenerationRequest(
                 prompt_ids=r.prompt_ids, max_tokens=r.max_tokens, sampling=r.sampling,
                 stop_ids=self.model.tokenizer.eog_ids, ignore_eos=r.ignore_eos,
-                top_logprobs=r.top_logprobs,
+                top_logprobs=r.top_logprobs, constraint=r.constraint,
             )  # fmt: skip
             seq = _Seq(
                 handle, req, slot, make_sampler(r.sampling),
@@ -349,8 +352,7 @@ class Scheduler:
 
     def _emit(self, seq: _Seq, logits: torch.Tensor) -> None:
         """Sample the sequence's next token from `logits` [V] and send its event."""
-        token, logprob = seq.sampler(logits, seq.history)
-        seq.history.append(token)
+        token, logprob = draw(seq.req, seq.sampler, logits, seq.history)
         finish = finish_reason(seq.req, token, seq.step, seq.offset, self.n_ctx)
         seq.timings.decode_tokens = seq.step + 1
         seq.timings.decode_s = time.perf_counter() - seq.decode_start
