@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from corral.engine.constraints import LogitsConstraint
+from corral.engine.device import resolve_device
 from corral.engine.generate import GenerationRequest, Timings, fit_prompt, generate_tokens
 from corral.engine.kv_cache import KVCache
 from corral.engine.memory import release_free_memory, tune_allocator
@@ -79,7 +80,7 @@ class Model:
             raise ValueError("logits() needs at least one token id")
         cache = self.net.make_cache(len(ids))
         out = self.net.forward(torch.tensor([ids], dtype=torch.long), cache)
-        return out[0].float().numpy()
+        return out[0].float().cpu().numpy()
 
     # -- generation ----------------------------------------------------------------------
 
@@ -231,12 +232,14 @@ def load(
     n_ctx: int | None = None,
     threads: int | None = None,
     name: str | None = None,
+    device: str | None = None,
 ) -> Model:
     """Load a model by store name ("smollm2", "gemma3-270m:latest") or .gguf path.
 
     n_ctx: context size (default: the model's, capped at 4096). threads: CPU threads for
     torch (default: torch's choice, one per physical core). name: the display name (default:
-    the store name, or the file's stem).
+    the store name, or the file's stem). device: "cpu", "cuda" or None for the GPU when torch
+    sees one (also $CORRAL_DEVICE).
     """
     t0 = time.perf_counter()
     tune_allocator()
@@ -254,7 +257,7 @@ def load(
     try:
         check_architecture(gguf)
         tokenizer = load_tokenizer(gguf.metadata)
-        net = load_model(gguf)
+        net = load_model(gguf, resolve_device(device or os.environ.get("CORRAL_DEVICE")))
         meta = {k: v for k, v in gguf.metadata.items() if not k.startswith("tokenizer.ggml.")}
         meta.update(
             {

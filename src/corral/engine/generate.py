@@ -132,7 +132,7 @@ def prefill(model: CausalLM, cache: KVCache, ids: Sequence[int]) -> torch.Tensor
         chunk = torch.tensor([ids[i : i + PREFILL_CHUNK]], dtype=torch.long)
         logits = model.forward(chunk, cache, last_only=True)
     assert logits is not None
-    return logits[0, -1]
+    return logits[0, -1].cpu()  # sampling runs on the host
 
 
 def generate_tokens(
@@ -167,7 +167,6 @@ def generate_tokens(
         yield token_event(req, logits, token, logprob, finish)
         if finish is not None:
             return
-        logits = model.forward(torch.tensor([[token]], dtype=torch.long), cache, last_only=True)[
-            0, -1
-        ]
+        step_ids = torch.tensor([[token]], dtype=torch.long)
+        logits = model.forward(step_ids, cache, last_only=True)[0, -1].cpu()
         t.decode_s = time.perf_counter() - t1

@@ -43,7 +43,7 @@ class AttentionCache(Protocol):
 def causal_mask(q_pos: torch.Tensor, k_len: int, window: int | None) -> torch.Tensor:
     """q_pos [B, T] -> [B, 1, T, S]: key k is visible from query position p when k <= p and,
     under a sliding window, p - k < window."""
-    k_pos = torch.arange(k_len)
+    k_pos = torch.arange(k_len, device=q_pos.device)
     q = q_pos[:, None, :, None]
     mask = k_pos <= q
     if window is not None:
@@ -63,6 +63,7 @@ class KVCache:
         batch: int = 1,
         dtype: torch.dtype = torch.float16,
         v_head_dim: int | tuple[int, ...] | None = None,
+        device: torch.device | str = "cpu",
     ) -> None:
         heads = n_kv_heads if isinstance(n_kv_heads, tuple) else (n_kv_heads,) * n_layers
         dims = head_dim if isinstance(head_dim, tuple) else (head_dim,) * n_layers
@@ -71,22 +72,24 @@ class KVCache:
         self.max_len = max_len
         self.batch = batch
         self.k = [
-            torch.zeros(batch, h, max_len, d, dtype=dtype) for h, d in zip(heads, dims, strict=True)
+            torch.zeros(batch, h, max_len, d, dtype=dtype, device=device)
+            for h, d in zip(heads, dims, strict=True)
         ]
         self.v = [
-            torch.zeros(batch, h, max_len, d, dtype=dtype)
+            torch.zeros(batch, h, max_len, d, dtype=dtype, device=device)
             for h, d in zip(heads, vdims, strict=True)
         ]
+        self.device = torch.device(device)
         self.offset = 0
 
     def positions(self, t: int) -> torch.Tensor:
-        return torch.arange(self.offset, self.offset + t).expand(self.batch, t)
+        return torch.arange(self.offset, self.offset + t, device=self.device).expand(self.batch, t)
 
     def mask(self, t: int, window: int | None) -> torch.Tensor | None:
         end = self.offset + t
         if t == 1 and (window is None or end <= window):
             return None  # one new token that may see everything before it
-        return causal_mask(torch.arange(self.offset, end)[None], end, window)
+        return causal_mask(torch.arange(self.offset, end, device=self.device)[None], end, window)
 
     def update_and_fetch(
         self, layer: int, k: torch.Tensor, v: torch.Tensor
@@ -124,14 +127,14 @@ class SlotBatch:
     def __init__(self, cache: KVCache, slots: Sequence[int], offsets: Sequence[int]) -> None:
         self.cache = cache
         self.slots = list(slots)
-        self.offsets = torch.tensor(list(offsets), dtype=torch.long)
+        self.offsets = torch.tensor(list(offsets), dtype=torch.long, device=cache.device)
         lo = self.slots[0]
         # rows lying next to each other in the buffer are read as a view, not gathered
         self._contiguous = self.slots == list(range(lo, lo + len(self.slots)))
-        self._slot_t = torch.tensor(self.slots, dtype=torch.long)
+        self._slot_t = torch.tensor(self.slots, dtype=torch.long, device=cache.device)
 
     def positions(self, t: int) -> torch.Tensor:
-        return self.offsets[:, None] + torch.arange(t)
+        return self.offsets[:, None] + torch.arange(t, device=self.offsets.device)
 
     def _length(self, t: int) -> int:
         return int(self.offsets.max()) + t

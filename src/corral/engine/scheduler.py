@@ -330,7 +330,7 @@ class Scheduler:
         t0 = time.perf_counter()
         chunk, seq.todo = seq.todo[:PREFILL_CHUNK], seq.todo[PREFILL_CHUNK:]
         view = kv.slot(seq.slot, seq.offset)
-        logits = self.model.net.forward(torch.tensor([chunk]), view, last_only=True)[0, -1]
+        logits = self.model.net.forward(torch.tensor([chunk]), view, last_only=True)[0, -1].cpu()
         seq.offset += len(chunk)
         self._slot_tokens[seq.slot].extend(chunk)
         seq.timings.prompt_tokens += len(chunk)
@@ -342,7 +342,7 @@ class Scheduler:
     def _decode(self, kv: KVCache, seqs: list[_Seq]) -> None:
         tokens = torch.tensor([[s.next_token] for s in seqs])
         view = SlotBatch(kv, [s.slot for s in seqs], [s.offset for s in seqs])
-        logits = self.model.net.forward(tokens, view, last_only=True)[:, -1]  # [B, V]
+        logits = self.model.net.forward(tokens, view, last_only=True)[:, -1].cpu()  # [B, V]
         self.stats.decode_steps += 1
         self.stats.decode_rows += len(seqs)
         for row, s in enumerate(seqs):

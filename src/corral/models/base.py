@@ -6,6 +6,7 @@ from typing import Protocol
 
 import torch
 
+from corral.engine.device import Device
 from corral.engine.kv_cache import KVCache
 from corral.gguf.reader import GGUFFile
 
@@ -32,4 +33,4 @@ class ModelFactory(Protocol):
     """An architecture module's `Model` class: built from an open GGUF file."""
 
     @classmethod
-    def from_gguf(cls, gguf: GGUFFile) -> CausalLM: ...
+    def from_gguf(cls, gguf: GGUFFile, device: Device = ...) -> CausalLM: ...

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from corral.engine.kv_cache import KVCache
+from corral.engine.device import CPU, Device
+from corral.engine.kv_cache import AttentionCache, KVCache
 from corral.gguf.hparams import HParams
 from corral.gguf.reader import GGUFFile
 from corral.models.layers import (
@@ -108,6 +109,7 @@ class Model:
 
     def __init__(self, args: ModelArgs, src: TensorSource) -> None:
         self.args = args
+        self.device = src.device
         self.vocab_size = args.vocab_size
         self.context_length = args.context_length
         self.tok_embd = src.weight("token_embd.weight")
@@ -119,8 +121,8 @@ class Model:
         self.blocks = [self._block(src, i) for i in range(args.n_layers)]
 
     @classmethod
-    def from_gguf(cls, gguf: GGUFFile) -> Model:
-        return cls(ModelArgs.from_gguf(gguf), TensorSource(gguf))
+    def from_gguf(cls, gguf: GGUFFile, device: Device = CPU) -> Model:
+        return cls(ModelArgs.from_gguf(gguf), TensorSource(gguf, device))
 
     @staticmethod
     def _block(src: TensorSource, i: int) -> Block:
@@ -143,20 +145,25 @@ class Model:
 
     def make_cache(self, max_len: int, batch: int = 1) -> KVCache:
         a = self.args
-        return KVCache(a.n_layers, a.n_head_kv, a.head_dim, max_len, batch)
+        d = self.device
+        kv_dtype = torch.float16 if d.is_cpu else d.dtype  # CPU: float16 as llama.cpp
+        return KVCache(
+            a.n_layers, a.n_head_kv, a.head_dim, max_len, batch, kv_dtype, device=d.torch_device
+        )
 
     @torch.inference_mode()
     def forward(
-        self, tokens: torch.Tensor, cache: KVCache, last_only: bool = False
+        self, tokens: torch.Tensor, cache: AttentionCache, last_only: bool = False
     ) -> torch.Tensor:
         a = self.args
+        tokens = tokens.to(self.device.torch_device)
         b, t = tokens.shape
         pos = cache.positions(t)  # [B, T]
         rope_g = rope_cos_sin(self.inv_freq_global, pos)  # [B, 1, T, D/2]
         rope_l = rope_cos_sin(self.inv_freq_local, pos)
         mask_g = cache.mask(t, None)
         mask_l = cache.mask(t, a.sliding_window)
-        x = self.tok_embd.rows(tokens) * self.embd_scale  # [B, T, E]
+        x = (self.tok_embd.rows(tokens) * self.embd_scale).to(self.device.dtype)  # [B, T, E]
         for i, blk in enumerate(self.blocks):
             local = a.is_local[i]
             cos, sin = rope_l if local else rope_g
@@ -175,4 +182,4 @@ class Model:
         cache.advance(t)
         if last_only:
             x = x[:, -1:]
-        return self.output(rms_norm(x, self.output_norm, a.rms_eps))
+        return self.output(rms_norm(x, self.output_norm, a.rms_eps)).float()

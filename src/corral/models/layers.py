@@ -15,8 +15,10 @@ import torch.nn.functional as F
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """x [..., E] normalised by its root mean square, times weight [E]."""
-    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
+    """x [..., E] normalised by its root mean square, times weight [E] (float32 inside;
+    the result has x's dtype)."""
+    xf = x.float()
+    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps) * weight).to(x.dtype)
 
 
 class RopeStyle(Enum):
@@ -43,7 +45,7 @@ def rope_cos_sin(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """positions [B, T] -> cos, sin [B, 1, T, D/2], broadcasting over heads (float64 angles
     keep long contexts exact)."""
-    ang = positions.double()[..., None] * inv_freq.double()
+    ang = positions.double()[..., None] * inv_freq.to(positions.device).double()
     return ang.cos().float()[:, None], ang.sin().float()[:, None]
 
 
@@ -60,12 +62,15 @@ def apply_rope(
         half = rot // 2
         x0, x1 = xr[..., :half], xr[..., half:]
         out = torch.cat((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
+    out = out.to(x.dtype)
     return torch.cat((out, rest), dim=-1) if rest.shape[-1] else out
 
 
 def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
     """GELU (tanh form) as ggml computes it on the CPU: looked up in a float16 table, so
-    input and output are float16-rounded; exact (x or 0) past +-10."""
+    input and output are float16-rounded; exact (x or 0) past +-10. Plain GELU on GPUs."""
+    if x.device.type != "cpu":
+        return F.gelu(x, approximate="tanh")
     y = F.gelu(x.half().float(), approximate="tanh").half().float()
     return torch.where(x >= 10.0, x, torch.where(x <= -10.0, torch.zeros_like(x), y))
 
@@ -82,6 +87,11 @@ def attention(
     b, h, t, d = q.shape
     hkv = k.shape[1]
     r = h // hkv
+    if q.device.type != "cpu":  # GPUs: torch's fused kernels, no llama.cpp emulation
+        if r > 1:
+            k, v = k.repeat_interleave(r, dim=1), v.repeat_interleave(r, dim=1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+        return out.transpose(1, 2).reshape(b, t, h * d)
     # the r query heads of a group share one kv head: fold them into the query axis
     qg = q.half().float().reshape(b, hkv, r * t, d)
     scores = (qg @ k.transpose(-1, -2)).view(b, h, t, -1) * scale  # [B, H, T, S]

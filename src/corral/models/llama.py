@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from corral.engine.kv_cache import KVCache
+from corral.engine.device import CPU, Device
+from corral.engine.kv_cache import AttentionCache, KVCache
 from corral.gguf.hparams import HParams
 from corral.gguf.reader import GGUFFile
 from corral.models.layers import (
@@ -91,6 +92,7 @@ class Model:
 
     def __init__(self, args: ModelArgs, src: TensorSource) -> None:
         self.args = args
+        self.device = src.device
         self.vocab_size = args.vocab_size
         self.context_length = args.context_length
         self.tok_embd = src.weight("token_embd.weight")
@@ -102,8 +104,8 @@ class Model:
         self.blocks = [self._block(src, i) for i in range(args.n_layers)]
 
     @classmethod
-    def from_gguf(cls, gguf: GGUFFile) -> Model:
-        return cls(ModelArgs.from_gguf(gguf), TensorSource(gguf))
+    def from_gguf(cls, gguf: GGUFFile, device: Device = CPU) -> Model:
+        return cls(ModelArgs.from_gguf(gguf), TensorSource(gguf, device))
 
     @staticmethod
     def _block(src: TensorSource, i: int) -> Block:
@@ -125,18 +127,23 @@ class Model:
 
     def make_cache(self, max_len: int, batch: int = 1) -> KVCache:
         a = self.args
-        return KVCache(a.n_layers, a.n_head_kv, a.head_dim, max_len, batch)
+        d = self.device
+        kv_dtype = torch.float16 if d.is_cpu else d.dtype  # CPU: float16 as llama.cpp
+        return KVCache(
+            a.n_layers, a.n_head_kv, a.head_dim, max_len, batch, kv_dtype, device=d.torch_device
+        )
 
     @torch.inference_mode()
     def forward(
-        self, tokens: torch.Tensor, cache: KVCache, last_only: bool = False
+        self, tokens: torch.Tensor, cache: AttentionCache, last_only: bool = False
     ) -> torch.Tensor:
         a = self.args
+        tokens = tokens.to(self.device.torch_device)
         b, t = tokens.shape
         cos, sin = rope_cos_sin(self.inv_freq, cache.positions(t))  # [B, 1, T, D/2]
         mask = cache.mask(t, a.sliding_window)
         scale = default_scale(a.head_dim)
-        x = self.tok_embd.rows(tokens)  # [B, T, E]
+        x = self.tok_embd.rows(tokens).to(self.device.dtype)  # [B, T, E]
         for i, blk in enumerate(self.blocks):
             h = rms_norm(x, blk.attn_norm, a.rms_eps)
             q, k, v = blk.wq(h), blk.wk(h), blk.wv(h)
@@ -158,4 +165,4 @@ class Model:
         cache.advance(t)
         if last_only:
             x = x[:, -1:]
-        return self.output(rms_norm(x, self.output_norm, a.rms_eps))
+        return self.output(rms_norm(x, self.output_norm, a.rms_eps)).float()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 
+from corral.engine.device import CPU, Device
 from corral.errors import UnsupportedError
 from corral.gguf.reader import GGUFFile
 from corral.models.base import CausalLM
@@ -35,7 +36,7 @@ def check_architecture(gguf: GGUFFile) -> str:
     return module_name
 
 
-def load_model(gguf: GGUFFile) -> CausalLM:
-    """Build the network for an open GGUF file."""
+def load_model(gguf: GGUFFile, device: Device = CPU) -> CausalLM:
+    """Build the network for an open GGUF file, on `device`."""
     module = importlib.import_module(f"corral.models.{check_architecture(gguf)}")
-    return module.Model.from_gguf(gguf)
+    return module.Model.from_gguf(gguf, device)

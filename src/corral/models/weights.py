@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from gguf import GGMLQuantizationType as Q
 
 from corral import kernels
+from corral.engine.device import CPU, Device
 from corral.errors import GGUFError, UnsupportedError
 from corral.gguf.reader import GGUFFile, TensorInfo
 from corral.quant import SUPPORTED_TYPES, dequantize, dequantize_rows, is_supported
@@ -110,10 +111,32 @@ class BlockWeight:
         return dequantize_rows(t.data, t.ggml_type, t.shape, ids)
 
 
-def to_weight(t: TensorInfo) -> Linear:
-    """A 2-D tensor -> the Linear that multiplies with it."""
+class DeviceWeight:
+    """A weight dequantized once into accelerator memory, in the device's compute dtype."""
+
+    def __init__(self, t: TensorInfo, device: Device) -> None:
+        rows, cols = t.shape
+        self.w = torch.empty(rows, cols, dtype=device.dtype, device=device.torch_device)
+        step = max(1, _DEQUANT_CHUNK // cols)
+        for r in range(0, rows, step):  # bounded host memory while filling
+            n = min(step, rows - r)
+            part = dequantize(t.data[r : r + n], t.ggml_type, (n, cols))
+            self.w[r : r + n] = part.to(device.dtype).to(device.torch_device)
+        self.shape = self.w.shape
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.w)
+
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.w[ids]
+
+
+def to_weight(t: TensorInfo, device: Device = CPU) -> Linear:
+    """A 2-D tensor -> the Linear that multiplies with it on `device`."""
     if len(t.shape) != 2:
         raise GGUFError(f"tensor '{t.name}' has shape {t.shape}, expected a matrix")
+    if not device.is_cpu:
+        return DeviceWeight(t, device)
     if t.ggml_type in (Q.F32, Q.F16, Q.BF16):
         return DenseWeight(t)
     return BlockWeight(t)
@@ -127,8 +150,9 @@ def to_float(t: TensorInfo) -> torch.Tensor:
 class TensorSource:
     """Named access to a file's tensors with a clear error for the missing ones."""
 
-    def __init__(self, gguf: GGUFFile) -> None:
+    def __init__(self, gguf: GGUFFile, device: Device = CPU) -> None:
         self.gguf = gguf
+        self.device = device
         # fail before any work on a file whose tensors we cannot read
         for t in gguf.tensors.values():
             if not is_supported(t.ggml_type):
@@ -148,10 +172,11 @@ class TensorSource:
             raise GGUFError(f"{self.gguf.path.name}: missing tensor '{name}'") from None
 
     def weight(self, name: str) -> Linear:
-        return to_weight(self.info(name))
+        return to_weight(self.info(name), self.device)
 
     def vector(self, name: str) -> torch.Tensor:
-        return to_float(self.info(name))
+        """A float32 vector on the model's device (norms run in float32 everywhere)."""
+        return to_float(self.info(name)).to(self.device.torch_device)
 
     def optional_vector(self, name: str) -> torch.Tensor | None:
         return self.vector(name) if self.has(name) else None
