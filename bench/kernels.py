@@ -7,8 +7,9 @@
 Two parts, JSON on stdout (or --out), a table on stderr:
 
 * shapes: SmolLM2's and Gemma 3's matrix shapes and types (random blocks), each timed at
-  every M: qmatmul on the raw blocks, F.linear with float32 weights, and F.linear in float16
-  (`F.linear(x.half(), w16).float()`). Medians of repeated calls, the three taking turns;
+  every M: the int8 kernels on the raw blocks (qmatmul), for M > 1 also QMatrix's dense
+  route (dequantize + float32 GEMM), F.linear with float32 weights, and F.linear in float16
+  (`F.linear(x.half(), w16).float()`); speedups are for QMatrix's default choice. Medians of repeated calls, the three taking turns;
   a matrix called in a loop stays in cache if it fits, so small shapes here are the
   cache-hot case.
 * token_pass: for each model file found (store name or .gguf path), every matmul weight of
@@ -107,22 +108,25 @@ def bench_shapes(ms: list[int], min_time: float) -> list[dict[str, object]]:
     rows = []
     for model, name, qt, n, k in SHAPES:
         raw = random_blocks(qt, n, k)
-        qm = QMatrix(torch.from_numpy(raw), qt, n, k)
+        w = torch.from_numpy(raw)
+        q_int = QMatrix(w, qt, n, k, dense_rows=None)  # always the int8 kernels
+        q_dense = QMatrix(w, qt, n, k, dense_rows=1)  # always dequantize + float GEMM
+        auto_from = QMatrix(w, qt, n, k).dense_rows  # where the default switches
         w32 = dequantize(raw, qt, (n, k))
         w16 = w32.half()
         for m in ms:
             x = torch.randn(m, k)
             reps = 3 if m * n * k > 2e10 else 5  # the big heads at M=512 take seconds a call
-            ms = medians_ms(
-                {
-                    "q": lambda x=x, qm=qm: qm(x),
-                    "f32": lambda x=x, w=w32: F.linear(x, w),
-                    "f16": lambda x=x, w=w16: F.linear(x.half(), w).float(),
-                },
-                min_time,
-                reps,
-            )
-            q_ms, f32_ms, f16_ms = ms["q"], ms["f32"], ms["f16"]
+            fns: dict[str, Callable[[], object]] = {
+                "q": lambda x=x, qm=q_int: qm(x),
+                "f32": lambda x=x, w=w32: F.linear(x, w),
+                "f16": lambda x=x, w=w16: F.linear(x.half(), w).float(),
+            }
+            if m > 1:
+                fns["dense"] = lambda x=x, qm=q_dense: qm(x)
+            t_ms = medians_ms(fns, min_time, reps)
+            q_ms, f32_ms, f16_ms = t_ms["q"], t_ms["f32"], t_ms["f16"]
+            auto_ms = t_ms["dense"] if m >= auto_from else q_ms
             rows.append(
                 {
                     "model": model,
@@ -132,10 +136,12 @@ def bench_shapes(ms: list[int], min_time: float) -> list[dict[str, object]]:
                     "k": k,
                     "m": m,
                     "qmatmul_ms": round(q_ms, 4),
+                    "dense_ms": round(t_ms["dense"], 4) if "dense" in t_ms else None,
+                    "qmatrix_default_ms": round(auto_ms, 4),
                     "f32_ms": round(f32_ms, 4),
                     "f16_ms": round(f16_ms, 4),
-                    "speedup_vs_f32": round(f32_ms / q_ms, 2),
-                    "speedup_vs_f16": round(f16_ms / q_ms, 2),
+                    "speedup_vs_f32": round(f32_ms / auto_ms, 2),
+                    "speedup_vs_f16": round(f16_ms / auto_ms, 2),
                     "weight_mb": {
                         "q": round(raw.nbytes / 2**20, 2),
                         "f32": round(w32.numel() * 4 / 2**20, 2),
@@ -143,10 +149,11 @@ def bench_shapes(ms: list[int], min_time: float) -> list[dict[str, object]]:
                     },
                 }
             )
+            dense = f"dense {t_ms['dense']:9.3f} ms  " if "dense" in t_ms else " " * 22
             print(
                 f"{model:8} {name:12} {qt.name:5} {n:6}x{k:<5} M={m:<4} "
-                f"q {q_ms:9.3f} ms  f32 {f32_ms:9.3f} ms  f16 {f16_ms:9.3f} ms  "
-                f"x{f32_ms / q_ms:5.2f} vs f32  x{f16_ms / q_ms:5.2f} vs f16",
+                f"int8 {q_ms:9.3f} ms  {dense}f32 {f32_ms:9.3f} ms  f16 {f16_ms:9.3f} ms  "
+                f"default x{f32_ms / auto_ms:5.2f} vs f32  x{f16_ms / auto_ms:5.2f} vs f16",
                 file=sys.stderr,
             )
         del w32, w16
@@ -184,7 +191,7 @@ def bench_token_pass(name: str, min_time: float) -> dict[str, object] | None:
         mats.append(head)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # read-only map
-        qms = [QMatrix(torch.from_numpy(t.data), t.ggml_type, *t.shape) for t in mats]
+        qms = [QMatrix(torch.from_numpy(t.data), t.ggml_type, *t.shape) for t in mats]  # M=1: int8
     w32 = [dequantize(t.data, t.ggml_type, t.shape) for t in mats]
     w16 = [w.half() for w in w32]
     xs = {k: torch.randn(1, k) for k in {t.shape[1] for t in mats}}

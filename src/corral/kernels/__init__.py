@@ -368,7 +368,7 @@ def qmatmul_many(
     rows shared out in one parallel region (per kind, up to 8 matrices a call).
 
     Every matrix must take inputs of the same size k. Results are identical to calling
-    each QMatrix on its own.
+    each QMatrix on its own (prompt-sized inputs take each matrix's dense route).
     """
     if not mats:
         return []
@@ -382,10 +382,14 @@ def qmatmul_many(
     shape = x.shape
     m = x.numel() // k
     nth = torch.get_num_threads() if n_threads is None else _threads(n_threads)
-    outs = [torch.empty(m, qm.n_out) for qm in mats]
+    outs = [torch.empty(0) for _ in mats]
     groups: dict[tuple[int, int], list[int]] = {}
     for i, qm in enumerate(mats):
-        groups.setdefault(_ACT_BLOCK[qm._tid], []).append(i)
+        if m >= qm.dense_rows:  # prompt-sized: that matrix's dense route
+            outs[i] = qm(x.view(m, k), n_threads=nth)
+        else:
+            outs[i] = torch.empty(m, qm.n_out)
+            groups.setdefault(_ACT_BLOCK[qm._tid], []).append(i)
     for idx in groups.values():
         for start in range(0, len(idx), _MAX_MATS):
             part = idx[start : start + _MAX_MATS]
