@@ -7,6 +7,7 @@ F32 or a quantized type.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +36,11 @@ def byte_chars() -> list[str]:
     return [chars[b] for b in range(256)]
 
 
-def vocab() -> list[str]:
+def vocab(extra_specials: Sequence[str] = ()) -> list[str]:
+    """SPECIALS, the byte characters, the merges, then `extra_specials` (ids after all the
+    others, so the usual ids stay put)."""
     merged = [m.replace(" ", "") for m in MERGES]
-    return SPECIALS + byte_chars() + merged
+    return SPECIALS + byte_chars() + merged + list(extra_specials)
 
 
 def write_tiny(
@@ -55,12 +58,14 @@ def write_tiny(
     chat_template: str | None = CHATML,
     tied: bool = False,
     raw_types: dict[str, GGMLQuantizationType] | None = None,
+    extra_specials: Sequence[str] = (),
 ) -> Path:
     """Write a random-weight model of `arch` ("llama" or "gemma3") to `path`.
 
-    raw_types: tensors to store as zero bytes of another ggml type (for error tests)."""
+    raw_types: tensors to store as zero bytes of another ggml type (for error tests).
+    extra_specials: more control tokens (FIM markers...), appended to the vocabulary."""
     rng = np.random.default_rng(seed)
-    toks = vocab()
+    toks = vocab(extra_specials)
     n_vocab = len(toks)
     head_dim = n_embd // n_head
     w = GGUFWriter(str(path), arch)
@@ -82,7 +87,8 @@ def write_tiny(
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("default")
     w.add_token_list(toks)
-    w.add_token_types([3] * len(SPECIALS) + [1] * (n_vocab - len(SPECIALS)))
+    n_plain = n_vocab - len(SPECIALS) - len(extra_specials)
+    w.add_token_types([3] * len(SPECIALS) + [1] * n_plain + [3] * len(extra_specials))
     w.add_token_merges(MERGES)
     w.add_bos_token_id(0)
     w.add_eos_token_id(2)
