@@ -57,6 +57,13 @@ class Shapes:
     rope_base: float = 10000.0
     sliding_window: int = 4096
     rms_eps: float = 1e-5
+    dense: bool = False  # F16 matrices instead of the Q4_K_M mix (shapes not a multiple of 256)
+
+
+# SmolLM2-135M's shapes (its hidden size 576 is no multiple of 256, so K-quants cannot hold
+# it: this preset writes F16 matrices, for GPU runs where weights are dequantized anyway)
+SMOLLM2 = dict(n_layers=30, n_embd=576, n_head=9, n_head_kv=3, head_dim=64, n_ff=1536,
+               n_vocab=49152, n_ctx=8192, rope_base=100000.0, sliding_window=0, dense=True)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,8 @@ class TensorSpec:
     def nbytes(self) -> int:
         if self.qtype == QT.F32:
             return 4 * int(np.prod(self.shape))
+        if self.qtype == QT.F16:
+            return 2 * int(np.prod(self.shape))
         rows, cols = self.shape
         return rows * (cols // QK_K) * BLOCK_BYTES[self.qtype]
 
@@ -85,7 +94,10 @@ def use_more_bits(i_layer: int, n_layers: int) -> bool:
 
 
 def tensor_specs(s: Shapes) -> list[TensorSpec]:
-    """Every tensor in file order, with its Q4_K_M type."""
+    """Every tensor in file order, with its Q4_K_M type (or F16 for dense shapes)."""
+    if s.dense:
+        specs = tensor_specs(Shapes(**{**s.__dict__, "dense": False}))
+        return [TensorSpec(t.name, t.shape, QT.F16 if t.qtype != QT.F32 else QT.F32) for t in specs]
     q_dim, kv_dim = s.n_head * s.head_dim, s.n_head_kv * s.head_dim
     specs = [TensorSpec("token_embd.weight", (s.n_vocab, s.n_embd), QT.Q4_K)]
     for i in range(s.n_layers):
@@ -121,6 +133,10 @@ def random_tensor(spec: TensorSpec, rng: np.random.Generator) -> np.ndarray:
     if spec.qtype == QT.F32:
         return (1.0 + 0.05 * rng.standard_normal(spec.shape)).astype(np.float32)
     rows, cols = spec.shape
+    if spec.qtype == QT.F16:
+        return (rng.standard_normal((rows, cols), dtype=np.float32) * (0.5 / np.sqrt(cols))).astype(
+            np.float16
+        )
     nb = rows * (cols // QK_K)
     bsize = BLOCK_BYTES[spec.qtype]
     blocks = rng.integers(0, 256, size=(nb, bsize), dtype=np.uint8)
@@ -200,8 +216,9 @@ def write(out: Path, s: Shapes, seed: int = 0, progress: bool = True) -> int:
     w.add_add_bos_token(True)
     w.add_add_eos_token(False)
     for spec in specs:
-        if spec.qtype == QT.F32:
-            w.add_tensor_info(spec.name, spec.shape, np.dtype(np.float32), spec.nbytes)
+        if spec.qtype in (QT.F32, QT.F16):
+            dt = np.dtype(np.float32 if spec.qtype == QT.F32 else np.float16)
+            w.add_tensor_info(spec.name, spec.shape, dt, spec.nbytes)
         else:
             rows, cols = spec.shape
             byte_shape = (rows, cols // QK_K * BLOCK_BYTES[spec.qtype])
@@ -236,11 +253,15 @@ def main() -> None:
     ap.add_argument("--sliding-window", type=int, default=4096, help="0: none")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--shape", choices=["mistral7b", "smollm2"], default="mistral7b")
     a = ap.parse_args()
-    s = Shapes(n_layers=a.layers, rope_base=a.rope_base, sliding_window=a.sliding_window)
+    if a.shape == "smollm2":
+        s = Shapes(**SMOLLM2)  # type: ignore[arg-type]
+    else:
+        s = Shapes(n_layers=a.layers, rope_base=a.rope_base, sliding_window=a.sliding_window)
     t0 = time.perf_counter()
     size = write(a.out, s, seed=a.seed, progress=not a.quiet)
-    print(f"{a.out}: {size / 2**30:.3f} GiB, {a.layers} layers, "
+    print(f"{a.out}: {size / 2**30:.3f} GiB, {s.n_layers} layers, "
           f"{time.perf_counter() - t0:.1f} s")  # fmt: skip
 
 

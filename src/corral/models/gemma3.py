@@ -115,8 +115,11 @@ class Model:
         self.tok_embd = src.weight("token_embd.weight")
         self.output = src.weight("output.weight") if src.has("output.weight") else self.tok_embd
         self.output_norm = src.vector("output_norm.weight")
-        self.inv_freq_global = rope_inv_freq(args.head_dim, args.rope_base, None, args.rope_scale)
-        self.inv_freq_local = rope_inv_freq(args.head_dim, _LOCAL_ROPE_BASE)
+        dev = self.device.torch_device
+        self.inv_freq_global = rope_inv_freq(
+            args.head_dim, args.rope_base, None, args.rope_scale, device=dev
+        )
+        self.inv_freq_local = rope_inv_freq(args.head_dim, _LOCAL_ROPE_BASE, device=dev)
         self.embd_scale = math.sqrt(args.n_embd)
         self.blocks = [self._block(src, i) for i in range(args.n_layers)]
 

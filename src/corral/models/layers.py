@@ -30,14 +30,18 @@ class RopeStyle(Enum):
 
 
 def rope_inv_freq(
-    dim: int, base: float, freq_factors: torch.Tensor | None = None, scale: float = 1.0
+    dim: int,
+    base: float,
+    freq_factors: torch.Tensor | None = None,
+    scale: float = 1.0,
+    device: torch.device | str = "cpu",
 ) -> torch.Tensor:
-    """Inverse frequencies [dim/2]; `freq_factors` divide them (llama 3.1's rope_freqs),
-    `scale` multiplies positions (linear rope scaling)."""
+    """Inverse frequencies [dim/2] on `device`; `freq_factors` divide them (llama 3.1's
+    rope_freqs), `scale` multiplies positions (linear rope scaling)."""
     inv = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
     if freq_factors is not None:
-        inv = inv / freq_factors.double()
-    return (inv * scale).float()
+        inv = inv / freq_factors.cpu().double()
+    return (inv * scale).float().to(device)
 
 
 def rope_cos_sin(
@@ -45,7 +49,7 @@ def rope_cos_sin(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """positions [B, T] -> cos, sin [B, 1, T, D/2], broadcasting over heads (float64 angles
     keep long contexts exact)."""
-    ang = positions.double()[..., None] * inv_freq.to(positions.device).double()
+    ang = positions.double()[..., None] * inv_freq.double()
     return ang.cos().float()[:, None], ang.sin().float()[:, None]
 
 

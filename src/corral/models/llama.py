@@ -100,7 +100,9 @@ class Model:
         self.output = src.weight("output.weight") if src.has("output.weight") else self.tok_embd
         self.output_norm = src.vector("output_norm.weight")
         freq_factors = src.optional_vector("rope_freqs.weight")
-        self.inv_freq = rope_inv_freq(args.rope_dim, args.rope_base, freq_factors, args.rope_scale)
+        self.inv_freq = rope_inv_freq(
+            args.rope_dim, args.rope_base, freq_factors, args.rope_scale, self.device.torch_device
+        )
         self.blocks = [self._block(src, i) for i in range(args.n_layers)]
 
     @classmethod
