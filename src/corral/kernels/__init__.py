@@ -8,6 +8,8 @@ summation order. The work runs in C (`corral._qkernels`, AVX2 when the CPU has i
 C otherwise) on OpenMP threads, without the GIL.
 
 `QMatrix` wraps one weight once (checks done up front) for repeated calls from model code;
+prompt-sized batches (>= 64 rows, 128 for k-quants) take its dense route instead: the
+weight dequantized in C, times the same rounded activations, in torch's float32 GEMM.
 `qmatmul_many(x, [q, k, v])` runs several of them on one input, quantizing it once and
 sharing one parallel region (fewer calls and thread wake-ups per token).
 `available()` says whether the C extension could be imported; everything else raises
@@ -69,9 +71,10 @@ _WITH_MIN: Final[frozenset[int]] = frozenset((int(Q.Q4_1), int(Q.Q5_1)))
 # the single-thread break-even on an AVX-512 Xeon (torch GEMM vs our AVX2 int8) was ~32
 # rows for the 32-value types and ~64-128 for the k-quants, whose int8 kernels do less
 # float work per value. CORRAL_QKERNELS_DENSE_ROWS overrides both, 0 turns it off.
-_DENSE_ENV = os.environ.get("CORRAL_QKERNELS_DENSE_ROWS", "")
-DENSE_ROWS_LEGACY: int = int(_DENSE_ENV or 64)
-DENSE_ROWS_K: int = int(_DENSE_ENV or 128)
+_DENSE_ENV = os.environ.get("CORRAL_QKERNELS_DENSE_ROWS", "").strip()
+_DENSE_OVERRIDE: int | None = int(_DENSE_ENV) if _DENSE_ENV.lstrip("-").isdigit() else None
+DENSE_ROWS_LEGACY: int = 64 if _DENSE_OVERRIDE is None else _DENSE_OVERRIDE
+DENSE_ROWS_K: int = 128 if _DENSE_OVERRIDE is None else _DENSE_OVERRIDE
 # weight values dequantized per step on the dense route: 8 MiB of float32
 _DENSE_SLICE: Final = 1 << 21
 # CORRAL_QKERNELS_SCALAR=1 forces the portable C path (for tests and for comparison).
@@ -88,7 +91,7 @@ def cpu_features() -> dict[str, object]:
     return dict(_require().cpu_features())
 
 
-def _require():  # noqa: ANN202 - the extension module
+def _require():  # noqa: ANN202 - returns the extension module
     if _ext is None:
         raise RuntimeError("corral._qkernels is not built (reinstall corral: pip install -e .)")
     return _ext
