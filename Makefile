@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODEL ?= smollm2
 
-.PHONY: run test install models lint bench clean
+.PHONY: run test install models browser lint bench clean
 
 $(STAMP): pyproject.toml setup.py src/corral/kernels/qkernels.c
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,7 +25,12 @@ run: $(STAMP)
 	$(BIN)/corral pull $(MODEL)
 	$(BIN)/corral run $(MODEL)
 
-test: models
+# headless Chromium + its driver for the web chat tests (Debian packages; needs root)
+browser:
+	test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
+
+test: models browser
 	$(BIN)/python -m pytest -q tests
 
 lint: $(STAMP)
