@@ -25,6 +25,7 @@ from corral.server.manager import ModelManager
 from corral.server.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestCountMiddleware
 from corral.server.runs import ClientGone
 from corral.server.state import ServerState
+from corral.server.web import WebPages
 
 log = logging.getLogger("corral.server")
 
@@ -68,6 +69,9 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, limit=config.max_body_bytes)
     if config.api_key:
         app.add_middleware(ApiKeyMiddleware, api_key=config.api_key)
+    # the web chat's page sits outside the key check: a browser cannot send the key with
+    # a page load, so the page asks for it and sends it on its API calls
+    app.add_middleware(WebPages)
     app.add_middleware(RequestCountMiddleware, metrics=state.metrics)
     return app
 
