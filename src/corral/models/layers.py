@@ -8,10 +8,15 @@ D head dim, E embedding width.
 from __future__ import annotations
 
 import math
+import os
 from enum import Enum
 
 import torch
 import torch.nn.functional as F
+
+# CORRAL_EXACT=1: plain float32 everywhere (none of llama.cpp's float16 roundings below), for
+# comparing with reference implementations such as transformers.
+_EXACT = os.environ.get("CORRAL_EXACT", "") not in ("", "0")
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -73,7 +78,7 @@ def apply_rope(
 def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
     """GELU (tanh form) as ggml computes it on the CPU: looked up in a float16 table, so
     input and output are float16-rounded; exact (x or 0) past +-10. Plain GELU on GPUs."""
-    if x.device.type != "cpu":
+    if x.device.type != "cpu" or _EXACT:
         return F.gelu(x, approximate="tanh")
     y = F.gelu(x.half().float(), approximate="tanh").half().float()
     return torch.where(x >= 10.0, x, torch.where(x <= -10.0, torch.zeros_like(x), y))
@@ -97,11 +102,12 @@ def attention(
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
         return out.transpose(1, 2).reshape(b, t, h * d)
     # the r query heads of a group share one kv head: fold them into the query axis
-    qg = q.half().float().reshape(b, hkv, r * t, d)
+    qg = (q if _EXACT else q.half().float()).reshape(b, hkv, r * t, d)
     scores = (qg @ k.transpose(-1, -2)).view(b, h, t, -1) * scale  # [B, H, T, S]
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
-    p = scores.softmax(-1).half().float().view(b, hkv, r * t, -1)
+    p = scores.softmax(-1)
+    p = (p if _EXACT else p.half().float()).view(b, hkv, r * t, -1)
     out = (p @ v).view(b, h, t, d)
     return out.transpose(1, 2).reshape(b, t, h * d)
 
