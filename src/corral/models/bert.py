@@ -130,6 +130,7 @@ class Model:
         self.hidden_size = args.n_embd
         self.max_positions = args.context_length
         self.tok_embd = src.get("token_embd.weight")
+        self.vocab_size = self.tok_embd.shape[0]
         self.pos_embd = src.get("position_embd.weight")
         types = optional(src, "token_types.weight")
         # sentence embedding always uses segment A: only row 0 of the type table matters

@@ -42,6 +42,7 @@ class EncoderModel(Protocol):
     """A bidirectional encoder: token ids -> contextual hidden states."""
 
     hidden_size: int
+    vocab_size: int
     max_positions: int  # the longest input it was trained for (tokens, specials included)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

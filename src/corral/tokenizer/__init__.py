@@ -1,8 +1,9 @@
 """Tokenizers built from GGUF metadata, giving the same token ids as llama.cpp.
 
 `load_tokenizer(metadata)` reads `tokenizer.ggml.model` and returns a BPE tokenizer for
-"gpt2" vocabularies or an SPM tokenizer for "llama" ones; the other llama.cpp tokenizer
-models (WordPiece, Unigram, RWKV, ...) raise UnsupportedError for now.
+"gpt2" vocabularies, an SPM tokenizer for "llama" ones and a WordPiece one for "bert"
+(encoder models); the other llama.cpp tokenizer models (Unigram, RWKV, ...) raise
+UnsupportedError for now.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from corral.tokenizer.pretok import PreConfig, PreType, resolve_pre
 from corral.tokenizer.spm import SPMTokenizer
 from corral.tokenizer.stream import StreamDecoder
 from corral.tokenizer.vocab import TokenAttr, VocabType, build_vocab
+from corral.tokenizer.wpm import WPMTokenizer
 
 __all__ = [
     "BPETokenizer",
@@ -26,11 +28,11 @@ __all__ = [
     "TokenAttr",
     "Tokenizer",
     "VocabType",
+    "WPMTokenizer",
     "load_tokenizer",
 ]
 
 _UNSUPPORTED = {
-    VocabType.WPM: "WordPiece (BERT) tokenizers are not supported yet",
     VocabType.UGM: "Unigram (T5) tokenizers are not supported yet",
     VocabType.RWKV: "RWKV tokenizers are not supported yet",
     VocabType.PLAMO2: "PLaMo-2 tokenizers are not supported yet",
@@ -48,6 +50,9 @@ def load_tokenizer(metadata: dict) -> Tokenizer:
         raise UnsupportedError(f"{_UNSUPPORTED[vtype]} (tokenizer.ggml.model = {name!r})")
     if "tokenizer.ggml.tokens" not in metadata:
         raise UnsupportedError("this GGUF has no vocabulary (tokenizer.ggml.tokens is missing)")
+
+    if vtype is VocabType.WPM:
+        return WPMTokenizer.from_metadata(metadata)
 
     if vtype is VocabType.BPE:
         if "tokenizer.ggml.merges" not in metadata:

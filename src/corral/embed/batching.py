@@ -1,0 +1,62 @@
+"""Dynamic batching: group texts of similar length under a token budget, pad per batch.
+
+Texts are sorted longest first and packed greedily: a batch grows while its padded size
+(count x its longest text) stays within `max_batch_tokens` and its count within
+`max_batch_size`. Sorting keeps padding small (a batch's texts have similar lengths), and
+the budget bounds the memory of one forward pass (attention scores grow with count x T^2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+DEFAULT_MAX_BATCH_TOKENS = 16384  # padded tokens in one forward pass (TEI's default)
+DEFAULT_MAX_BATCH_SIZE = 64
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Indices (into the caller's list) of the texts run together, and their padded length."""
+
+    indices: tuple[int, ...]
+    length: int
+
+
+def plan_batches(
+    lengths: Sequence[int],
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+) -> list[Batch]:
+    """Batches covering every index once; a text longer than the budget runs alone."""
+    if max_batch_tokens < 1 or max_batch_size < 1:
+        raise ValueError("max_batch_tokens and max_batch_size must be at least 1")
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[Batch] = []
+    current: list[int] = []
+    longest = 0
+    for i in order:
+        # sorted longest first: the batch's padded length is its first text's
+        size = len(current) + 1
+        if current and (size > max_batch_size or size * longest > max_batch_tokens):
+            batches.append(Batch(tuple(current), longest))
+            current = []
+        if not current:
+            longest = lengths[i]
+        current.append(i)
+    if current:
+        batches.append(Batch(tuple(current), longest))
+    return batches
+
+
+def pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token id lists -> ids [B, T] long and mask [B, T] bool (True: real token)."""
+    t = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), t), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), t), dtype=torch.bool)
+    for row, s in enumerate(seqs):
+        ids[row, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+        mask[row, : len(s)] = True
+    return ids, mask
