@@ -8,7 +8,15 @@ Used by the server's FIM routes (OpenAI and ollama `suffix`, llama.cpp `/infill`
 and by `corral lsp`.
 """
 
-from corral.fim.prompt import ExtraFile, FimBuilder, FimPrompt, FimRequest, keep_head, keep_tail
+from corral.fim.prompt import (
+    ExtraFile,
+    FimBuilder,
+    FimPrompt,
+    FimRequest,
+    keep_head,
+    keep_tail,
+    prompt_budget,
+)
 from corral.fim.stop import FimStop, stop_texts
 from corral.fim.tokens import (
     FimFamily,
@@ -32,6 +40,7 @@ __all__ = [
     "find_fim_tokens",
     "keep_head",
     "keep_tail",
+    "prompt_budget",
     "require_fim_tokens",
     "stop_texts",
 ]

@@ -65,6 +65,13 @@ class FimPrompt:
     stop_ids: frozenset[int] = field(default_factory=frozenset)
 
 
+def prompt_budget(n_ctx: int, max_tokens: int | None = None) -> int:
+    """Tokens a FIM prompt may use in a context of `n_ctx`, leaving room to generate
+    `max_tokens` (unknown: a quarter of the context; at most half of it either way)."""
+    room = n_ctx // 4 if max_tokens is None or max_tokens < 0 else max_tokens
+    return max(1, n_ctx - max(1, min(room, n_ctx // 2)))
+
+
 def _encode(tok: Tokenizer, text: str) -> list[int]:
     # user text never turns into control tokens: a file that contains "<fim_prefix>"
     # must not be able to restructure its own prompt

@@ -33,6 +33,7 @@ log = logging.getLogger("corral.server")
 def create_app(config: ServerConfig | None = None) -> FastAPI:
     """A new app with its own model manager; nothing is loaded until a request needs it."""
     from corral.server import llamacpp
+    from corral.server.fim import routes as fim_routes
     from corral.server.ollama import routes as ollama_routes
     from corral.server.openai import completions
     from corral.server.openai import routes as openai_routes
@@ -57,6 +58,9 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     app.state.corral = state
     for router in (
         openai_routes.router,
+        # before OpenAI's: it answers /v1/completions bodies with `segments` (Tabby) and
+        # hands the others to OpenAI's route (see corral.server.fim.routes)
+        fim_routes.router,
         completions.router,
         ollama_routes.router,
         llamacpp.router,

@@ -65,26 +65,19 @@ def chat_ids(
     return text_ids(entry.model, render(entry, messages, template, **extra))
 
 
-def fim_tokens(model: Model) -> tuple[int, int, int] | None:
-    """(prefix, suffix, middle) token ids if the model knows fill-in-the-middle."""
-    vocab = model.tokenizer.vocab
-    ids = (vocab.id("fim_pre"), vocab.id("fim_suf"), vocab.id("fim_mid"))
-    if any(i is None for i in ids):
-        return None
-    return ids  # type: ignore[return-value]
+def fim_ids(model: Model, prefix: str, suffix: str, max_tokens: int | None = None) -> list[int]:
+    """Fill-in-the-middle prompt from the model's own FIM tokens (corral.fim: its family's
+    layout, prefix-suffix-middle order), fitted to the context leaving room for
+    `max_tokens`; a 400 for a model without FIM tokens."""
+    from corral.fim import FimBuilder, FimRequest, NoFimError, prompt_budget, require_fim_tokens
 
-
-def fim_ids(model: Model, prefix: str, suffix: str) -> list[int]:
-    """Prefix-suffix-middle prompt (llama.cpp's order): the model writes what goes between."""
-    tokens = fim_tokens(model)
-    if tokens is None:
-        raise ApiError(400, "model has no fill-in-the-middle tokens", param="suffix")
-    pre, suf, mid = tokens
-    tok = model.tokenizer
-    head = [tok.bos_id] if tok.add_bos and tok.bos_id is not None else []
-    body = model.tokenize(prefix, add_special=False)
-    tail = model.tokenize(suffix, add_special=False)
-    return head + [pre, *body, suf, *tail, mid]
+    info = model.info
+    try:
+        tokens = require_fim_tokens(model.tokenizer, info.metadata, f"model {info.name!r}")
+    except NoFimError as e:
+        raise ApiError(400, str(e), param="suffix") from None
+    budget = prompt_budget(info.n_ctx, max_tokens)
+    return FimBuilder(model.tokenizer, tokens).build(FimRequest(prefix, suffix), budget).ids
 
 
 def check_ids(model: Model, ids: Sequence[Any], param: str) -> list[int]:
