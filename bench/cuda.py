@@ -90,7 +90,16 @@ def bench(path: str, a: argparse.Namespace) -> dict:
         return net.forward(tok.view(-1, 1), kv, last_only=True)[:, -1]
 
     res["eager_tps_b1"] = round(timed_decode(eager_step, logits.argmax(-1), a.tokens), 1)
+    if a.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            timed_decode(eager_step, logits.argmax(-1), 4)
+        res["eager_profile"] = prof.key_averages().table(sort_by="cpu_time_total", row_limit=12)
     max_len = a.prompt + a.tokens + 16
+    if a.compile:
+        # fuse the small per-layer kernels (norms, rope, residuals); graphs are ours
+        net.forward = torch.compile(net.forward, mode="max-autotune-no-cudagraphs", dynamic=False)
     for batch in (1, a.batch):
         g = GraphedDecoder(net, batch, max_len)
         first = g.prefill(ids.expand(batch, -1)).argmax(-1)
@@ -113,6 +122,8 @@ def main() -> None:
     ap.add_argument("--prompt", type=int, default=32)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--out")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the step first")
+    ap.add_argument("--profile", action="store_true", help="profile a few eager steps")
     a = ap.parse_args()
     name = torch.cuda.get_device_name(0)
     nominal = next((v for k, v in NOMINAL_GBPS.items() if k in name), None)
@@ -125,7 +136,10 @@ def main() -> None:
             r["roofline_fraction_nominal_b1"] = round(r["achieved_GBps_b1"] / nominal, 3)
         r["roofline_fraction_measured_b1"] = round(r["achieved_GBps_b1"] / measured, 3)
         report["models"].append(r)
+        prof = r.pop("eager_profile", None)
         print(json.dumps(r), flush=True)
+        if prof:
+            print(prof, flush=True)
     text = json.dumps(report, indent=2)
     print(text)
     if a.out:
