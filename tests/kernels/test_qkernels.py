@@ -334,3 +334,39 @@ def test_misuse_raises_value_error() -> None:
     for call in bad:
         with pytest.raises(ValueError):
             call()
+
+
+@pytest.mark.realmodel
+@pytest.mark.parametrize("model", ("smollm2", "gemma3-270m"))
+def test_real_model_matrices(model: str) -> None:
+    """One matrix of each (type, shape) in the real files (the read-only mapped bytes, as
+    the model code will hand them over) against the reference, at M=1 and M=3, plus the
+    dense route at M=70 for one of them."""
+    from conftest import real_model_path
+    from corral.gguf.reader import open_gguf
+
+    g = open_gguf(real_model_path(model))
+    seen: set[tuple[Q, tuple[int, ...]]] = set()
+    checked = 0
+    for t in g.tensors.values():
+        if len(t.shape) != 2 or t.ggml_type not in SUPPORTED_TYPES:
+            continue
+        if (t.ggml_type, t.shape) in seen:
+            continue
+        seen.add((t.ggml_type, t.shape))
+        n, k = t.shape
+        raw = np.asarray(t.data[: min(n, 512)])  # the head has 49k-262k rows: a slice
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            w = torch.from_numpy(t.data[: raw.shape[0]])
+        for m in (1, 3):
+            x = make_x(m, k, seed=m)
+            y = qmatmul(x, w, t.ggml_type, raw.shape[0], k)
+            assert rel_err(y, reference(t.ggml_type, raw, x)) <= TOL, (t.name, m)
+        checked += 1
+        last = (t.ggml_type, raw, w, k)
+    assert checked >= 2
+    qt, raw, w, k = last
+    x = make_x(70, k, seed=9)
+    dense = QMatrix(w, qt, raw.shape[0], k, dense_rows=1)
+    assert rel_err(dense(x), reference(qt, raw, x)) <= TOL
