@@ -17,6 +17,10 @@ ARCHITECTURES: dict[str, str] = {
     # Mistral files written by older converters carry their own name; same network.
     "mistral": "llama",
     "gemma3": "gemma3",
+    "qwen2": "qwen2",
+    "qwen3": "qwen3",
+    "phi3": "phi3",
+    "starcoder2": "starcoder2",
 }
 
 

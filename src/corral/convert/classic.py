@@ -1,0 +1,3 @@
+"""Converters for the pre-llama families: gptj, bloom, mpt, falcon."""
+
+from __future__ import annotations

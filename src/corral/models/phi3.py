@@ -1,0 +1,153 @@
+"""The phi3 architecture (Phi-3 mini/medium, Phi-3.5 mini, Phi-4).
+
+A llama-like pre-norm decoder whose projections are fused as Microsoft trained them: one
+matrix makes q, k and v ([q | k | v] rows), one makes the SwiGLU gate and up halves
+([gate | up] rows). Rope is NEOX over `rope.dimension_count` dims; Phi-3 attends within a
+sliding window (Phi-4 files say 0: no window). LongRoPE files (the 128k models) carry
+per-frequency divisors; we use the short ones (contexts up to the original length) and
+scale cos/sin by the file's attention factor, as llama.cpp does at such contexts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from corral.engine.device import CPU, Device
+from corral.engine.kv_cache import AttentionCache, KVCache
+from corral.gguf.hparams import HParams
+from corral.gguf.reader import GGUFFile
+from corral.models.layers import (
+    RopeStyle,
+    apply_rope,
+    attention,
+    default_scale,
+    rms_norm,
+    rope_cos_sin,
+    rope_inv_freq,
+)
+from corral.models.weights import Linear, TensorSource
+
+
+@dataclass(frozen=True)
+class ModelArgs:
+    n_layers: int
+    n_embd: int
+    n_ff: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    rope_dim: int
+    rms_eps: float
+    rope_base: float
+    rope_attn_factor: float  # LongRoPE's cos/sin scale (1 elsewhere)
+    sliding_window: int | None
+    context_length: int
+    vocab_size: int
+
+    @classmethod
+    def from_gguf(cls, gguf: GGUFFile) -> ModelArgs:
+        hp = HParams(gguf.metadata, "phi3", gguf.path.name)
+        n_embd = hp.int("embedding_length")
+        n_head = hp.int("attention.head_count")
+        head_dim = n_embd // n_head
+        return cls(
+            n_layers=hp.int("block_count"),
+            n_embd=n_embd,
+            n_ff=hp.int("feed_forward_length"),
+            n_head=n_head,
+            n_head_kv=hp.int("attention.head_count_kv", n_head),
+            head_dim=head_dim,
+            rope_dim=hp.int("rope.dimension_count", head_dim),
+            rms_eps=hp.float("attention.layer_norm_rms_epsilon", 1e-5),
+            rope_base=hp.float("rope.freq_base", 10000.0),
+            rope_attn_factor=hp.float("rope.scaling.attn_factor", 1.0),
+            sliding_window=hp.int("attention.sliding_window", 0) or None,
+            context_length=hp.int("context_length", 4096),
+            vocab_size=len(gguf.get("tokenizer.ggml.tokens", [])) or hp.int("vocab_size"),
+        )
+
+
+@dataclass
+class Block:
+    attn_norm: torch.Tensor
+    wqkv: Linear  # [q | k | v] rows
+    wo: Linear
+    ffn_norm: torch.Tensor
+    gate_up: Linear  # [gate | up] rows
+    down: Linear
+
+
+class Model:
+    """A Phi-3 decoder built from GGUF tensors."""
+
+    def __init__(self, args: ModelArgs, src: TensorSource) -> None:
+        self.args = args
+        self.device = src.device
+        self.vocab_size = args.vocab_size
+        self.context_length = args.context_length
+        self.tok_embd = src.weight("token_embd.weight")
+        self.output = src.weight("output.weight") if src.has("output.weight") else self.tok_embd
+        self.output_norm = src.vector("output_norm.weight")
+        factors = src.optional_vector("rope_factors_short.weight")
+        self.inv_freq = rope_inv_freq(
+            args.rope_dim, args.rope_base, factors, 1.0, self.device.torch_device
+        )
+        self.blocks = [self._block(src, i) for i in range(args.n_layers)]
+
+    @classmethod
+    def from_gguf(cls, gguf: GGUFFile, device: Device = CPU) -> Model:
+        return cls(ModelArgs.from_gguf(gguf), TensorSource(gguf, device))
+
+    @staticmethod
+    def _block(src: TensorSource, i: int) -> Block:
+        p = f"blk.{i}."
+        return Block(
+            attn_norm=src.vector(p + "attn_norm.weight"),
+            wqkv=src.weight(p + "attn_qkv.weight"),
+            wo=src.weight(p + "attn_output.weight"),
+            ffn_norm=src.vector(p + "ffn_norm.weight"),
+            gate_up=src.weight(p + "ffn_up.weight"),
+            down=src.weight(p + "ffn_down.weight"),
+        )
+
+    def make_cache(self, max_len: int, batch: int = 1) -> KVCache:
+        a, d = self.args, self.device
+        kv_dtype = torch.float16 if d.is_cpu else d.dtype  # CPU: float16 as llama.cpp
+        return KVCache(
+            a.n_layers, a.n_head_kv, a.head_dim, max_len, batch, kv_dtype, device=d.torch_device
+        )
+
+    @torch.inference_mode()
+    def forward(
+        self, tokens: torch.Tensor, cache: AttentionCache, last_only: bool = False
+    ) -> torch.Tensor:
+        a = self.args
+        tokens = tokens.to(self.device.torch_device)
+        b, t = tokens.shape
+        cos, sin = rope_cos_sin(self.inv_freq, cache.positions(t))  # [B, 1, T, R/2]
+        if a.rope_attn_factor != 1.0:
+            cos, sin = cos * a.rope_attn_factor, sin * a.rope_attn_factor
+        mask = cache.mask(t, a.sliding_window)
+        scale = default_scale(a.head_dim)
+        n_q, n_kv = a.n_head * a.head_dim, a.n_head_kv * a.head_dim
+        x = self.tok_embd.rows(tokens).to(self.device.dtype)  # [B, T, E]
+        for i, blk in enumerate(self.blocks):
+            h = rms_norm(x, blk.attn_norm, a.rms_eps)
+            q, k, v = blk.wqkv(h).split((n_q, n_kv, n_kv), dim=-1)
+            q = q.reshape(b, t, a.n_head, a.head_dim).transpose(1, 2)  # [B, H, T, D]
+            k = k.reshape(b, t, a.n_head_kv, a.head_dim).transpose(1, 2)  # [B, Hkv, T, D]
+            v = v.reshape(b, t, a.n_head_kv, a.head_dim).transpose(1, 2)
+            q = apply_rope(q, cos, sin, RopeStyle.NEOX)
+            k = apply_rope(k, cos, sin, RopeStyle.NEOX)
+            k, v = cache.update_and_fetch(i, k, v)
+            x = x + blk.wo(attention(q, k, v, mask, scale))
+            h = rms_norm(x, blk.ffn_norm, a.rms_eps)
+            gate, up = blk.gate_up(h).chunk(2, dim=-1)
+            x = x + blk.down(F.silu(gate) * up)
+        cache.advance(t)
+        if last_only:
+            x = x[:, -1:]
+        return self.output(rms_norm(x, self.output_norm, a.rms_eps)).float()
