@@ -1,0 +1,67 @@
+"""`GrammarConstraint`: an llguidance matcher as the engine's `LogitsConstraint`.
+
+Each request gets its own matcher (they hold the parse state), built from the compiled
+grammar text in about a millisecond; the tokenizer side is built once per model
+(corral.grammar.vocab). Per token: the matcher fills a bitmask (one bit per token, computed
+in Rust without the GIL), `apply_bitmask` turns it into -inf on the logits, and the drawn
+token advances the matcher.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from corral.grammar.mask import apply_bitmask, bitmask_words
+from corral.grammar.spec import GrammarError, GrammarSpec, to_llguidance
+from corral.grammar.vocab import llg_tokenizer
+
+if TYPE_CHECKING:
+    from corral.tokenizer import Tokenizer
+
+
+class GrammarConstraint:
+    """Allows only tokens that keep the output inside a grammar; done when it is complete."""
+
+    def __init__(self, tokenizer: Tokenizer, grammar: str) -> None:
+        import llguidance
+
+        self._matcher = llguidance.LLMatcher(llg_tokenizer(tokenizer), grammar, log_level=0)
+        if self._matcher.is_error():
+            raise GrammarError(f"the grammar does not compile: {self._matcher.get_error()}")
+        self._bitmask = torch.full((bitmask_words(tokenizer.vocab_size),), -1, dtype=torch.int32)
+        # what to allow when the matcher failed (it never should): end the generation
+        self._end_ids = torch.tensor(sorted(tokenizer.eog_ids) or [0], dtype=torch.long)
+
+    def mask(self, logits: torch.Tensor) -> torch.Tensor:
+        m = self._matcher
+        m.unsafe_compute_mask_ptr(self._bitmask.data_ptr(), self._bitmask.numel() * 4)
+        if m.is_error():
+            out = torch.full_like(logits, float("-inf"))
+            out[self._end_ids] = logits[self._end_ids]
+            return out
+        return apply_bitmask(logits, self._bitmask)
+
+    def accept(self, token: int) -> None:
+        self._matcher.consume_token(token)
+
+    def is_done(self) -> bool:
+        return self._matcher.is_stopped()
+
+    @property
+    def complete(self) -> bool:
+        """The output so far is a whole sentence of the grammar (it may go on)."""
+        return self._matcher.is_accepting() and not self._matcher.is_error()
+
+    @property
+    def error(self) -> str:
+        """Why the matcher failed, or ""."""
+        return self._matcher.get_error()
+
+
+def make_constraint(tokenizer: Tokenizer, spec: GrammarSpec | str) -> GrammarConstraint:
+    """A fresh constraint for one request: `spec`, or llguidance grammar text already
+    checked by `to_llguidance`. Raises GrammarError for a bad spec."""
+    grammar = spec if isinstance(spec, str) else to_llguidance(spec)
+    return GrammarConstraint(tokenizer, grammar)
