@@ -9,9 +9,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["GenerationEvent", "GenerationResult", "Model", "load"]
+__all__ = [
+    "Embedder",
+    "GenerationEvent",
+    "GenerationResult",
+    "Model",
+    "embed",
+    "load",
+    "load_embedder",
+]
 
 if TYPE_CHECKING:
+    from corral.embed import Embedder, embed, load_embedder
     from corral.generation import GenerationEvent, GenerationResult
     from corral.model import Model, load
 
@@ -20,6 +29,9 @@ _LAZY = {
     "Model": "corral.model",
     "GenerationEvent": "corral.generation",
     "GenerationResult": "corral.generation",
+    "Embedder": "corral.embed",
+    "embed": "corral.embed",
+    "load_embedder": "corral.embed",
 }
 
 

@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 
 State = dict[str, torch.Tensor]
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-WORDS = ["the", "a", "cat", "dog", "sat", "on", "mat", "hello", "world", "run", "##s", "##ing"]
+WORDS = ["the", "cat", "dog", "sat", "on", "mat", "hello", "world", "run", "##ing"]
 PUNCT = [".", ",", "!", "?", "'"]
 LETTERS = [chr(c) for c in range(ord("a"), ord("z") + 1)]
 VOCAB = SPECIALS + WORDS + PUNCT + LETTERS + ["##" + c for c in LETTERS] + list("0123456789")
