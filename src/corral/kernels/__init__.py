@@ -336,6 +336,7 @@ class QMatrix:
             corr.data_ptr() if corr is not None else 0,
             m,
             k,
+            nth,
             _FORCE_SCALAR,
         )
         if has_min and self._mins_t is None:

@@ -550,7 +550,18 @@ TGT static void quant_q8_k_avx2(const float *x, act256 *y, int nb) {
             memset(&y[i], 0, sizeof(act256));
             continue;
         }
-        const float max = x[argmax_abs(x, 256, amax)];
+        /* the first value of magnitude amax (8 at a time: compare, movemask, lowest bit) */
+        const __m256 va = _mm256_set1_ps(amax);
+        int first = 0;
+        for (int j = 0; j < 256; j += 8) {
+            const __m256 eq = _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + j)), va, _CMP_EQ_OQ);
+            const int mask = _mm256_movemask_ps(eq);
+            if (mask) {
+                first = j + __builtin_ctz((unsigned)mask);
+                break;
+            }
+        }
+        const float max = x[first];
         const float iscale = -127.f / max;
         const __m256 vs = _mm256_set1_ps(iscale);
         for (int g = 0; g < 8; g++) { /* 32 values per step */
@@ -1270,37 +1281,72 @@ static void dequantize_run(int type, const uint8_t *w, float *out, long N, long 
     (void)use_avx2;
 }
 
+/* o[0..n) = q * d (n a multiple of 32) */
+#if QK_X86
+TGT static void expand_q8_avx2(const int8_t *q, int n, float d, float *o) {
+    const __m256 vd = _mm256_set1_ps(d);
+    for (int j = 0; j < n; j += 8) {
+        const __m128i b = _mm_loadl_epi64((const __m128i *)(q + j));
+        _mm256_storeu_ps(o + j, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)), vd));
+    }
+}
+#endif
+
+static void expand_q8(const int8_t *q, int n, float d, float *o, int use_avx2) {
+#if QK_X86
+    if (use_avx2) {
+        expand_q8_avx2(q, n, d, o);
+        return;
+    }
+#endif
+    (void)use_avx2;
+    for (int j = 0; j < n; j++) o[j] = (float)q[j] * d;
+}
+
 /* The activations as the kernels use them: out[M, K] = q * d per block (fp16-rounded d for
  * Q8_0/Q8_1, float32 d for Q8_K).  For Q8_1 (weights with a min) also corr[M, K/32] =
  * s - d*sum(q): the kernels add m_w*s per block where a float matmul with the dequantized
  * weight (d_w*q_w + m_w) adds m_w*d*sum(q). */
-static int round_acts_run(int type, const float *x, float *out, float *corr, long M, long K, int use_avx2) {
+static int round_acts_run(int type, const float *x, float *out, float *corr, long M, long K, int nth,
+                          int use_avx2) {
     type_info ti;
     get_info(type, &ti);
     const int aqk = ti.act == ACT_Q8_K ? 256 : 32;
     const long nb = K / aqk;
     const size_t arow = (size_t)nb * act_block_bytes(ti.act);
-    uint8_t *act = scratch(arow);
-    if (!act) return -1;
+    if ((double)M * (double)K < 1.0e5) nth = 1;
+    int failed = 0;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nth) schedule(static) if (nth > 1)
+#endif
     for (long m = 0; m < M; m++) {
+        uint8_t *act = scratch(arow); /* this thread's own buffer */
+        if (!act) {
+            failed = 1;
+            continue;
+        }
         quantize_rows(&ti, use_avx2, x + m * K, act, arow, K, 0, 1);
         float *o = out + m * K;
         for (long b = 0; b < nb; b++) {
+            const int8_t *qs;
+            float d;
             if (ti.act == ACT_Q8_K) {
-                const act256 *a = (const act256 *)act + b;
-                for (int j = 0; j < 256; j++) o[256 * b + j] = (float)a->qs[j] * a->d;
+                qs = ((const act256 *)act)[b].qs;
+                d = ((const act256 *)act)[b].d;
             } else {
+                qs = ((const act32 *)act)[b].qs;
+                d = ((const act32 *)act)[b].d;
+            }
+            expand_q8(qs, aqk, d, o + aqk * b, use_avx2);
+            if (ti.act == ACT_Q8_1 && corr) {
                 const act32 *a = (const act32 *)act + b;
                 int sum = 0;
-                for (int j = 0; j < 32; j++) {
-                    o[32 * b + j] = (float)a->qs[j] * a->d;
-                    sum += a->qs[j];
-                }
-                if (ti.act == ACT_Q8_1 && corr) corr[m * nb + b] = a->s - a->d * (float)sum;
+                for (int j = 0; j < 32; j++) sum += a->qs[j];
+                corr[m * nb + b] = a->s - a->d * (float)sum;
             }
         }
     }
-    return 0;
+    return failed ? -1 : 0;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1493,17 +1539,19 @@ static PyObject *py_dequantize(PyObject *self, PyObject *args) {
 }
 
 PyDoc_STRVAR(round_activations_doc,
-             "round_activations(type, x_ptr, out_ptr, corr_ptr, M, K, scalar) -> None\n\n"
+             "round_activations(type, x_ptr, out_ptr, corr_ptr, M, K, n_threads, scalar) -> None\n\n"
              "x[M, K] -> out[M, K]: the activation values the kernels dot with `type` weights "
              "(q * d per block). For the types with a min (Q4_1, Q5_1) also corr[M, K/32] = "
              "s - d*sum(q) when corr_ptr is not 0.");
 
 static PyObject *py_round_activations(PyObject *self, PyObject *args) {
     (void)self;
-    int type, force_scalar;
+    int type, nth, force_scalar;
     unsigned long long xp, op, cp;
     Py_ssize_t M, K;
-    if (!PyArg_ParseTuple(args, "iKKKnnp", &type, &xp, &op, &cp, &M, &K, &force_scalar)) return NULL;
+    if (!PyArg_ParseTuple(args, "iKKKnnip", &type, &xp, &op, &cp, &M, &K, &nth, &force_scalar)) return NULL;
+    if (nth < 1) nth = 1;
+    if (nth > 256) nth = 256;
     type_info ti;
     if (!check_type_k(type, (long)K, &ti)) return NULL;
     const int aqk = ti.act == ACT_Q8_K ? 256 : 32;
@@ -1515,7 +1563,7 @@ static PyObject *py_round_activations(PyObject *self, PyObject *args) {
     int rc;
     Py_BEGIN_ALLOW_THREADS
     rc = round_acts_run(type, (const float *)(uintptr_t)xp, (float *)(uintptr_t)op, (float *)(uintptr_t)cp,
-                        (long)M, (long)K, use_avx2);
+                        (long)M, (long)K, nth, use_avx2);
     Py_END_ALLOW_THREADS
     if (rc) return PyErr_NoMemory();
     Py_RETURN_NONE;
