@@ -58,6 +58,7 @@ class Model:
         self._cache: KVCache | None = None
         self._cached_ids: list[int] = []
         self._template: Any = None
+        self._graph: Any = None  # GraphedDecoder, made on first GPU generation
 
     # -- text <-> ids -------------------------------------------------------------------
 
@@ -156,6 +157,10 @@ class Model:
         return collect(events, len(ids))
 
     def _events(self, req: GenerationRequest, stops: list[str]) -> Iterator[GenerationEvent]:
+        device = getattr(self.net, "device", None)
+        if device is not None and device.torch_device.type == "cuda":
+            yield from self._graph_events(req, stops)
+            return
         cache = self._kv()
         reuse = _common_prefix(self._cached_ids, req.prompt_ids)
         self._cached_ids = []  # the cache is in flux until this generation ends
@@ -167,6 +172,16 @@ class Model:
         finally:
             # what the cache now holds: the prompt and every token fed back through the model
             self._cached_ids = held[: cache.offset]
+
+    def _graph_events(self, req: GenerationRequest, stops: list[str]) -> Iterator[GenerationEvent]:
+        """On a GPU: decode steps replayed from a captured CUDA graph (no prefix reuse)."""
+        from corral.engine.cuda_graph import GraphedDecoder, graph_generate_tokens
+
+        if self._graph is None:
+            self._graph = GraphedDecoder(self.net, 1, self.info.n_ctx)
+        timings = Timings()
+        tokens = graph_generate_tokens(self._graph, req, timings)
+        yield from text_events(tokens, self.tokenizer, stops, timings)
 
     def chat(
         self,

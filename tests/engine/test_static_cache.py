@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_gguf import write_tiny
 
 from corral.engine.cuda_graph import StaticCache
 from corral.gguf import open_gguf
 from corral.models.registry import load_model
+from tiny_gguf import write_tiny
 
 
 @pytest.mark.parametrize(
@@ -34,3 +34,32 @@ def test_static_cache_matches_kv_cache(tmp_path: Path, arch: str, kw: dict) -> N
         static.pos += 1
     for r, g in zip(ref, got, strict=True):
         torch.testing.assert_close(g, r, atol=2e-3, rtol=1e-3)
+
+
+def test_graph_generation_loop_matches_generate(tmp_path: Path) -> None:
+    """graph_generate_tokens drives a decoder exactly as generate does; on the CPU the
+    decoder steps eagerly (no capture), which exercises the same StaticCache path."""
+    import corral
+    from corral.engine.cuda_graph import GraphedDecoder, graph_generate_tokens
+    from corral.engine.generate import GenerationRequest, Timings
+    from corral.engine.sampling import SamplingParams
+
+    class EagerDecoder(GraphedDecoder):
+        def __init__(self, model, batch: int, max_len: int) -> None:  # type: ignore[no-untyped-def]
+            self.model = model
+            self.kv = model.make_cache(max_len, batch)
+            self.static = StaticCache(self.kv)
+
+        def step(self, tokens: torch.Tensor) -> torch.Tensor:
+            out = self.model.forward(tokens.view(-1, 1), self.static, last_only=True)[:, -1]
+            self.static.pos += 1
+            return out
+
+    model = corral.load(write_tiny(tmp_path / "g.gguf", context=64))
+    ids = model.tokenize("hello world")
+    want = model.generate(ids, max_tokens=8, temperature=0, ignore_eos=True).token_ids
+    req = GenerationRequest(ids, 8, SamplingParams(temperature=0), ignore_eos=True)
+    got = [
+        e.token_id for e in graph_generate_tokens(EagerDecoder(model.net, 1, 64), req, Timings())
+    ]
+    assert got == want

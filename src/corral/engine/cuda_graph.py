@@ -8,8 +8,12 @@ writes K/V by scatter at those positions, and attends over the whole buffer unde
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+
 import torch
 
+from corral.engine.generate import GenerationRequest, Timings, TokenEvent, decode_loop, fit_prompt
 from corral.engine.kv_cache import KVCache
 from corral.models.base import CausalLM
 
@@ -78,3 +82,23 @@ class GraphedDecoder:
         self.graph.replay()
         self.static.pos += 1
         return self.logits[:, -1]
+
+
+def graph_generate_tokens(
+    decoder: GraphedDecoder, req: GenerationRequest, timings: Timings
+) -> Iterator[TokenEvent]:
+    """`generate_tokens` for one sequence on a GPU: eager prefill, graph-replayed steps."""
+    n_ctx = decoder.kv.max_len
+    prompt = fit_prompt(req.prompt_ids, n_ctx, req.truncate)
+    t0 = time.perf_counter()
+    ids = torch.tensor([prompt], dtype=torch.long, device=decoder.kv.device)
+    logits = decoder.prefill(ids)[0].float().cpu()
+    timings.prompt_tokens, timings.prompt_s = len(prompt), time.perf_counter() - t0
+    device = decoder.kv.device
+
+    def step(token: int) -> torch.Tensor:
+        return decoder.step(torch.tensor([token], device=device))[0].float().cpu()
+
+    yield from decode_loop(
+        req, prompt, logits, step, lambda: int(decoder.static.pos[0, 0]), n_ctx, timings
+    )

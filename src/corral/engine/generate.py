@@ -6,7 +6,7 @@ The engine never sees text; stop strings and detokenization live a layer up (cor
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -155,18 +155,36 @@ def generate_tokens(
     logits = prefill(model, cache, prompt[cached_prefix:])
     t.prompt_tokens, t.cached_tokens = len(prompt) - cached_prefix, cached_prefix
     t.prompt_s = time.perf_counter() - t0
+
+    def step(token: int) -> torch.Tensor:
+        ids = torch.tensor([[token]], dtype=torch.long)
+        return model.forward(ids, cache, last_only=True)[0, -1].cpu()
+
+    yield from decode_loop(req, prompt, logits, step, lambda: cache.offset, n_ctx, t)
+
+
+def decode_loop(
+    req: GenerationRequest,
+    prompt: list[int],
+    logits: torch.Tensor,
+    step: Callable[[int], torch.Tensor],
+    filled: Callable[[], int],
+    n_ctx: int,
+    t: Timings,
+) -> Iterator[TokenEvent]:
+    """Draw tokens from `logits` [V], feeding each back through `step` (token -> next
+    logits), until a finish reason; `filled` says how many positions the cache holds."""
     sampler = make_sampler(req.sampling)
     history = list(prompt)
     t1 = time.perf_counter()
-    for step in range(req.max_tokens):
+    for n in range(req.max_tokens):
         token, logprob = draw(req, sampler, logits, history)
-        t.decode_tokens = step + 1
-        finish = finish_reason(req, token, step, cache.offset, n_ctx)
+        t.decode_tokens = n + 1
+        finish = finish_reason(req, token, n, filled(), n_ctx)
         if finish is not None:
             t.decode_s = time.perf_counter() - t1
         yield token_event(req, logits, token, logprob, finish)
         if finish is not None:
             return
-        step_ids = torch.tensor([[token]], dtype=torch.long)
-        logits = model.forward(step_ids, cache, last_only=True)[0, -1].cpu()
+        logits = step(token)
         t.decode_s = time.perf_counter() - t1
