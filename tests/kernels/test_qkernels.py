@@ -282,6 +282,14 @@ def test_dequantize_matches_corral_quant(t: Q) -> None:
     assert qm.dequantize(slice(30, 10)).shape == (0, k)
     with pytest.raises(ValueError):
         qm.dequantize(slice(0, 10, 2))
+    ids = torch.tensor([[3, 0, 39], [-1, 7, 3]])
+    assert torch.equal(qm.rows(ids), want[ids])
+    assert qm.rows(torch.tensor([], dtype=torch.long)).shape == (0, k)
+    for bad in (torch.tensor([40]), torch.tensor([-41])):
+        with pytest.raises(IndexError):
+            qm.rows(bad)
+    with pytest.raises(ValueError):
+        qm.rows(torch.tensor([1.0]))
 
 
 def test_readonly_memmap_weight(tmp_path) -> None:  # noqa: ANN001 - pytest fixture

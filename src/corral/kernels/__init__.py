@@ -323,6 +323,27 @@ class QMatrix:
             )
         return out
 
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """Embedding lookup: rows `ids` (any shape, negative ones count from the end) as
+        float32 [*ids.shape, k], decoded in C from the raw blocks (a tied embedding/output
+        weight needs no float copy). IndexError for an id out of range."""
+        idx = torch.as_tensor(ids)
+        if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype is torch.bool:
+            raise ValueError(f"row ids must be integers, got {idx.dtype}")
+        flat = idx.reshape(-1).to(torch.int64).contiguous()
+        out = torch.empty(flat.numel(), self.k)
+        _ext.dequantize_rows(  # type: ignore[union-attr]
+            self._tid,
+            self._ptr,
+            self.n_out,
+            self.k,
+            flat.data_ptr(),
+            flat.numel(),
+            out.data_ptr(),
+            _FORCE_SCALAR,
+        )
+        return out.view(*idx.shape, self.k)
+
     def _dense(self, x: torch.Tensor, m: int, nth: int) -> torch.Tensor:
         """y [m, n] via float32 GEMM on the dequantized weight, a slice of rows at a time."""
         k, n = self.k, self.n_out

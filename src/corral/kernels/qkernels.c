@@ -1538,6 +1538,48 @@ static PyObject *py_dequantize(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(dequantize_rows_doc,
+             "dequantize_rows(type, w_ptr, N, K, ids_ptr, n_ids, out_ptr, scalar) -> None\n\n"
+             "out[i] = row ids[i] of the weight w[N] (int64 ids, negative ones from the end), "
+             "float32 out[n_ids, K]. IndexError for an id out of range (nothing written).");
+
+static PyObject *py_dequantize_rows(PyObject *self, PyObject *args) {
+    (void)self;
+    int type, force_scalar;
+    unsigned long long wp, ip, op;
+    Py_ssize_t N, K, n_ids;
+    if (!PyArg_ParseTuple(args, "iKnnKnKp", &type, &wp, &N, &K, &ip, &n_ids, &op, &force_scalar)) return NULL;
+    type_info ti;
+    if (!check_type_k(type, (long)K, &ti)) return NULL;
+    if (N < 0 || n_ids < 0) return PyErr_Format(PyExc_ValueError, "negative size");
+    if (n_ids == 0) Py_RETURN_NONE;
+    if (!wp || !ip || !op) return PyErr_Format(PyExc_ValueError, "null data pointer");
+    const int64_t *ids = (const int64_t *)(uintptr_t)ip;
+    for (Py_ssize_t i = 0; i < n_ids; i++)
+        if (ids[i] < -(int64_t)N || ids[i] >= (int64_t)N)
+            return PyErr_Format(PyExc_IndexError, "row %lld out of range for a weight of %zd rows",
+                                (long long)ids[i], N);
+    const int nb = (int)(K / ti.qk);
+    const size_t rb = (size_t)nb * ti.wbytes;
+    const int use_avx2 = g_has_avx2 && !force_scalar;
+    const uint8_t *w = (const uint8_t *)(uintptr_t)wp;
+    float *out = (float *)(uintptr_t)op;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n_ids; i++) {
+        const int64_t r = ids[i] < 0 ? ids[i] + N : ids[i];
+#if QK_X86
+        if (use_avx2) {
+            deq_row_avx2(type, nb, w + (size_t)r * rb, out + i * K);
+            continue;
+        }
+#endif
+        deq_row_scalar(type, nb, w + (size_t)r * rb, out + i * K);
+    }
+    (void)use_avx2;
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(round_activations_doc,
              "round_activations(type, x_ptr, out_ptr, corr_ptr, M, K, n_threads, scalar) -> None\n\n"
              "x[M, K] -> out[M, K]: the activation values the kernels dot with `type` weights "
@@ -1586,6 +1628,7 @@ static PyMethodDef methods[] = {
     {"qmatmul_many", py_qmatmul_many, METH_VARARGS, qmatmul_many_doc},
     {"quantize", py_quantize, METH_VARARGS, quantize_doc},
     {"dequantize", py_dequantize, METH_VARARGS, dequantize_doc},
+    {"dequantize_rows", py_dequantize_rows, METH_VARARGS, dequantize_rows_doc},
     {"round_activations", py_round_activations, METH_VARARGS, round_activations_doc},
     {"cpu_features", py_cpu_features, METH_NOARGS, "{'avx2': bool, 'openmp': bool, 'omp_max_threads': int}"},
     {NULL, NULL, 0, NULL},
