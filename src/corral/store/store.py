@@ -2,7 +2,9 @@
 
 Layout under `$CORRAL_HOME` (default `~/.cache/corral`):
 
-    blobs/sha256-<hex>        the GGUF files, named by their content (read-only)
+    blobs/sha256-<hex>        the GGUF files, named by their content (read-only); a model
+                              that is a folder (sentence-transformers: safetensors, configs,
+                              tokenizer.json) is a directory here, named by `folder_digest`
     manifests/<name>/<tag>    JSON: digest, size, source, created, format, GGUF summary
     partial/                  resumable downloads (kept across interrupted pulls)
     tmp/                      files being written; never visible under blobs/ or manifests/
@@ -35,6 +37,7 @@ from corral.store._fsutil import (
     atomic_write_text,
     copy_hashing,
     finish_file,
+    folder_digest,
     fsync_dir,
     is_sha256_hex,
 )
@@ -48,6 +51,7 @@ except ImportError:  # Windows: no advisory locks; single-writer use is still sa
     fcntl = None  # type: ignore[assignment]
 
 DEFAULT_TAG = "latest"
+FOLDER_FORMAT = "folder"  # manifest "format" of a model stored as a directory blob
 MANIFEST_SCHEMA = 1
 PULL_HINT = "(corral pull NAME fetches one)"
 # Temp files older than this come from a killed process (no `finally` ran), not a live pull.
@@ -128,6 +132,9 @@ class Store:
     def has_blob(self, digest: str, size: int | None = None) -> bool:
         """Whether the blob is present (and `size` bytes long, when given)."""
         path = self.blob_path(digest)
+        if path.is_dir():  # a folder model: its files' sizes add up to `size`
+            total = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+            return size is None or total == size
         return path.is_file() and (size is None or path.stat().st_size == size)
 
     def get(self, name: str) -> ModelRef | None:
@@ -151,7 +158,7 @@ class Store:
         ref = self.get(text)
         if ref is None:
             raise ModelNotFoundError(self._not_found_message(text))
-        if not ref.path.is_file():
+        if not ref.path.exists():
             raise ModelNotFoundError(
                 f"model '{ref.full_name}' is damaged: blob {ref.path.name} is missing "
                 f"(corral pull it again, or corral rm it)"
@@ -311,6 +318,64 @@ class Store:
     def _write_manifest(self, name: str, tag: str, manifest: dict[str, Any]) -> None:
         atomic_write_text(self._manifest_path(name, tag), json.dumps(manifest, indent=2) + "\n")
 
+    def commit_folder(
+        self,
+        folder: Path,
+        sha256: str,
+        name: str,
+        *,
+        source: str,
+        extra: dict[str, Any] | None = None,
+    ) -> ModelRef:
+        """Move a complete model folder (fsynced, on this file system, digest `sha256` from
+        `folder_digest`) into the store as a directory blob and point `name` at it."""
+        model, tag = parse_name(name)
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        size = sum(p.stat().st_size for p in files)
+        digest = f"sha256:{sha256.lower()}"
+        blob = self.blob_path(digest)
+        with self._lock():
+            self.blobs_dir.mkdir(parents=True, exist_ok=True)
+            if blob.is_dir():
+                shutil.rmtree(folder)  # same content already stored
+            else:
+                for p in files:
+                    p.chmod(0o444)  # immutable, as file blobs; the folders stay removable
+                os.replace(folder, blob)
+                fsync_dir(self.blobs_dir)
+            manifest = {
+                "schema": MANIFEST_SCHEMA,
+                "name": model,
+                "tag": tag,
+                "format": FOLDER_FORMAT,
+                "digest": digest,
+                "size": size,
+                "source": source,
+                "file_name": folder.name,
+                "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                **(extra or {}),
+                "files": [p.relative_to(folder).as_posix() for p in files],
+            }
+            self._write_manifest(model, tag, manifest)
+        return ModelRef(model, tag, blob, digest, size, manifest)
+
+    def add_folder(self, path: str | os.PathLike[str], name: str | None = None) -> ModelRef:
+        """Copy a model folder (sentence-transformers / Hugging Face) into the store."""
+        src = Path(path).expanduser()
+        if not (src / "config.json").is_file():
+            raise ModelNotFoundError(f"'{path}' is not a model folder (no config.json)")
+        name = name or slugify(src.resolve().name)
+        parse_name(name)
+        with self.temp_dir() as tmp:
+            dst = tmp / src.resolve().name
+            shutil.copytree(src, dst, symlinks=False)
+            for p in dst.rglob("*"):
+                if p.is_file():
+                    with open(p, "rb+") as f:
+                        finish_file(f)
+            sha, _ = folder_digest(dst)
+            return self.commit_folder(dst, sha, name, source=str(src.resolve()))
+
     def add_file(
         self,
         path: str | os.PathLike[str],
@@ -372,7 +437,10 @@ class Store:
             for blob in self.blobs_dir.iterdir():
                 digest = "sha256:" + blob.name.removeprefix("sha256-")
                 if blob.name.startswith("sha256-") and digest not in used:
-                    blob.unlink(missing_ok=True)
+                    if blob.is_dir():
+                        shutil.rmtree(blob, ignore_errors=True)
+                    else:
+                        blob.unlink(missing_ok=True)
                     removed.append(digest)
         if self.tmp_dir.is_dir():
             cutoff = time.time() - STALE_TEMP_S
