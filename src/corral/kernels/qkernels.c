@@ -1266,6 +1266,7 @@ static void dequantize_run(int type, const uint8_t *w, float *out, long N, long 
     const int nb = (int)(K / ti.qk);
     const size_t rb = (size_t)nb * ti.wbytes;
     if ((double)N * (double)K < 1.0e5) nth = 1;
+    (void)nth; /* unused without OpenMP */
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(nth) schedule(static) if (nth > 1)
 #endif
@@ -1315,6 +1316,7 @@ static int round_acts_run(int type, const float *x, float *out, float *corr, lon
     const long nb = K / aqk;
     const size_t arow = (size_t)nb * act_block_bytes(ti.act);
     if ((double)M * (double)K < 1.0e5) nth = 1;
+    (void)nth; /* unused without OpenMP */
     int failed = 0;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(nth) schedule(static) if (nth > 1)
@@ -1635,8 +1637,15 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_qkernels",
-    "Quantized GGML matmul kernels (llama.cpp CPU semantics); see corral.kernels.", -1, methods,
+    PyModuleDef_HEAD_INIT,
+    "_qkernels",
+    "Quantized GGML matmul kernels (llama.cpp CPU semantics); see corral.kernels.",
+    -1,
+    methods,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
 };
 
 PyMODINIT_FUNC PyInit__qkernels(void) {
