@@ -38,6 +38,10 @@
  * once and all their chunks go to one parallel region.  When torch has been imported
  * first, its bundled libgomp.so.1 is the OpenMP runtime we bind to (same soname), so both
  * share one thread pool.
+ *
+ * Also here, for the dense route of prompt-sized batches (corral.kernels.QMatrix) and for
+ * embedding lookups: dequantization of weight rows to float32 (same values as
+ * corral.quant.dequantize), and the activations as the kernels see them (q * d per block).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
