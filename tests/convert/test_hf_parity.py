@@ -40,6 +40,20 @@ def _configs() -> dict[str, Callable[[], Any]]:
         "qwen3": lambda: t.Qwen3Config(**_DENSE, head_dim=32),
         "phi3": lambda: t.Phi3Config(**_DENSE, partial_rotary_factor=0.5, sliding_window=6),
         "starcoder2": lambda: t.Starcoder2Config(**_DENSE),
+        "gptj": lambda: t.GPTJConfig(**_BASE, n_embd=64, n_layer=2, n_head=4, rotary_dim=8),
+        "bloom": lambda: t.BloomConfig(**_BASE, hidden_size=64, n_layer=2, n_head=4),
+        "mpt": lambda: t.MptConfig(**_BASE, d_model=64, n_layers=2, n_heads=4),
+        "falcon": lambda: t.FalconConfig(
+            **_BASE, hidden_size=64, num_hidden_layers=2, num_attention_heads=4
+        ),  # 7B-style: multi-query, one LayerNorm
+        "falcon-40b": lambda: t.FalconConfig(
+            **_BASE,
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            new_decoder_architecture=True,
+            num_kv_heads=2,
+        ),  # fmt: skip
     }
 
 

@@ -21,6 +21,10 @@ ARCHITECTURES: dict[str, str] = {
     "qwen3": "qwen3",
     "phi3": "phi3",
     "starcoder2": "starcoder2",
+    "gptj": "gptj",
+    "bloom": "bloom",
+    "mpt": "mpt",
+    "falcon": "falcon",
 }
 
 
