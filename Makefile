@@ -20,6 +20,7 @@ install: $(STAMP)
 models: $(STAMP)
 	$(BIN)/corral pull smollm2
 	$(BIN)/corral pull gemma3-270m
+	$(BIN)/corral pull minilm
 
 run: $(STAMP)
 	$(BIN)/corral pull $(MODEL)
