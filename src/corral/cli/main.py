@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from corral import __version__
-from corral.cli import convert, models, run, serve, show
+from corral.cli import convert, lsp, models, run, serve, show
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_parser(sub)
     serve.add_parsers(sub)
     convert.add_parser(sub)
+    lsp.add_parser(sub)
     return parser
 
 
