@@ -156,6 +156,7 @@ def test_text_content_parts_and_developer_role(client: TestClient) -> None:
     assert r.status_code == 200, r.text
 
 
-def test_embeddings_stub(client: TestClient) -> None:
+def test_embeddings_refuse_a_generation_model(client: TestClient) -> None:
+    # embeddings themselves are tested in test_embeddings_api.py
     r = client.post("/v1/embeddings", json={"model": "tiny", "input": "x"})
-    assert r.status_code == 501 and r.json()["error"]["message"].startswith("embeddings")
+    assert r.status_code == 400 and "not an embedding model" in r.json()["error"]["message"]

@@ -34,9 +34,12 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     """A new app with its own model manager; nothing is loaded until a request needs it."""
     from corral.server import llamacpp
     from corral.server.fim import routes as fim_routes
+    from corral.server.ollama import embed as ollama_embed
     from corral.server.ollama import routes as ollama_routes
     from corral.server.openai import completions
+    from corral.server.openai import embeddings as openai_embeddings
     from corral.server.openai import routes as openai_routes
+    from corral.server.tei import routes as tei_routes
     from corral.store import Store
 
     config = config or ServerConfig()
@@ -62,8 +65,11 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
         # hands the others to OpenAI's route (see corral.server.fim.routes)
         fim_routes.router,
         completions.router,
+        openai_embeddings.router,
         ollama_routes.router,
+        ollama_embed.router,
         llamacpp.router,
+        tei_routes.router,
     ):
         app.include_router(router)
     _install_error_handlers(app, config.retry_after_s)

@@ -20,14 +20,18 @@ M = TypeVar("M", bound=pydantic.BaseModel)
 
 async def parse_body(request: Request, model: type[M]) -> M:
     """The request's JSON body as `model`; ApiError(400) for anything unusable."""
+    return validate(await request_json(request), model)
+
+
+async def request_json(request: Request) -> Any:
+    """The request's body parsed as JSON (any value); ApiError(400) when it is not JSON."""
     raw = await request.body()
     if not raw.strip():
         raise bad_request("request body is empty; send a JSON object")
     try:
-        data = json.loads(raw)
+        return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise bad_request(f"malformed JSON in request body: {e}") from None
-    return validate(data, model)
 
 
 def validate(data: Any, model: type[M]) -> M:

@@ -1,5 +1,7 @@
 """llama.cpp server extras: /health, /tokenize, /detokenize, /apply-template, /metrics.
 
+POST /tokenize also answers TEI's body shape (`inputs`, for embedding models; tei/routes.py).
+
 llama.cpp serves one model, so its bodies name none; here `model` picks one and may be left
 out while exactly one model is loaded.
 """
@@ -14,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from corral.server.body import parse_body
+from corral.server.body import parse_body, request_json, validate
 from corral.server.errors import bad_request
 from corral.server.manager import Lease
 from corral.server.openai.protocol import ChatMessage
@@ -60,9 +62,15 @@ async def health(request: Request) -> dict[str, Any]:
 
 
 @router.post("/tokenize")
-async def tokenize(request: Request) -> dict[str, Any]:
+async def tokenize(request: Request) -> Any:
+    # TEI's /tokenize shares the path; its bodies say `inputs` where llama.cpp's say `content`
+    data = await request_json(request)
+    if isinstance(data, dict) and "inputs" in data and "content" not in data:
+        from corral.server.tei.routes import tokenize_tei
+
+        return await tokenize_tei(request, data)
     st = get_state(request)
-    body = await parse_body(request, TokenizeRequest)
+    body = validate(data, TokenizeRequest)
     lease = await _lease(st, body.model)
     try:
         model = lease.entry.model

@@ -17,7 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from corral.errors import CorralError, QueueFullError
+from corral.errors import CorralError, QueueFullError, UnsupportedError
+from corral.server.embedders import EmbedderPool, is_embedding_model
 from corral.server.modelfile import Modelfile
 from corral.server.options import GenOptions, apply_options
 
@@ -85,6 +86,8 @@ class ModelManager:
         self.store = store
         self._loaded: dict[str, LoadedModel] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        # embedding models load their own way: no scheduler, no leases (see embedders.py)
+        self.embedders = EmbedderPool(config, store)
 
     # -- lookups --------------------------------------------------------------------------
 
@@ -164,6 +167,10 @@ class ModelManager:
         return params.get("num_ctx") or self.config.n_ctx
 
     async def _load(self, ref: ModelRef, n_ctx: int | None) -> LoadedModel:
+        if is_embedding_model(ref):
+            raise UnsupportedError(
+                f"'{ref.full_name}' is an embedding model: use /v1/embeddings, /api/embed or /embed"
+            )
         await self._make_room(ref)
         log.info("loading %s", ref.full_name)
         model = await asyncio.to_thread(self._load_sync, ref, n_ctx)
@@ -232,6 +239,7 @@ class ModelManager:
         """Unload everything (server shutdown)."""
         for name in list(self._loaded):
             await self.unload(name)
+        self.embedders.close()
 
     # -- reporting ------------------------------------------------------------------------
 

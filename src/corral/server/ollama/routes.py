@@ -1,4 +1,4 @@
-"""ollama generation routes: /api/generate, /api/chat (+ /api/version and embedding stubs).
+"""ollama generation routes: /api/generate, /api/chat (+ /api/version; embeddings: embed.py).
 
 Model management (/api/tags, show, ps, pull, create, copy, delete) is in models.py and
 joins this router. Answers stream as NDJSON by default (`"stream": false` for one object);
@@ -40,12 +40,6 @@ async def version() -> dict[str, str]:
     from corral import __version__
 
     return {"version": OLLAMA_API_VERSION, "corral_version": __version__}
-
-
-@router.post("/api/embed")
-@router.post("/api/embeddings")
-async def embed(request: Request) -> Response:
-    raise ApiError(501, "embeddings are not implemented yet")
 
 
 def _check_common(body: p._Generation) -> tuple[float | None, int | None]:

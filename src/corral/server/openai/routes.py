@@ -1,6 +1,6 @@
-"""OpenAI routes: GET /v1/models, POST /v1/chat/completions (+ the /v1/embeddings stub).
+"""OpenAI routes: GET /v1/models, POST /v1/chat/completions.
 
-/v1/completions lives in completions.py. Each route: parse and check the body, hold the
+/v1/completions lives in completions.py, /v1/embeddings in embeddings.py. Each route: parse and check the body, hold the
 model (a Lease), build prompt ids off the event loop, submit n runs, then answer at once
 (JSON) or as server-sent events ending `data: [DONE]`.
 """
@@ -48,11 +48,6 @@ async def list_models(request: Request) -> dict[str, Any]:
 async def get_model(request: Request, model: str) -> dict[str, Any]:
     ref = get_state(request).manager.resolve(model)
     return p.model_object(ref.full_name, _created(ref.manifest))
-
-
-@router.post("/v1/embeddings")
-async def embeddings(request: Request) -> Response:
-    raise ApiError(501, "embeddings are not implemented yet", code="not_implemented")
 
 
 @router.post("/v1/chat/completions")
