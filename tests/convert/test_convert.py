@@ -171,3 +171,14 @@ def test_failure_mid_write_leaves_nothing(
     with pytest.raises(OSError, match="disk full"):
         convert_hf(llama_dir, tmp_path / "out" / "m.gguf")
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_bf16_sharded_checkpoint(tmp_path: Path) -> None:
+    hf = save_tiny(tmp_path / "hf", transformers.LlamaConfig(**_CFG), dtype=torch.bfloat16)
+    hf.save_pretrained(tmp_path / "hf", max_shard_size="40KB")  # several shards + index
+    (tmp_path / "hf" / "model.safetensors").unlink(missing_ok=True)
+    assert (tmp_path / "hf" / "model.safetensors.index.json").exists()
+    out = convert_hf(tmp_path / "hf", tmp_path / "m.gguf", "bf16")
+    with torch.no_grad():
+        ref = hf.float()(torch.arange(5, 15)[None]).logits
+    assert (_logits(out) - ref).abs().max() < 0.05
