@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from corral import __version__
-from corral.cli import convert, lsp, models, run, serve, show
+from corral.cli import convert, embed, lsp, models, run, serve, show
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_parsers(sub)
     show.add_parser(sub)
     serve.add_parsers(sub)
+    embed.add_parser(sub)
     convert.add_parser(sub)
     lsp.add_parser(sub)
     return parser
