@@ -11,11 +11,11 @@ from pathlib import Path
 import encoder_refs
 import pytest
 import torch
-from tiny_encoders import CONFIGS, N_CTX, VOCAB, random_state, write_folder, write_gguf
 
 from corral.embed.batching import pad
 from corral.gguf import open_gguf
 from corral.models.encoder import load_encoder_folder, load_encoder_gguf
+from tiny_encoders import CONFIGS, N_CTX, VOCAB, random_state, write_folder, write_gguf
 
 REFS = {
     "bert": encoder_refs.bert,
@@ -25,20 +25,20 @@ REFS = {
 ARCHS = list(REFS)
 
 
-def _batch() -> tuple[torch.Tensor, torch.Tensor]:
+def _batch(lengths: tuple[int, ...] = (N_CTX, 17, 5, 1)) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(1)
-    lengths = [N_CTX, 17, 5, 1]
     seqs = [torch.randint(5, len(VOCAB), (n,), generator=g).tolist() for n in lengths]
     return pad(seqs, 0)
 
 
 def _compare(model, arch: str, sd: dict, atol: float) -> None:
-    ids, mask = _batch()
-    want = REFS[arch](sd, CONFIGS[arch], ids, mask)
-    got = model.forward(ids, mask)
-    assert got.shape == want.shape
-    diff = (got - want)[mask].abs().max().item()  # padded rows are nobody's business
-    assert diff < atol, f"{arch}: max |diff| {diff}"
+    for lengths in ((N_CTX, 17, 5, 1), (9, 9)):  # padded, and a batch without padding
+        ids, mask = _batch(lengths)
+        want = REFS[arch](sd, CONFIGS[arch], ids, mask)
+        got = model.forward(ids, mask)
+        assert got.shape == want.shape
+        diff = (got - want)[mask].abs().max().item()  # padded rows are nobody's business
+        assert diff < atol, f"{arch} {lengths}: max |diff| {diff}"
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -2,7 +2,8 @@
 
 Post-norm encoder: (token + learned position + token-type 0) embeddings -> LayerNorm; each
 layer: self-attention (bidirectional, padding masked) -> residual -> LayerNorm; GELU MLP ->
-residual -> LayerNorm. q, k and v are fused into one matmul at load.
+residual -> LayerNorm. q, k and v are fused into one matmul at load, and all but attention
+runs on the real tokens only (`Packing`).
 
 GELU is the exact (erf) one the models were trained with, as Hugging Face runs them, not
 llama.cpp's tanh approximation: the embeddings must match sentence-transformers'.
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 
 from corral.gguf.hparams import HParams
 from corral.gguf.reader import GGUFFile
-from corral.models.encoder import WeightSource, linear, norm, optional, padding_mask
+from corral.models.encoder import Packing, WeightSource, linear, norm, optional, padding_mask
 
 
 class Activation(Enum):
@@ -113,13 +114,16 @@ def self_attention(
     bqkv: torch.Tensor | None,
     n_head: int,
     mask: torch.Tensor,
+    packing: Packing,
 ) -> torch.Tensor:
-    """x [B, T, E] -> attention output [B, T, E] (before the output projection)."""
-    b, t, e = x.shape
-    qkv = linear(x, wqkv, bqkv).view(b, t, 3, n_head, e // n_head)
-    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, T, D]
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    return out.transpose(1, 2).reshape(b, t, e)
+    """x [N, E] (packed real tokens) -> attention output [N, E], before the output
+    projection."""
+    e = x.shape[-1]
+    qkv = packing.unpack(linear(x, wqkv, bqkv))  # [B, T, 3E]
+    b, t = qkv.shape[:2]
+    q, k, v = qkv.view(b, t, 3, n_head, e // n_head).permute(2, 0, 3, 1, 4).unbind(0)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, H, T, D]
+    return packing.pack(out.transpose(1, 2).reshape(b, t, e))
 
 
 class Model:
@@ -162,11 +166,12 @@ class Model:
         x = F.embedding(ids, self.tok_embd) + self.pos_embd[:t]
         if self.type0 is not None:
             x = x + self.type0
-        x = norm(x, *self.embd_norm, a.eps)
+        packing = Packing(mask)
+        x = norm(packing.pack(x), *self.embd_norm, a.eps)  # [N, E] from here on
         keep = padding_mask(mask)
         for blk in self.blocks:
-            h = self_attention(x, blk.wqkv, blk.bqkv, a.n_head, keep)
+            h = self_attention(x, blk.wqkv, blk.bqkv, a.n_head, keep, packing)
             x = norm(x + linear(h, blk.wo, blk.bo), *blk.attn_norm, a.eps)
             h = a.activation(linear(x, blk.up, blk.bup))
             x = norm(x + linear(h, blk.down, blk.bdown), *blk.out_norm, a.eps)
-        return x
+        return packing.unpack(x)

@@ -75,6 +75,33 @@ def norm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, eps: float) -
     return torch.nn.functional.layer_norm(x, (x.shape[-1],), w, b, eps)
 
 
+class Packing:
+    """The real tokens of a right-padded batch as one [N, C] matrix, and back to [B, T, C].
+
+    Everything but attention works token by token, so the linears and norms run on the N
+    real tokens only: a batch of texts of mixed lengths no longer pays for its padding in
+    the matmuls, which are most of an encoder's time. Attention needs the [B, T] layout and
+    gets it back with `unpack` (padding rows zero; the mask keeps them out).
+    """
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        self.b, self.t = mask.shape
+        self.full = bool(mask.all())  # no padding: pack and unpack are free reshapes
+        self.idx = None if self.full else mask.reshape(-1).nonzero().squeeze(1)
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, T, C] -> [N, C]."""
+        flat = x.reshape(self.b * self.t, x.shape[-1])
+        return flat if self.idx is None else flat.index_select(0, self.idx)
+
+    def unpack(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, C] -> [B, T, C], zeros at the padding."""
+        if self.idx is None:
+            return x.reshape(self.b, self.t, x.shape[-1])
+        out = x.new_zeros(self.b * self.t, x.shape[-1])
+        return out.index_copy_(0, self.idx, x).view(self.b, self.t, x.shape[-1])
+
+
 def padding_mask(mask: torch.Tensor) -> torch.Tensor:
     """mask [B, T] bool -> [B, 1, 1, T] for SDPA (True: attend to that key)."""
     return mask[:, None, None, :]

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from corral.gguf.hparams import HParams
 from corral.gguf.reader import GGUFFile
 from corral.models.bert import fused_qkv, norm_pair
-from corral.models.encoder import WeightSource, linear, norm, optional
+from corral.models.encoder import Packing, WeightSource, linear, norm, optional
 
 # Score memory of one attention call is bounded by running queries in chunks of this size
 # (the bias and mask make SDPA materialize B x H x chunk x T floats).
@@ -175,19 +175,20 @@ class Model:
         x = F.embedding(ids, self.tok_embd)
         if self.type0 is not None:
             x = x + self.type0
-        x = norm(x, *self.embd_norm, a.eps)
+        packing = Packing(mask)
+        x = norm(packing.pack(x), *self.embd_norm, a.eps)  # [N, E]: real tokens only
         for blk in self.blocks:
-            q, k, v = linear(x, blk.wqkv, blk.bqkv).split(a.n_embd, dim=-1)  # each [B, T, E]
+            q, k, v = linear(x, blk.wqkv, blk.bqkv).split(a.n_embd, dim=-1)  # each [N, E]
             if blk.q_norm is not None:
                 q = norm(q, *blk.q_norm, a.eps)
             if blk.k_norm is not None:
                 k = norm(k, *blk.k_norm, a.eps)
-            q, k, v = (z.reshape(b, t, a.n_head, d).transpose(1, 2) for z in (q, k, v))
+            q, k, v = (packing.unpack(z).view(b, t, a.n_head, d).transpose(1, 2) for z in (q, k, v))
             h = self._attention(q, k, v, mask).transpose(1, 2).reshape(b, t, a.n_embd)
-            h = norm(x + linear(h, blk.wo, blk.bo), *blk.attn_norm, a.eps)
+            h = norm(x + linear(packing.pack(h), blk.wo, blk.bo), *blk.attn_norm, a.eps)
             if blk.attn_norm_2 is not None:
                 h = norm(h + x, *blk.attn_norm_2, a.eps)
             x = h
             gate, up = linear(x, blk.w_gate_up, None).split(a.n_ff, dim=-1)
             x = norm(x + linear(F.gelu(gate) * up, blk.down, blk.bdown), *blk.out_norm, a.eps)
-        return x
+        return packing.unpack(x)

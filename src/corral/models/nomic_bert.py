@@ -18,7 +18,7 @@ from corral.errors import UnsupportedError
 from corral.gguf.hparams import HParams
 from corral.gguf.reader import GGUFFile
 from corral.models.bert import fused_qkv, norm_pair
-from corral.models.encoder import WeightSource, linear, norm, optional, padding_mask
+from corral.models.encoder import Packing, WeightSource, linear, norm, optional, padding_mask
 from corral.models.layers import RopeStyle, apply_rope, rope_cos_sin, rope_inv_freq
 
 
@@ -136,17 +136,18 @@ class Model:
         x = F.embedding(ids, self.tok_embd)
         if self.type0 is not None:
             x = x + self.type0
-        x = norm(x, *self.embd_norm, a.eps)
+        packing = Packing(mask)
+        x = norm(packing.pack(x), *self.embd_norm, a.eps)  # [N, E]: real tokens only
         cos, sin = rope_cos_sin(self.inv_freq, torch.arange(t)[None])  # [1, 1, T, R/2]
         keep = padding_mask(mask)
         for blk in self.blocks:
-            qkv = linear(x, blk.wqkv, blk.bqkv).view(b, t, 3, a.n_head, a.head_dim)
-            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, T, D]
-            q = apply_rope(q, cos, sin, a.rope_style)
+            qkv = packing.unpack(linear(x, blk.wqkv, blk.bqkv))
+            q, k, v = qkv.view(b, t, 3, a.n_head, a.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+            q = apply_rope(q, cos, sin, a.rope_style)  # each [B, H, T, D]
             k = apply_rope(k, cos, sin, a.rope_style)
             h = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
-            h = h.transpose(1, 2).reshape(b, t, a.n_embd)
+            h = packing.pack(h.transpose(1, 2).reshape(b, t, a.n_embd))
             x = norm(x + linear(h, blk.wo, blk.bo), *blk.attn_norm, a.eps)
             up, gate = linear(x, blk.w_up_gate, blk.b_up_gate).split(a.n_ff, dim=-1)
             x = norm(x + linear(up * F.silu(gate), blk.down, blk.bdown), *blk.out_norm, a.eps)
-        return x
+        return packing.unpack(x)
