@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from corral import __version__
-from corral.cli import convert, embed, lsp, models, run, serve, show
+from corral.cli import convert, embed, lsp, migrate, models, quantize, run, serve, show
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_parsers(sub)
     embed.add_parser(sub)
     convert.add_parser(sub)
+    quantize.add_parsers(sub)
+    migrate.add_parser(sub)
     lsp.add_parser(sub)
     return parser
 
