@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from corral.embed.batching import (
     DEFAULT_MAX_BATCH_SIZE,
@@ -22,7 +21,7 @@ from corral.embed.batching import (
     pad,
     plan_batches,
 )
-from corral.embed.pooling import Pooling, l2_normalize, matryoshka, pool
+from corral.embed.pooling import Pooling, check_dimensions, l2_normalize, matryoshka, pool
 from corral.embed.text import TextEncoder, Truncation
 from corral.errors import InvalidRequestError
 from corral.models.encoder import EncoderModel
@@ -148,11 +147,10 @@ class Embedder:
     ) -> Embeddings:
         """Vectors for token id lists already wrapped and cut (see `tokenize`)."""
         self._check_ids(ids)
+        check_dimensions(dimensions, self.dimensions)  # before any work
         pooling = pooling or self.info.pooling
         width = self.dimensions if dimensions is None else dimensions
         out = np.empty((len(ids), width), dtype=np.float32)
-        if ids:
-            matryoshka(torch.empty(1, self.dimensions), dimensions)  # bad values fail first
         lengths = [len(s) for s in ids]
         with self._lock:
             for batch in plan_batches(lengths, max_batch_tokens, max_batch_size):

@@ -56,12 +56,13 @@ def l2_normalize(x: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(x, p=2.0, dim=-1)
 
 
+def check_dimensions(dimensions: int | None, width: int) -> None:
+    """InvalidRequestError unless `dimensions` is None or 1..width."""
+    if dimensions is not None and not 1 <= dimensions <= width:
+        raise InvalidRequestError(f"dimensions must be between 1 and {width} (got {dimensions})")
+
+
 def matryoshka(x: torch.Tensor, dimensions: int | None) -> torch.Tensor:
     """Keep the first `dimensions` components (Matryoshka-trained models rank them first)."""
-    if dimensions is None or dimensions == x.shape[-1]:
-        return x
-    if not 1 <= dimensions <= x.shape[-1]:
-        raise InvalidRequestError(
-            f"dimensions must be between 1 and {x.shape[-1]} (got {dimensions})"
-        )
-    return x[..., :dimensions]
+    check_dimensions(dimensions, x.shape[-1])
+    return x if dimensions is None else x[..., :dimensions]
