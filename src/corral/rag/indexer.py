@@ -1,0 +1,180 @@
+"""Files -> committed chunks: walk, hash, load, split, embed, store; one transaction a file.
+
+A file whose bytes hash as stored is skipped before it is even parsed (no embedding work);
+a changed file is re-split and only chunks whose text is new are embedded (the others reuse
+their stored vectors), then its rows are swapped in one transaction. A run that dies keeps
+every file already committed; running it again picks up where it stopped. Unreadable or
+binary files are reported with a reason and never stop the run.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from corral.errors import InvalidRequestError
+from corral.rag.db import Collection
+from corral.rag.loaders import Unreadable, kind_of, load
+from corral.rag.splitter import SplitOptions, Splitter
+from corral.rag.types import DocKind
+
+# Folders a recursive walk never enters: tool state and dependencies, not the user's text.
+SKIP_DIRS = frozenset({".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", "venv",
+                       ".mypy_cache", ".pytest_cache", ".ruff_cache", ".tox", "dist", "build"})  # fmt: skip
+
+
+class EmbedderLike(Protocol):
+    """What indexing needs of an embedder (`corral.embed.Embedder` is one)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def dimensions(self) -> int: ...
+    @property
+    def max_tokens(self) -> int: ...
+    def count_tokens(self, texts: str | Sequence[str]) -> list[int]: ...
+    def embed(self, texts: str | Sequence[str], **options: object) -> np.ndarray: ...
+
+
+class Outcome(StrEnum):
+    ADDED = "added"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class FileResult:
+    path: str
+    outcome: Outcome
+    chunks: int = 0
+    embedded: int = 0  # chunks that needed the embedding model (the rest were reused)
+    reason: str = ""
+
+
+@dataclass
+class IndexReport:
+    results: list[FileResult] = field(default_factory=list)
+
+    def count(self, outcome: Outcome) -> int:
+        return sum(r.outcome is outcome for r in self.results)
+
+    @property
+    def embedded(self) -> int:
+        return sum(r.embedded for r in self.results)
+
+    def summary(self) -> str:
+        parts = [f"{self.count(o)} {o.value}" for o in Outcome if self.count(o)]
+        chunks = sum(r.chunks for r in self.results if r.outcome is not Outcome.UNCHANGED)
+        return (
+            f"{', '.join(parts) or 'no files'}; {chunks} chunks written, {self.embedded} embedded"
+        )
+
+
+def _matches(path: Path, globs: Sequence[str]) -> bool:
+    s = path.as_posix()
+    return any(fnmatch.fnmatch(s, g) or fnmatch.fnmatch(path.name, g) for g in globs)
+
+
+def iter_files(
+    paths: Iterable[str | Path], include: Sequence[str] = (), exclude: Sequence[str] = ()
+) -> Iterator[tuple[Path, bool]]:
+    """(file, named explicitly) for each file under `paths`, sorted, recursing into folders.
+
+    In folders only known document types are taken (`loaders.SUFFIX_KINDS`), hidden and tool
+    folders are skipped; `include` globs (on the path or the name) narrow, `exclude` globs
+    drop. A file named on the command line is always read (as text if its type is unknown)."""
+    for raw in paths:
+        root = Path(raw).expanduser()
+        if not root.exists():
+            raise InvalidRequestError(f"no such file or folder: {raw}")
+        if root.is_file():
+            if not _matches(root, exclude):
+                yield root.resolve(), True
+            continue
+        for folder, dirs, names in os.walk(root):
+            dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith("."))
+            for name in sorted(names):
+                p = Path(folder) / name
+                if name.startswith(".") or kind_of(p) is None:
+                    continue
+                if include and not _matches(p, include):
+                    continue
+                if not _matches(p, exclude):
+                    yield p.resolve(), False
+
+
+class Indexer:
+    """Indexes files into one collection with one embedder."""
+
+    def __init__(
+        self,
+        collection: Collection,
+        embedder: EmbedderLike,
+        options: SplitOptions | None = None,
+        progress: Callable[[FileResult], None] | None = None,
+    ) -> None:
+        self.collection = collection
+        self.embedder = embedder
+        self.options = options or SplitOptions.for_model(embedder.max_tokens)
+        if self.options.max_tokens > embedder.max_tokens:
+            raise InvalidRequestError(
+                f"chunk size {self.options.max_tokens} is over what {embedder.name} reads "
+                f"({embedder.max_tokens} tokens)"
+            )
+        self.splitter = Splitter(embedder.count_tokens, self.options)
+        self.progress = progress
+
+    def add(
+        self, paths: Iterable[str | Path], include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+    ) -> IndexReport:  # fmt: skip
+        report = IndexReport()
+        for path, explicit in iter_files(paths, include, exclude):
+            result = self.add_file(path, explicit)
+            report.results.append(result)
+            if self.progress:
+                self.progress(result)
+        return report
+
+    def add_file(self, path: Path, explicit: bool = True) -> FileResult:
+        """Index one file (committed when this returns)."""
+        key = str(path)
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            return FileResult(key, Outcome.SKIPPED, reason=e.strerror or str(e))
+        digest = hashlib.sha256(data).hexdigest()
+        old = self.collection.file_hash(key)
+        if old == digest:
+            return FileResult(key, Outcome.UNCHANGED)
+        kind = kind_of(path) or DocKind.TEXT
+        try:
+            blocks = load(path, kind)
+        except Unreadable as e:
+            return FileResult(key, Outcome.SKIPPED, reason=str(e))
+        chunks = self.splitter.split(blocks, key)
+        if not chunks:
+            return FileResult(key, Outcome.SKIPPED, reason="no text")
+        reuse = self.collection.vectors_by_hash(key) if old else {}
+        todo = [c for c in chunks if c.hash not in reuse]
+        if todo:
+            # ERROR, not RIGHT: the splitter guarantees a fit, so a cut would be a bug to see
+            vecs = self.embedder.embed([c.embed_text for c in todo], truncate="error")
+            for c, v in zip(todo, vecs, strict=True):
+                reuse[c.hash] = np.asarray(v, dtype=np.float32).tobytes()
+        st = path.stat()
+        self.collection.replace_file(
+            key, digest, kind.value, st.st_size, st.st_mtime, chunks,
+            [reuse[c.hash] for c in chunks],
+        )  # fmt: skip
+        outcome = Outcome.UPDATED if old else Outcome.ADDED
+        return FileResult(key, outcome, chunks=len(chunks), embedded=len(todo))
