@@ -17,9 +17,11 @@ __all__ = [
     "embed",
     "load",
     "load_embedder",
+    "tool",
 ]
 
 if TYPE_CHECKING:
+    from corral.chat.tools import tool
     from corral.embed import Embedder, embed, load_embedder
     from corral.generation import GenerationEvent, GenerationResult
     from corral.model import Model, load
@@ -32,6 +34,7 @@ _LAZY = {
     "Embedder": "corral.embed",
     "embed": "corral.embed",
     "load_embedder": "corral.embed",
+    "tool": "corral.chat.tools",
 }
 
 

@@ -189,14 +189,29 @@ class Model:
         max_tokens: int = 512,
         *,
         stream: bool = False,
-        tools: list[dict[str, Any]] | None = None,
+        tools: list[Any] | None = None,
+        tool_choice: Any = None,
+        run_tools: bool = False,
+        max_tool_steps: int = 5,
         **kwargs: Any,
     ) -> GenerationResult | Iterator[GenerationEvent]:
         """Answer a conversation ([{"role": ..., "content": ...}, ...]) using the model's chat
-        template; takes the same sampling keywords as `generate`."""
-        return self.generate(
-            self.chat_prompt_ids(messages, tools), max_tokens, stream=stream, **kwargs
-        )
+        template; takes the same sampling keywords as `generate`.
+
+        `tools` (@corral.tool functions, plain functions or OpenAI tool dicts) makes the
+        answer a `ToolChatResult` with parsed `tool_calls`; `tool_choice` is "auto",
+        "none", "required" or a function name dict; with `run_tools` corral runs the calls
+        and feeds the results back, at most `max_tool_steps` rounds, until a text answer.
+        """
+        if tools or run_tools:
+            from corral.chat.tools.loop import chat_with_tools
+
+            return chat_with_tools(
+                self, messages, list(tools or []), max_tokens, stream=stream,
+                tool_choice=tool_choice, run_tools=run_tools, max_steps=max_tool_steps,
+                **kwargs,
+            )  # fmt: skip
+        return self.generate(self.chat_prompt_ids(messages), max_tokens, stream=stream, **kwargs)
 
     def render_chat(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None,

@@ -27,7 +27,8 @@ class GrammarConstraint:
     def __init__(self, tokenizer: Tokenizer, grammar: str) -> None:
         import llguidance
 
-        self._matcher = llguidance.LLMatcher(llg_tokenizer(tokenizer), grammar, log_level=0)
+        self._lltok = llg_tokenizer(tokenizer)
+        self._matcher = llguidance.LLMatcher(self._lltok, grammar, log_level=0)
         if self._matcher.is_error():
             raise GrammarError(f"the grammar does not compile: {self._matcher.get_error()}")
         self._bitmask = torch.full((bitmask_words(tokenizer.vocab_size),), -1, dtype=torch.int32)
@@ -48,6 +49,12 @@ class GrammarConstraint:
 
     def is_done(self) -> bool:
         return self._matcher.is_stopped()
+
+    def consume_text(self, data: bytes) -> bool:
+        """Advance past text produced outside the mask (as tokens llguidance chooses);
+        False, leaving the matcher failed, if the grammar does not allow it."""
+        ids = self._lltok.tokenize_bytes(data)
+        return self._matcher.consume_tokens(ids)
 
     @property
     def complete(self) -> bool:

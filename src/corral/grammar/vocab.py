@@ -26,7 +26,8 @@ _CACHE: weakref.WeakKeyDictionary[Any, llguidance.LLTokenizer] = weakref.WeakKey
 _LOCK = threading.Lock()
 
 
-def _is_marked_special(tok: Tokenizer, i: int, piece: bytes) -> bool:
+def is_marked_special(tok: Tokenizer, i: int, piece: bytes) -> bool:
+    """Whether token `i` (whose bytes are `piece`) is a special token to llguidance."""
     attr = tok.vocab.attrs[i]
     if attr & TokenAttr.CONTROL:
         return True
@@ -47,7 +48,7 @@ class _Wrapper:
         special: list[int] = []
         for i in range(tok.vocab_size):
             piece = tok.token_to_piece(i, special=True)
-            if _is_marked_special(tok, i, piece):
+            if is_marked_special(tok, i, piece):
                 special.append(i)
                 piece = b"\xff" + piece
             tokens.append(piece)
