@@ -10,7 +10,8 @@ same document cancels the one still running: its answer would be stale anyway.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import TYPE_CHECKING
 
@@ -24,14 +25,17 @@ from corral.fim import (
     require_fim_tokens,
     stop_texts,
 )
+from corral.lsp.heal import BlankPieces, HealBlanks
 from corral.lsp.shape import Cursor, Shape, classify, cut, finish
 
 if TYPE_CHECKING:
+    from corral.engine.constraints import LogitsConstraint
     from corral.engine.scheduler import RequestHandle, Scheduler
     from corral.model import Model
 
 DEFAULT_MAX_TOKENS = 64  # an editor suggestion, not an essay: keeps latency low
 DEFAULT_CONTEXT_WINDOW = 2048
+_TRAILING_BLANKS = re.compile(r"[ \t]+$")
 
 
 class FimMode(Enum):
@@ -83,6 +87,7 @@ class Completer:
         self._loading: asyncio.Lock | None = None
         self._running: dict[str, RequestHandle] = {}
         self._superseded: set[int] = set()  # ids of handles a newer request cancelled
+        self._pieces: BlankPieces | None = None
 
     async def ensure(self, name: str | None = None) -> Model:
         """The loaded model; `name` (a store name or path) loads that one if none was
@@ -138,24 +143,34 @@ class Completer:
             return Answer("", cursor.shape, cursor)
         model = await self.ensure(model_name)
         assert self.scheduler is not None
-        ids, stop_ids = await asyncio.to_thread(self.prompt, model, ask)
+        # token healing (corral.lsp.heal): the typed indentation is left out of the prompt,
+        # written again by the model, and dropped from the answer
+        blanks = m.group() if (m := _TRAILING_BLANKS.search(ask.prefix)) else ""
+        healed = replace(ask, prefix=ask.prefix[: len(ask.prefix) - len(blanks)])
+        ids, stop_ids = await asyncio.to_thread(self.prompt, model, healed)
         stops = list(ask.stop) + stop_texts(model.tokenizer, stop_ids)
         if cursor.shape is Shape.SINGLE_LINE:
             stops.append("\n")  # the line is all we keep: stop generating there
         params = SamplingParams(temperature=ask.temperature, top_p=ask.top_p, top_k=40, min_p=0.0)
+        constraint: LogitsConstraint | None = FimStop(stop_ids) if stop_ids else None
+        if blanks:
+            if self._pieces is None:
+                self._pieces = await asyncio.to_thread(BlankPieces, model.tokenizer)
+            constraint = HealBlanks(self._pieces, blanks, constraint)
         request = Request(
             prompt_ids=ids, max_tokens=ask.max_tokens, sampling=params, stop=stops,
-            constraint=FimStop(stop_ids) if stop_ids else None,
+            constraint=constraint,
         )  # fmt: skip
         if (old := self._running.pop(ask.key, None)) is not None:
             self._superseded.add(old.id)
             old.cancel()
         handle = self.scheduler.submit(request, loop=asyncio.get_running_loop())
         self._running[ask.key] = handle
-        text, cached = "", 0
+        raw, text, cached = "", "", 0
         try:
             async for ev in handle:
-                text += ev.text
+                raw += ev.text
+                text = _unheal(raw, blanks)
                 if ev.timings is not None:
                     cached = ev.timings.cached_tokens
                 if cut(text, cursor)[1]:
@@ -167,3 +182,10 @@ class Completer:
         superseded = handle.id in self._superseded
         self._superseded.discard(handle.id)
         return Answer(finish(text, cursor), cursor.shape, cursor, len(ids), cached, superseded)
+
+
+def _unheal(text: str, blanks: str) -> str:
+    """`text` without the indentation the user had typed already (the healing constraint
+    made the model write it again)."""
+    lead = len(text) - len(text.lstrip(" \t"))
+    return text[min(lead, len(blanks)) :]
