@@ -4,7 +4,7 @@ Everything here runs on the event loop thread except the slow parts (loading a m
 closing a scheduler), which go to worker threads so requests for other models keep flowing.
 A request holds a `Lease` on its model while it runs; only models nobody holds are evicted
 or expire. keep_alive follows ollama: each request sets how long its model stays loaded
-after the last lease ends (0: unload at once, inf: never).
+after the last lease ends (0: unload at once, negative or inf: never).
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ class ModelManager:
         self._schedule_expiry(entry)
 
     def _schedule_expiry(self, entry: LoadedModel) -> None:
-        if math.isinf(entry.keep_alive):
+        if math.isinf(entry.keep_alive) or entry.keep_alive < 0:  # negative: forever, as ollama
             entry.expires_at = None
             return
         loop = asyncio.get_running_loop()
