@@ -34,6 +34,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="context size models load with (default: the model's, at most 4096)")  # fmt: skip
     p.add_argument("--memory", type=_positive, metavar="MB",
                    help="memory budget for loaded model files, in MB (default: no limit)")  # fmt: skip
+    p.add_argument("--slots", type=_positive, default=4, metavar="N",
+                   help="requests per model decoded together in one batch (default 4)")  # fmt: skip
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(
@@ -80,6 +82,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         keep_alive=keep_alive,
         n_ctx=args.ctx,
         memory_budget=args.memory * 1024 * 1024 if args.memory else None,
+        slots=args.slots,
     )
     # the server's own lines (model loads, unloads) in uvicorn's style, on stderr
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
