@@ -6,10 +6,11 @@ starts with the same tokens (the next turn of a chat) only computes the new ones
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ class ModelInfo:
     n_ctx: int
     vocab_size: int
     metadata: dict[str, Any] = field(repr=False, default_factory=dict)
+    adapters: tuple[tuple[str, float], ...] = ()  # LoRA (path, scale) pairs applied
 
 
 class Model:
@@ -263,13 +265,15 @@ def load(
     threads: int | None = None,
     name: str | None = None,
     device: str | None = None,
+    adapters: Sequence[tuple[str | os.PathLike[str], float]] | None = None,
 ) -> Model:
     """Load a model by store name ("smollm2", "gemma3-270m:latest") or .gguf path.
 
     n_ctx: context size (default: the model's, capped at 4096). threads: CPU threads for
     torch (default: torch's choice, one per physical core). name: the display name (default:
     the store name, or the file's stem). device: "cpu", "cuda" or None for the GPU when torch
-    sees one (also $CORRAL_DEVICE).
+    sees one (also $CORRAL_DEVICE). adapters: LoRA adapters as (path, scale) pairs, a
+    llama.cpp GGUF adapter file or a PEFT folder each, applied on top of the base weights.
     """
     t0 = time.perf_counter()
     tune_allocator()
@@ -287,7 +291,8 @@ def load(
     try:
         check_architecture(gguf)
         tokenizer = load_tokenizer(gguf.metadata)
-        net = load_model(gguf, resolve_device(device or os.environ.get("CORRAL_DEVICE")))
+        with _adapter_hook(gguf.metadata, adapters):
+            net = load_model(gguf, resolve_device(device or os.environ.get("CORRAL_DEVICE")))
         meta = {k: v for k, v in gguf.metadata.items() if not k.startswith("tokenizer.ggml.")}
         meta.update(
             {
@@ -306,4 +311,16 @@ def load(
     if ctx < 8:
         raise CorralError(f"context size {ctx} is too small")
     info = ModelInfo(name or shown, path, arch, net.context_length, ctx, net.vocab_size, meta)
+    info = replace(info, adapters=tuple((str(p), float(s)) for p, s in adapters or ()))
     return Model(net, tokenizer, info, time.perf_counter() - t0)
+
+
+def _adapter_hook(
+    metadata: dict[str, Any], adapters: Sequence[tuple[str | os.PathLike[str], float]] | None
+) -> contextlib.AbstractContextManager[Any]:
+    """Wraps the weights built inside it with the LoRA adapters (nothing when none)."""
+    if not adapters:
+        return contextlib.nullcontext()
+    from corral.adapters import attach, load_adapters
+
+    return attach(load_adapters(adapters, metadata))

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Protocol
 
 import numpy as np
@@ -48,6 +50,13 @@ class Linear(Protocol):
     def rows(self, ids: torch.Tensor) -> torch.Tensor:
         """Embedding lookup: ids [...] -> [..., in] float32."""
         ...
+
+
+# Wraps each weight (GGUF name, Linear) as an architecture asks for it: LoRA adapters, set by
+# corral.load(adapters=...) around one model build, so architecture modules never see them.
+WEIGHT_HOOK: ContextVar[Callable[[str, Linear], Linear] | None] = ContextVar(
+    "corral_weight_hook", default=None
+)
 
 
 def _as_tensor(a: np.ndarray) -> torch.Tensor:
@@ -153,6 +162,7 @@ class TensorSource:
     def __init__(self, gguf: GGUFFile, device: Device = CPU) -> None:
         self.gguf = gguf
         self.device = device
+        self.hook = WEIGHT_HOOK.get()
         # fail before any work on a file whose tensors we cannot read
         for t in gguf.tensors.values():
             if not is_supported(t.ggml_type):
@@ -172,7 +182,8 @@ class TensorSource:
             raise GGUFError(f"{self.gguf.path.name}: missing tensor '{name}'") from None
 
     def weight(self, name: str) -> Linear:
-        return to_weight(self.info(name), self.device)
+        w = to_weight(self.info(name), self.device)
+        return w if self.hook is None else self.hook(name, w)
 
     def vector(self, name: str) -> torch.Tensor:
         """A float32 vector on the model's device (norms run in float32 everywhere)."""
