@@ -12,12 +12,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from corral.chat.tools.formats import SPECS, FormatSpec, ToolFormat, detect_format
-from corral.chat.tools.grammar import TriggeredConstraint, call_grammar
 from corral.chat.tools.parse import ParsedOutput, ToolCallParser, parse_output
 from corral.chat.tools.prompt import prepare
 from corral.chat.tools.types import Tool, ToolChoice, ToolChoiceMode
-from corral.grammar.constraint import GrammarConstraint
-from corral.grammar.spec import GrammarError
 
 if TYPE_CHECKING:
     from corral.engine.constraints import LogitsConstraint
@@ -68,6 +65,11 @@ class ToolPlan:
     def constraint(self, tokenizer: Tokenizer) -> LogitsConstraint | None:
         """A fresh constraint for one generation, or None for free text. GrammarError if
         a tool's parameters schema cannot be compiled."""
+        # imported here: grammars pull in torch and llguidance, parsing needs neither
+        from corral.chat.tools.grammar import TriggeredConstraint, call_grammar
+        from corral.grammar.constraint import GrammarConstraint
+        from corral.grammar.spec import GrammarError
+
         mode = self.choice.mode
         tools = self.callable
         if mode is ToolChoiceMode.NONE or not tools:
