@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from corral import __version__
-from corral.cli import convert, embed, lsp, migrate, models, quantize, run, serve, show
+from corral.cli import convert, embed, lsp, migrate, models, quantize, rag, run, serve, show
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_parsers(sub)
     migrate.add_parser(sub)
     lsp.add_parser(sub)
+    rag.add_parsers(sub)
     return parser
 
 
