@@ -148,9 +148,11 @@ class Splitter:
             cur = list(carry)
             used = sum(p.tokens for p in cur)
             fresh = 0
-            while i < len(pieces) and used + pieces[i].tokens + 1 <= budget:
+            # the estimate (sum of parts) is exact for WordPiece; other tokenizers may count a
+            # join differently, which the exact check below corrects
+            while i < len(pieces) and used + pieces[i].tokens <= budget:
                 cur.append(pieces[i])
-                used += pieces[i].tokens + 1  # +1: the joining whitespace may cost a token
+                used += pieces[i].tokens
                 i += 1
                 fresh += 1
             if fresh == 0:  # the overlap leaves no room for the next piece: drop it
