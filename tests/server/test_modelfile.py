@@ -51,7 +51,7 @@ def test_parse_everything() -> None:
         ("FROM x\nPARAMETER nope 1", "unknown parameter"),
         ('FROM x\nTEMPLATE """never closed', "unterminated"),
         ("FROM x\nMESSAGE wizard hi", "role"),
-        ("FROM x\nADAPTER ./a.gguf", "ADAPTER"),
+        ("FROM x\nADAPTER", "line 2: missing value"),
         ("FROM x\nQUANTIZE q4", "unknown command"),
         ('FROM x\nSYSTEM """a""" trailing', "after the closing quote"),
         ("FROM", "missing value"),

@@ -209,7 +209,7 @@ def test_create_errors(client: TestClient) -> None:
     cases = [
         ({"model": "x", "modelfile": "PARAMETER temperature 1"}, 400, "FROM"),
         ({"model": "x", "modelfile": "FROM tiny\nPARAMETER temperature hot"}, 400, "line 2"),
-        ({"model": "x", "modelfile": "FROM tiny\nADAPTER ./lora.gguf"}, 400, "ADAPTER"),
+        ({"model": "x", "modelfile": "FROM tiny\nADAPTER ./lora.gguf"}, 400, "no such file"),
         ({"model": "x", "from": "nope"}, 404, "not found"),
         ({"model": "x", "from": "tiny", "template": "{% if %}"}, 400, "template"),
         ({"model": "x", "from": "tiny", "parameters": {"bogus": 1}}, 400, "bogus"),

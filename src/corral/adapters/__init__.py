@@ -2,7 +2,7 @@
 scale on top of a model's base weights (`corral.load(model, adapters=[(path, scale)])`).
 """
 
-from corral.adapters.apply import AdapterHook, LoraLinear, attach, load_adapters
+from corral.adapters.apply import AdapterHook, LoraLinear, attach, check_adapters, load_adapters
 from corral.adapters.lora import AdapterError, LoraAdapter, LoraPair, load_adapter
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "LoraLinear",
     "LoraPair",
     "attach",
+    "check_adapters",
     "load_adapter",
     "load_adapters",
 ]

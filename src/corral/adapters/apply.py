@@ -15,11 +15,13 @@ import contextlib
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from corral.adapters.lora import AdapterError, LoraAdapter, LoraPair, load_adapter
+from corral.gguf.reader import open_gguf
 from corral.models.weights import WEIGHT_HOOK, Linear
 
 AdapterSpec = tuple[str | os.PathLike[str], float]
@@ -86,13 +88,7 @@ class AdapterHook:
 
     @staticmethod
     def _check_shape(adapter: LoraAdapter, name: str, pair: LoraPair, weight: Linear) -> None:
-        want = tuple(int(s) for s in weight.shape)
-        got = pair.delta_shape()
-        if got != want:
-            raise AdapterError(
-                f"adapter '{adapter.name}': '{name}' is {want[0]}x{want[1]} in the model but "
-                f"{got[0]}x{got[1]} in the adapter (an adapter for another model?)"
-            )
+        check_shape(adapter, name, pair, tuple(int(s) for s in weight.shape))
 
     def finish(self) -> None:
         """After the build: every adapter tensor must have met its weight."""
@@ -103,6 +99,40 @@ class AdapterHook:
                 f"adapter '{self.adapters[i][0].name}': the model has no weight '{name}'{more} "
                 "(an adapter for another model?)"
             )
+
+
+def check_shape(adapter: LoraAdapter, name: str, pair: LoraPair, want: tuple[int, ...]) -> None:
+    """AdapterError unless the pair updates a weight of shape `want` ([out, in])."""
+    got = pair.delta_shape()
+    if got != want:
+        shown = "x".join(str(d) for d in want)
+        raise AdapterError(
+            f"adapter '{adapter.name}': '{name}' is {shown} in the model but "
+            f"{got[0]}x{got[1]} in the adapter (an adapter for another model?)"
+        )
+
+
+def check_adapters(
+    base: str | os.PathLike[str], specs: Sequence[AdapterSpec]
+) -> list[tuple[str, float]]:
+    """Check (path, scale) adapters against the GGUF model `base` without loading it:
+    readable, same architecture, every pair naming a weight of the right shape. Returns
+    them with absolute paths (how a created model records them)."""
+    out = []
+    with open_gguf(base) as g:
+        for path, scale in specs:
+            full = Path(path).expanduser().resolve()
+            adapter = load_adapter(full, g.metadata)
+            for name, pair in adapter.pairs.items():
+                t = g.tensors.get(name)
+                if t is None:
+                    raise AdapterError(
+                        f"adapter '{adapter.name}': the model has no weight '{name}' "
+                        "(an adapter for another model?)"
+                    )
+                check_shape(adapter, name, pair, tuple(t.shape))
+            out.append((str(full), float(scale)))
+    return out
 
 
 def load_adapters(

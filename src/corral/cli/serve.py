@@ -108,6 +108,14 @@ def cmd_create(args: argparse.Namespace) -> int:
         # a relative FROM path is relative to the Modelfile, as with ollama
         base = Path(spec.from_).expanduser()
         spec.from_ = str(base if base.is_absolute() else (path.parent / base).resolve())
+    # so are ADAPTER paths
+    spec.adapters = [(_beside(path, a), scale) for a, scale in spec.adapters]
     ref = create_model(Store(), args.name, spec)
     print(f"success: created {ref.full_name} from {spec.from_}")
     return 0
+
+
+def _beside(modelfile: Path, relative: str) -> str:
+    """A path from a Modelfile, relative to the Modelfile's folder unless absolute."""
+    p = Path(relative).expanduser()
+    return str(p if p.is_absolute() else (modelfile.parent / p).resolve())

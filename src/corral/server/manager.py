@@ -198,7 +198,13 @@ class ModelManager:
     def _load_sync(self, ref: ModelRef, n_ctx: int | None) -> Model:
         import corral
 
-        return corral.load(ref.path, n_ctx=n_ctx, threads=self.config.threads, name=ref.full_name)
+        # a created model's ADAPTERs: each name is its own LoadedModel and Scheduler, so
+        # requests for different adapter sets are never batched together
+        adapters = Modelfile.from_manifest(ref.manifest).adapters or None
+        return corral.load(
+            ref.path, n_ctx=n_ctx, threads=self.config.threads, name=ref.full_name,
+            adapters=adapters,
+        )  # fmt: skip
 
     async def _make_room(self, ref: ModelRef) -> None:
         """Unload least recently used idle models until `ref` fits the count and memory

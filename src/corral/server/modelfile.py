@@ -7,7 +7,8 @@
     SYSTEM \"\"\"...\"\"\"        the default system message
     MESSAGE user|assistant|system TEXT   conversation put before every chat
     LICENSE \"\"\"...\"\"\"       may repeat
-    ADAPTER ...                   refused: LoRA adapters are not supported yet
+    ADAPTER PATH [SCALE]          a LoRA adapter (llama.cpp GGUF file or PEFT folder) on the
+                                  server, applied at SCALE (default 1); may repeat
 
 Values are the rest of the line, a "quoted string" or a \"\"\"triple-quoted\"\"\" block that may
 span lines. `#` starts a comment line. A created model is a manifest pointing at its base's
@@ -44,6 +45,7 @@ class Modelfile:
     system: str | None = None
     messages: list[dict[str, str]] = field(default_factory=list)
     license: list[str] = field(default_factory=list)
+    adapters: list[tuple[str, float]] = field(default_factory=list)  # (path, scale)
 
     def to_manifest(self) -> dict[str, Any]:
         """The manifest's "modelfile" entry (JSON-ready)."""
@@ -54,6 +56,7 @@ class Modelfile:
             "system": self.system,
             "messages": self.messages,
             "license": self.license,
+            "adapters": [{"path": p, "scale": s} for p, s in self.adapters],
         }
 
     @classmethod
@@ -69,6 +72,7 @@ class Modelfile:
             system=entry.get("system"),
             messages=list(entry.get("messages") or []),
             license=list(entry.get("license") or []),
+            adapters=[(str(a["path"]), float(a["scale"])) for a in entry.get("adapters") or []],
         )
 
     def over(self, parent: Modelfile) -> Modelfile:
@@ -81,6 +85,8 @@ class Modelfile:
             system=self.system if self.system is not None else parent.system,
             messages=self.messages or parent.messages,
             license=self.license or parent.license,
+            # a model made FROM an adapted model keeps its adapters and adds its own
+            adapters=parent.adapters + self.adapters,
         )
 
     def render(self, name: str) -> str:
@@ -93,6 +99,7 @@ class Modelfile:
         lines += [f"PARAMETER {k} {_quote(v)}" for k, v in _parameter_items(self.parameters)]
         lines += [f"MESSAGE {m['role']} {_block(m['content'])}" for m in self.messages]
         lines += [f"LICENSE {_block(text)}" for text in self.license]
+        lines += [f"ADAPTER {p}" + (f" {s:g}" if s != 1 else "") for p, s in self.adapters]
         return "\n".join(lines) + "\n"
 
 
@@ -161,7 +168,19 @@ def _apply(out: Modelfile, word: str, reader: _Reader) -> None:
             raise ValueError(f"MESSAGE role must be one of {', '.join(ROLES)}, not '{role}'")
         out.messages.append({"role": role, "content": reader.value(allow_empty=True)})
     else:  # adapter
-        raise ValueError("ADAPTER is not supported yet (LoRA adapters)")
+        out.adapters.append(_adapter(reader.value()))
+
+
+def _adapter(value: str) -> tuple[str, float]:
+    """`PATH [SCALE]` -> (path, scale); a trailing number is the scale."""
+    path, _, last = value.rpartition(" ")
+    try:
+        scale = float(last) if path.strip() else None
+    except ValueError:
+        scale = None
+    if scale is None:
+        return value.strip(), 1.0
+    return path.strip(), scale
 
 
 class _Reader:
@@ -253,4 +272,9 @@ def create_model(store: Store, name: str, spec: Modelfile) -> ModelRef:
         parent = Modelfile.from_manifest(base.manifest)
     merged = spec.over(parent)
     merged.from_ = base.full_name if not looks_like_path(spec.from_) else spec.from_
+    if spec.adapters:
+        from corral.adapters import check_adapters
+
+        # absolute paths (the server may run elsewhere), checked against the base now
+        merged.adapters = check_adapters(base.path, merged.adapters)
     return store.tag(base, name, {"modelfile": merged.to_manifest()})
