@@ -13,7 +13,8 @@ or /tmp/corral-peers/bin/python), which corral never depends on.
 Both embed the same --n generated sentences (5 to 150 words, so some are cut at the model's
 maximum) with L2 normalization, at each batch size: sentence-transformers' `batch_size`, and
 corral's `max_batch_size` (with a token budget that never binds first). Reported per batch
-size: sentences/s, seconds, peak RSS, corral/sentence-transformers ratios, the smallest
+size: sentences/s, seconds, CPU seconds (steadier than wall time on a busy machine), peak
+RSS, corral/sentence-transformers ratios, the smallest
 cosine between the two libraries' vectors, and whether corral meets --floor (sentences/s
 ratio). JSON goes to stdout and --out.
 """
@@ -90,6 +91,13 @@ def sentences(n: int, seed: int = 7) -> list[str]:
 # -- children -------------------------------------------------------------------------------
 
 
+def _cpu_s() -> float:
+    # CPU time of all threads: on a shared machine it measures the work done far more
+    # steadily than wall time does
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
@@ -121,9 +129,9 @@ def worker(kind: str, model: str, texts_file: str, batch: int, threads: int, out
 
     load_s = time.perf_counter() - t0
     run(texts[: min(len(texts), batch)])  # warm-up: first-call allocations, thread pools
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), _cpu_s()
     vecs = run(texts)
-    seconds = time.perf_counter() - t1
+    seconds, cpu = time.perf_counter() - t1, _cpu_s() - c1
     np.save(out_npy, np.asarray(vecs, dtype=np.float32))
     print(
         json.dumps(
@@ -131,6 +139,8 @@ def worker(kind: str, model: str, texts_file: str, batch: int, threads: int, out
                 "load_s": round(load_s, 3),
                 "seconds": round(seconds, 3),
                 "sentences_per_s": round(len(texts) / seconds, 1),
+                "cpu_s": round(cpu, 3),
+                "sentences_per_cpu_s": round(len(texts) / cpu, 1),
                 "peak_rss_mb": round(_peak_rss_mb(), 1),
                 "threads": torch.get_num_threads(),
             }
@@ -212,6 +222,9 @@ def main() -> int:
                 a, b = np.load(npy["corral"]), np.load(npy["st"])
                 ratio = best["corral"]["sentences_per_s"] / best["st"]["sentences_per_s"]
                 entry["ratio_sentences_per_s"] = round(ratio, 3)
+                entry["ratio_sentences_per_cpu_s"] = round(
+                    best["corral"]["sentences_per_cpu_s"] / best["st"]["sentences_per_cpu_s"], 3
+                )
                 entry["ratio_peak_rss"] = round(
                     best["corral"]["peak_rss_mb"] / best["st"]["peak_rss_mb"], 3
                 )
