@@ -50,10 +50,10 @@ def test_openai_sdk_completions_models_errors(oai: openai.OpenAI) -> None:
         oai.chat.completions.create(
             model="tiny", messages=[{"role": "user", "content": "hi " * 600}]
         )
-    with pytest.raises(openai.BadRequestError, match="tools are not supported"):
+    with pytest.raises(openai.BadRequestError, match="function.name"):
         oai.chat.completions.create(
             model="tiny", messages=MSGS,  # type: ignore[arg-type]
-            tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}],
+            tools=[{"type": "function", "function": {"name": "f g", "parameters": {}}}],
         )  # fmt: skip
 
 

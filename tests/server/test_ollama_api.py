@@ -106,7 +106,7 @@ def test_options_are_checked(client: TestClient) -> None:
 def test_refusals(client: TestClient) -> None:
     cases = [
         ("/api/chat", {"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}, "tools"),
-        ("/api/generate", {"prompt": "x", "format": "json"}, "format"),
+        ("/api/generate", {"prompt": "x", "format": "yaml"}, "format"),
         ("/api/generate", {"prompt": "x", "images": ["aGk="]}, "images"),
         ("/api/generate", {"prompt": "x", "suffix": "y"}, "fill-in-the-middle"),
         ("/api/generate", {"prompt": "x", "think": True}, "thinking"),

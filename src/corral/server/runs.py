@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
@@ -19,6 +19,7 @@ from corral.errors import CorralError
 from corral.server.errors import ApiError, from_corral_error
 
 if TYPE_CHECKING:
+    from corral.engine.constraints import LogitsConstraint
     from corral.engine.scheduler import RequestHandle
     from corral.generation import GenerationEvent
     from corral.server.manager import LoadedModel
@@ -136,9 +137,11 @@ def submit(
     metrics: Metrics,
     retry_after_s: int = 1,
     top_logprobs: int = 0,
+    constraint: Callable[[], LogitsConstraint | None] | None = None,
 ) -> Run:
     """Queue a generation on `entry`'s scheduler. Raises ApiError now (not mid-stream) for
-    an empty prompt, a prompt over the context, or a full queue."""
+    an empty prompt, a prompt over the context, or a full queue. `constraint` makes the
+    run's own grammar matcher (corral.server.structured)."""
     from corral.engine.generate import fit_prompt
     from corral.engine.scheduler import Request
 
@@ -153,6 +156,7 @@ def submit(
         sampling=opts.sampling,
         stop=list(opts.stop),
         top_logprobs=top_logprobs,
+        constraint=constraint() if constraint is not None else None,
     )
     try:
         if max_tokens == 0:  # the engine always makes one token; zero means none
@@ -171,13 +175,14 @@ def submit_many(
     metrics: Metrics,
     retry_after_s: int = 1,
     top_logprobs: int = 0,
+    constraint: Callable[[], LogitsConstraint | None] | None = None,
 ) -> list[Run]:
     """Submit several generations (n > 1, several prompts); all or none: if one cannot be
     queued, those already queued are cancelled."""
     runs: list[Run] = []
     try:
         for ids, o in zip(prompts, opts, strict=True):
-            runs.append(submit(entry, ids, o, metrics, retry_after_s, top_logprobs))
+            runs.append(submit(entry, ids, o, metrics, retry_after_s, top_logprobs, constraint))
     except ApiError:
         for r in runs:
             r.cancel()

@@ -47,6 +47,8 @@ class Message(_Body):
     images: list[str] | None = None
     tool_calls: list[Any] | None = None
     thinking: str | None = None
+    tool_name: str | None = None  # on role "tool": the function whose result this is
+    tool_call_id: str | None = None
 
 
 class GenerateRequest(_Generation):

@@ -16,6 +16,9 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from corral.chat.tools import ToolCallParser, ToolPlan
+from corral.chat.tools.parse import CallEnd, ContentDelta
+from corral.grammar import GrammarSpec
 from corral.server.body import parse_body
 from corral.server.durations import parse_keep_alive
 from corral.server.errors import ApiError, Family, bad_request, error_body, not_supported
@@ -27,6 +30,14 @@ from corral.server.prompts import chat_ids, check_ids, fim_ids, render, text_ids
 from corral.server.runs import Run, finish_name, submit, until_disconnect
 from corral.server.state import ServerState, get_state
 from corral.server.streaming import NDJSON_MEDIA_TYPE, EventStream, ndjson_line
+from corral.server.structured import (
+    ConstraintFactory,
+    constraint_factory,
+    ollama_spec,
+    template_source,
+    tool_factory,
+    tool_plan,
+)
 
 router = APIRouter()
 router.include_router(model_routes.router)
@@ -44,8 +55,7 @@ async def version() -> dict[str, str]:
 
 def _check_common(body: p._Generation) -> tuple[float | None, int | None]:
     """Refusals shared by generate and chat; returns (keep_alive, num_ctx)."""
-    if body.format not in (None, "", {}):
-        raise not_supported("'format' (structured output) is", "format")
+    ollama_spec(body.format)  # a bad format is a 400 before any model loads
     if body.think not in (None, False):
         raise bad_request(f"'{body.model}' does not support thinking", "think")
     try:
@@ -90,7 +100,10 @@ async def generate(request: Request) -> Response:
         entry = lease.entry
         opts = _options(entry, body.options)
         ids = await asyncio.to_thread(_generate_ids, entry, body)
-        run = submit(entry, ids, opts, st.metrics, st.config.retry_after_s)
+        factory = await asyncio.to_thread(
+            constraint_factory, entry, ollama_spec(body.format), "format"
+        )
+        run = submit(entry, ids, opts, st.metrics, st.config.retry_after_s, constraint=factory)
     except BaseException:
         lease.release()
         raise
@@ -133,8 +146,6 @@ async def chat(request: Request) -> Response:
     t0 = time.perf_counter()
     st = get_state(request)
     body = await parse_body(request, p.ChatRequest)
-    if body.tools:
-        raise not_supported("tools are", "tools")
     keep, num_ctx = _check_common(body)
     messages = _messages(body.messages or [])
     if not messages:
@@ -145,8 +156,12 @@ async def chat(request: Request) -> Response:
     try:
         entry = lease.entry
         opts = _options(entry, body.options)
-        ids = await asyncio.to_thread(chat_ids, entry, with_defaults(entry, messages))
-        run = submit(entry, ids, opts, st.metrics, st.config.retry_after_s)
+        plan = tool_plan(entry, body.tools, None, True)
+        spec = ollama_spec(body.format)
+        if plan is not None and spec is not None:
+            raise bad_request("'format' cannot be combined with tools", "format")
+        ids, factory = await asyncio.to_thread(_chat_prepare, entry, messages, plan, spec)
+        run = submit(entry, ids, opts, st.metrics, st.config.retry_after_s, constraint=factory)
     except BaseException:
         lease.release()
         raise
@@ -154,7 +169,23 @@ async def chat(request: Request) -> Response:
     def piece(text: str) -> dict[str, Any]:
         return {"message": {"role": "assistant", "content": text}}
 
-    return await _Answer(lease, run, t0, piece, None).respond(request, body.stream)
+    answer = _Answer(lease, run, t0, piece, None, plan)
+    return await answer.respond(request, body.stream)
+
+
+def _chat_prepare(
+    entry: LoadedModel, messages: list[dict[str, Any]], plan: ToolPlan | None,
+    spec: GrammarSpec | None,
+) -> tuple[list[int], ConstraintFactory | None]:  # fmt: skip
+    """Prompt ids and constraint factory for /api/chat (blocking work)."""
+    messages = with_defaults(entry, messages)
+    if plan is None and any(m.get("tool_calls") or m["role"] == "tool" for m in messages):
+        plan = ToolPlan.create(template_source(entry), [])  # history with calls, no tools
+    if plan is None:
+        return chat_ids(entry, messages), constraint_factory(entry, spec, "format")
+    prepared, template_tools = plan.prepare(messages)
+    extra = {"tools": template_tools} if template_tools else {}
+    return chat_ids(entry, prepared, **extra), tool_factory(entry, plan)
 
 
 def _messages(messages: list[p.Message]) -> list[dict[str, Any]]:
@@ -162,9 +193,16 @@ def _messages(messages: list[p.Message]) -> list[dict[str, Any]]:
     for i, m in enumerate(messages):
         if m.images:
             raise not_supported("images are", f"messages.{i}.images")
-        if m.role == "tool" or m.tool_calls:
-            raise not_supported("tool messages are", f"messages.{i}")
-        out.append({"role": m.role, "content": m.content or ""})
+        msg: dict[str, Any] = {"role": m.role, "content": m.content or ""}
+        if m.tool_calls:
+            if m.role != "assistant" or not all(isinstance(c, dict) for c in m.tool_calls):
+                raise bad_request("only assistant messages carry tool_calls", f"messages.{i}")
+            msg["tool_calls"] = m.tool_calls
+        if m.role == "tool":
+            name = m.tool_name
+            msg.update({"name": name} if name else {})
+            msg.update({"tool_call_id": m.tool_call_id} if m.tool_call_id else {})
+        out.append(msg)
     return out
 
 
@@ -178,6 +216,7 @@ class _Answer:
         t0: float,
         piece: Callable[[str], dict[str, Any]],
         context: list[int] | None,
+        plan: ToolPlan | None = None,
     ) -> None:
         self.lease = lease
         self.run = run
@@ -185,6 +224,7 @@ class _Answer:
         self.piece = piece
         self.context = context  # prompt ids, for the `context` field (None: leave it out)
         self.name = lease.entry.name
+        self.plan = plan if plan is not None and plan.callable else None
 
     def close(self) -> None:
         self.run.cancel()
@@ -219,7 +259,27 @@ class _Answer:
     async def whole(self) -> dict[str, Any]:
         c = await self.run.collect()
         out = self._final(c.finish_reason, c.timings, c.token_ids)
-        out.update(self.piece(c.text))
+        parsed = self.plan.parse(c.text) if self.plan is not None else None
+        if parsed is None or not parsed.calls:
+            out.update(self.piece(c.text))
+            return out
+        out.update(self.piece(parsed.content))
+        out["message"]["tool_calls"] = [call.ollama() for call in parsed.calls]
+        return out
+
+    def _pieces(self, parser: ToolCallParser | None, text: str, last: bool) -> list[dict]:
+        """Response objects for a piece of text: content, or whole calls (ollama streams
+        each call once it is complete, arguments as an object)."""
+        if parser is None:
+            return [self.piece(text)] if text else []
+        events = (parser.push(text) if text else []) + (parser.finish() if last else [])
+        out = []
+        for e in events:
+            if isinstance(e, ContentDelta):
+                out.append(self.piece(e.text))
+            elif isinstance(e, CallEnd):
+                msg = {"role": "assistant", "content": "", "tool_calls": [e.call.ollama()]}
+                out.append({"message": msg})
         return out
 
     async def stream(self) -> AsyncIterator[bytes]:
@@ -227,12 +287,13 @@ class _Answer:
 
         ids: list[int] = []
         reason, timings = "length", Timings()
+        parser = self.plan.parser() if self.plan is not None else None
         try:
             async for ev in self.run.events():
                 if ev.token_id is not None and not ev.eog:
                     ids.append(ev.token_id)
-                if ev.text:
-                    yield ndjson_line({**p.head(self.name), **self.piece(ev.text), "done": False})
+                for obj in self._pieces(parser, ev.text, ev.finish_reason is not None):
+                    yield ndjson_line({**p.head(self.name), **obj, "done": False})
                 if ev.finish_reason is not None:
                     reason, timings = finish_name(ev), ev.timings or timings
         except ApiError as e:

@@ -20,6 +20,7 @@ from corral.server.prompts import check_ids, fim_ids, text_ids
 from corral.server.runs import Completion, Run, merged, submit_many, until_disconnect
 from corral.server.state import get_state
 from corral.server.streaming import SSE_DONE, SSE_MEDIA_TYPE, EventStream, sse_data
+from corral.server.structured import constraint_factory, openai_spec
 
 router = APIRouter()
 
@@ -57,15 +58,17 @@ async def completions(request: Request) -> Response:
     prompts = _prompts(body)
     if len(prompts) * body.n > p.MAX_N:
         raise bad_request(f"at most {p.MAX_N} completions per request (prompts x n)", "n")
+    spec, param = openai_spec(body.response_format, body.grammar, body.json_schema)
     lease = await st.manager.acquire(body.model)
     try:
         entry = lease.entry
         ids = [await asyncio.to_thread(_ids, entry, pr, body.suffix) for pr in prompts]
+        factory = await asyncio.to_thread(constraint_factory, entry, spec, param)
         opts = per_choice(gen_options(entry.defaults, body, body.max_tokens), body.n)
         all_ids = [x for x in ids for _ in range(body.n)]
         runs = submit_many(
             entry, all_ids, opts * len(ids), st.metrics, st.config.retry_after_s,
-            body.logprobs or 0,
+            body.logprobs or 0, factory,
         )  # fmt: skip
     except BaseException:
         lease.release()

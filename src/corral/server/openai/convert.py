@@ -1,29 +1,34 @@
 """OpenAI request fields -> what the engine takes: messages, GenOptions, refusals.
 
-Features corral does not have yet (tools, structured output, images, logit_bias) are refused
-with a clear 400 rather than silently ignored: an ignored JSON schema would hand back free
-text to a caller that parses JSON.
+Features corral does not have (images, logit_bias) are refused with a clear 400 rather than
+silently ignored. Tools and structured output are read in corral.server.structured.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from corral.server.errors import not_supported
+from corral.server.errors import bad_request, not_supported
 from corral.server.openai.protocol import ChatCompletionRequest, ChatMessage, _Sampling
 from corral.server.options import GenOptions
 
 
 def check_chat(body: ChatCompletionRequest) -> None:
-    """Refuse chat features corral cannot honour yet."""
-    if body.tools or body.functions:
-        raise not_supported("tools are", "tools")
-    if body.tool_choice not in (None, "none", "auto"):
-        raise not_supported("tool_choice is", "tool_choice")
-    fmt = (body.response_format or {}).get("type", "text")
-    if fmt != "text":
-        raise not_supported(f"response_format '{fmt}' is", "response_format")
+    """Refuse chat features corral cannot honour."""
+    if body.tools and body.functions:
+        raise bad_request("give 'tools' or the older 'functions', not both", "functions")
     check_common(body)
+
+
+def chat_tools(body: ChatCompletionRequest) -> tuple[list[Any] | None, Any]:
+    """(tools, tool_choice), the older `functions`/`function_call` mapped onto them."""
+    if body.functions:
+        tools = [{"type": "function", "function": f} for f in body.functions]
+        choice = body.function_call
+        if isinstance(choice, dict) and "name" in choice:
+            choice = {"type": "function", "function": {"name": choice["name"]}}
+        return tools, choice
+    return body.tools, body.tool_choice
 
 
 def check_common(body: _Sampling) -> None:
@@ -32,13 +37,21 @@ def check_common(body: _Sampling) -> None:
 
 
 def to_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
-    """OpenAI messages as chat-template messages ({"role", "content"} with text content)."""
+    """OpenAI messages as chat-template messages: text content, and the tool fields
+    (`tool_calls`, `tool_call_id`, `name`) kept for corral.chat.tools to render."""
     out = []
     for i, m in enumerate(messages):
-        if m.role in ("tool", "function") or m.tool_calls:
-            raise not_supported("tool messages are", f"messages.{i}")
-        role = "system" if m.role == "developer" else m.role  # o1-style name for system
-        out.append({"role": role, "content": _text(m.content, i)})
+        role = {"developer": "system", "function": "tool"}.get(m.role, m.role)
+        msg: dict[str, Any] = {"role": role, "content": _text(m.content, i)}
+        if m.tool_calls:
+            if role != "assistant" or not all(isinstance(c, dict) for c in m.tool_calls):
+                raise bad_request("only assistant messages carry tool_calls", f"messages.{i}")
+            msg["tool_calls"] = m.tool_calls
+        if m.tool_call_id is not None:
+            msg["tool_call_id"] = m.tool_call_id
+        if m.name is not None:
+            msg["name"] = m.name
+        out.append(msg)
     return out
 
 

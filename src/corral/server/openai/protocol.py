@@ -66,8 +66,13 @@ class ChatCompletionRequest(_Sampling):
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     tools: list[Any] | None = None
     tool_choice: Any = None
+    parallel_tool_calls: bool | None = None
     functions: list[Any] | None = None
+    function_call: Any = None
     response_format: dict[str, Any] | None = None
+    # llama.cpp extensions: a GBNF grammar or a JSON schema the output must follow
+    grammar: str | None = None
+    json_schema: Any = None
 
 
 class CompletionRequest(_Sampling):
@@ -77,6 +82,9 @@ class CompletionRequest(_Sampling):
     logprobs: int | None = Field(default=None, ge=0, le=5)
     echo: bool = False
     best_of: int | None = Field(default=None, ge=1, le=MAX_N)
+    response_format: dict[str, Any] | None = None
+    grammar: str | None = None  # llama.cpp extensions, as on the chat route
+    json_schema: Any = None
 
 
 # -- responses ----------------------------------------------------------------------------
@@ -118,14 +126,27 @@ def chat_completion(
 
 
 def chat_choice(
-    index: int, text: str, finish: str, logprobs: dict[str, Any] | None
+    index: int,
+    text: str | None,
+    finish: str,
+    logprobs: dict[str, Any] | None,
+    tool_calls: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    return {
-        "index": index,
-        "message": {"role": "assistant", "content": text},
-        "logprobs": logprobs,
-        "finish_reason": finish,
-    }
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    return {"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish}
+
+
+def tool_call_start(index: int, call_id: str, name: str) -> dict[str, Any]:
+    """The first streamed delta of a call: its id, type and name, no arguments yet."""
+    fn = {"name": name, "arguments": ""}
+    return {"tool_calls": [{"index": index, "id": call_id, "type": "function", "function": fn}]}
+
+
+def tool_call_args(index: int, fragment: str) -> dict[str, Any]:
+    """A later streamed delta of a call: the next piece of its arguments JSON."""
+    return {"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}
 
 
 def chat_chunk(
