@@ -193,3 +193,16 @@ def test_cli_bad_input_files_are_one_line(
     assert len(errs) == 2 and all(e.startswith("Error: ") for e in errs)
     assert "no such file" in errs[1]
     assert not (tmp_path / "o.gguf").exists()
+
+
+@pytest.mark.realmodel
+def test_requantizing_smollm2_q4_1_reproduces_llama_cpp_blocks(smollm2_path: Path) -> None:
+    # SmolLM2's Q4_1 blocks were made by llama.cpp's quantizer: dequantized and quantized
+    # again they come back byte for byte (the same reference arithmetic, same rounding)
+    with open_gguf(smollm2_path) as g:
+        q41 = [t for t in g.tensors.values() if t.ggml_type == Q.Q4_1][:12]
+        assert q41
+        for t in q41:
+            f32 = dequantize(t.data, t.ggml_type, t.shape).numpy()
+            again = qfile.quantize_rows(f32.reshape(-1, t.shape[-1]), Q.Q4_1)
+            np.testing.assert_array_equal(again.reshape(t.data.shape), t.data, err_msg=t.name)
