@@ -267,8 +267,13 @@ def test_dense_route_matches_reference(t: Q, monkeypatch: pytest.MonkeyPatch) ->
     assert rel_err(sliced.reshape(70, n), ref) <= TOL
     integer = QMatrix(w, t, n, k, dense_rows=None)(x)
     assert float((sliced.reshape(70, n) - integer).abs().max() / ref.abs().max()) <= 5e-6
-    # the defaults: integer kernels for small batches, bit-identical to qmatmul
-    assert torch.equal(QMatrix(w, t, n, k)(x[:3]), qmatmul(x[:3], w, t, n, k))
+    # by default (the environment unset) always the integer kernels, bit-identical to qmatmul
+    assert torch.equal(QMatrix(w, t, n, k)(x), qmatmul(x, w, t, n, k))
+    auto = QMatrix(w, t, n, k, dense_rows="auto")
+    assert auto.dense_rows == (64 if t in LEGACY else 128)
+    assert torch.equal(auto(x[:3]), qmatmul(x[:3], w, t, n, k))
+    with pytest.raises(ValueError):
+        QMatrix(w, t, n, k, dense_rows="sometimes")
 
 
 @pytest.mark.parametrize("t", SUPPORTED_TYPES, ids=lambda t: t.name)

@@ -8,8 +8,8 @@ summation order. The work runs in C (`corral._qkernels`, AVX2 when the CPU has i
 C otherwise) on OpenMP threads, without the GIL.
 
 `QMatrix` wraps one weight once (checks done up front) for repeated calls from model code;
-prompt-sized batches (>= 64 rows, 128 for k-quants) take its dense route instead: the
-weight dequantized in C, times the same rounded activations, in torch's float32 GEMM.
+optionally prompt-sized batches take its dense route (the weight dequantized in C, times
+the same rounded activations, in torch's float32 GEMM: faster, ~1e-7 off ggml's sums).
 `qmatmul_many(x, [q, k, v])` runs several of them on one input, quantizing it once and
 sharing one parallel region (fewer calls and thread wake-ups per token).
 `available()` says whether the C extension could be imported; everything else raises
@@ -67,14 +67,18 @@ _ACT_BLOCK: Final[dict[int, tuple[int, int]]] = {
 }
 _MAX_MATS: Final = 8  # matrices per qmatmul_many call in C
 _WITH_MIN: Final[frozenset[int]] = frozenset((int(Q.Q4_1), int(Q.Q5_1)))
-# QMatrix calls with at least this many activation rows use the dense route (see QMatrix):
-# the single-thread break-even on an AVX-512 Xeon (torch GEMM vs our AVX2 int8) was ~32
-# rows for the 32-value types and ~64-128 for the k-quants, whose int8 kernels do less
-# float work per value. CORRAL_QKERNELS_DENSE_ROWS overrides both, 0 turns it off.
-_DENSE_ENV = os.environ.get("CORRAL_QKERNELS_DENSE_ROWS", "").strip()
-_DENSE_OVERRIDE: int | None = int(_DENSE_ENV) if _DENSE_ENV.lstrip("-").isdigit() else None
-DENSE_ROWS_LEGACY: int = 64 if _DENSE_OVERRIDE is None else _DENSE_OVERRIDE
-DENSE_ROWS_K: int = 128 if _DENSE_OVERRIDE is None else _DENSE_OVERRIDE
+# The dense route (see QMatrix) is off unless asked for: it is ~1e-7 off the integer
+# kernels, and a quantized model is chaotic at that level (activation roundings flip): on
+# SmolLM2 a 1e-7 nudge to one matmul input moves some logits by ~1, the size of the
+# llama.cpp parity tolerance. DENSE_BREAK_EVEN: the rows from which it is faster, measured
+# single-threaded on an AVX-512 Xeon (torch GEMM against our AVX2 int8) for 32-value and
+# 256-value blocks; `dense_rows="auto"` uses it. CORRAL_QKERNELS_DENSE_ROWS sets the
+# default: unset or 0 off, "auto", or a row count.
+DENSE_BREAK_EVEN: Final[dict[int, int]] = {32: 64, 256: 128}
+_DENSE_ENV = os.environ.get("CORRAL_QKERNELS_DENSE_ROWS", "").strip().lower()
+DENSE_ROWS: int | str = (
+    "auto" if _DENSE_ENV == "auto" else int(_DENSE_ENV) if _DENSE_ENV.isdigit() else 0
+)
 # weight values dequantized per step on the dense route: 8 MiB of float32
 _DENSE_SLICE: Final = 1 << 21
 # CORRAL_QKERNELS_SCALAR=1 forces the portable C path (for tests and for comparison).
@@ -240,14 +244,15 @@ class QMatrix:
     Checks the bytes once; each call then only checks x. Keeps a reference to `w`, so a
     memmap-backed tensor stays valid for as long as this object lives.
 
-    Calls with at least `dense_rows` activation rows (prompt processing) take the dense
-    route: the weight is dequantized in slices of rows (C, threaded) and multiplied by the
-    activations rounded exactly as the integer kernels round them, with torch's float32
-    GEMM, which on CPUs with wide FMA units beats int8 dot products by several times. The
-    result equals the integer path's up to float32 rounding (~1e-7 relative, with the _1
-    types' min term corrected to ggml's), but rows are then no longer bit-identical to the
-    same rows computed alone. `dense_rows=None` (or 0) always uses the integer kernels;
-    the default is DENSE_ROWS_LEGACY or DENSE_ROWS_K by type.
+    With `dense_rows` set, calls with at least that many activation rows (prompt
+    processing) take the dense route: the weight is dequantized in slices of rows (C,
+    threaded) and multiplied by the activations rounded exactly as the integer kernels
+    round them, with torch's float32 GEMM, which on CPUs with wide FMA units beats int8
+    dot products by 1.5-3x at 512 rows. The result equals the integer path's up to float32
+    rounding (~1e-7 relative, the _1 types' min term corrected to ggml's), but is no
+    longer llama.cpp's exact arithmetic, nor bit-identical to the same rows computed
+    alone. `dense_rows`: a row count, "auto" (DENSE_BREAK_EVEN for the type), or None/0
+    (never); the default is the module's DENSE_ROWS (off unless the environment says).
     """
 
     __slots__ = ("w", "ggml_type", "n_out", "k", "dense_rows", "_tid", "_ptr", "_mins_t")
@@ -259,7 +264,7 @@ class QMatrix:
         n_out: int,
         k: int,
         *,
-        dense_rows: int | None = -1,
+        dense_rows: int | str | None = -1,
     ) -> None:
         _require()
         self._tid = _type_id(ggml_type)
@@ -270,7 +275,11 @@ class QMatrix:
         self.k = k
         self._ptr = w.data_ptr()
         if dense_rows == -1:
-            dense_rows = DENSE_ROWS_LEGACY if _WEIGHT_BLOCK[self._tid][0] == 32 else DENSE_ROWS_K
+            dense_rows = DENSE_ROWS
+        if dense_rows == "auto":
+            dense_rows = DENSE_BREAK_EVEN[_WEIGHT_BLOCK[self._tid][0]]
+        if dense_rows is not None and not isinstance(dense_rows, int):
+            raise ValueError(f"dense_rows must be a row count, 'auto' or None, got {dense_rows!r}")
         self.dense_rows = dense_rows if dense_rows and dense_rows > 0 else 1 << 62
         self._mins_t: torch.Tensor | None = None
 
