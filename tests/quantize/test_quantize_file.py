@@ -206,3 +206,33 @@ def test_requantizing_smollm2_q4_1_reproduces_llama_cpp_blocks(smollm2_path: Pat
             f32 = dequantize(t.data, t.ggml_type, t.shape).numpy()
             again = qfile.quantize_rows(f32.reshape(-1, t.shape[-1]), Q.Q4_1)
             np.testing.assert_array_equal(again.reshape(t.data.shape), t.data, err_msg=t.name)
+
+
+def test_custom_alignment_and_adapters_as_input(tmp_path: Path) -> None:
+    import gguf
+
+    src = tmp_path / "aligned.gguf"
+    w = gguf.GGUFWriter(str(src), "llama")
+    w.add_custom_alignment(64)
+    w.add_tensor("blk.0.ffn_up.weight", np.ones((4, 64), dtype=np.float32))
+    w.add_tensor("blk.0.ffn_norm.weight", np.ones(64, dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    out = tmp_path / "q.gguf"
+    quantize_file(src, out, Scheme.Q8_0)
+    with open_gguf(out) as g:
+        assert g.metadata["general.alignment"] == 64
+        t = g.tensors["blk.0.ffn_up.weight"]
+        np.testing.assert_allclose(dequantize(t.data, t.ggml_type, t.shape).numpy(), 1.0, atol=1e-3)
+    adapter = tmp_path / "lora.gguf"
+    w = gguf.GGUFWriter(str(adapter), "llama")
+    w.add_type("adapter")
+    w.add_tensor("blk.0.ffn_up.weight.lora_a", np.ones((2, 64), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(CorralError, match="is a LoRA adapter, not a model"):
+        quantize_file(adapter, tmp_path / "x.gguf", Scheme.Q8_0)

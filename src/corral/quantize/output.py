@@ -60,6 +60,10 @@ def copy_metadata(
     for key, value in src.metadata.items():
         if key in skip or key == "general.architecture":
             continue
+        if key == "general.alignment":
+            # the writer must pad the data to it too, not only record it
+            writer.add_custom_alignment(int(value))
+            continue
         vtype = src.value_types[key]
         if vtype == GGUFValueType.ARRAY:
             add_array(writer, key, value)
