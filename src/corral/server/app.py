@@ -39,6 +39,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     from corral.server.openai import completions
     from corral.server.openai import embeddings as openai_embeddings
     from corral.server.openai import routes as openai_routes
+    from corral.server.retrieval import routes as retrieval_routes
     from corral.server.tei import routes as tei_routes
     from corral.store import Store
 
@@ -70,6 +71,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
         ollama_embed.router,
         llamacpp.router,
         tei_routes.router,
+        retrieval_routes.router,
     ):
         app.include_router(router)
     _install_error_handlers(app, config.retry_after_s)

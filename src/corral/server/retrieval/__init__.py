@@ -1,0 +1,1 @@
+"""Retrieval routes over RAG collections (corral.rag): POST /retrieval/query."""
