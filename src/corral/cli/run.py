@@ -63,6 +63,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         kind = "N" if name in ("top_k", "seed", "num_predict", "num_ctx") else "X"
         p.add_argument(flag, dest=name, type=_arg_type(name), metavar=kind, help=PARAMS[name].help)
     p.add_argument("--stop", action="append", metavar="TEXT", help="stop string (repeatable)")
+    p.add_argument(
+        "--format",
+        metavar="json|SCHEMA_FILE",
+        help="answer in JSON: any object, or following the JSON schema in a file",
+    )
+    p.add_argument(
+        "--tool",
+        action="append",
+        metavar="MODULE:FUNCTION",
+        help="a Python function the model may call (repeatable; file.py:function works too)",
+    )
     p.set_defaults(func=cmd_run)
 
 
@@ -121,15 +132,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not interactive and not prompt.strip():
         raise CorralError("no prompt: give one after the model name, or pipe text to stdin")
 
+    from corral.cli.structured import wrap
+
+    wrap(None, args.format, args.tool)  # a bad --format or --tool fails before loading
     ref = resolve_or_pull(args.model)
-    model = load_model(ref.path, params.get("num_ctx"), args.threads)
+    model = wrap(load_model(ref.path, params.get("num_ctx"), args.threads), args.format, args.tool)
     session = Session(
         model,
         params,
         system=args.system,
         verbose=args.verbose,
         wordwrap=not args.nowordwrap,
-        loader=lambda n_ctx: load_model(ref.path, n_ctx, args.threads),
+        loader=lambda n_ctx: wrap(
+            load_model(ref.path, n_ctx, args.threads), args.format, args.tool
+        ),
         out=stdout,
         err=sys.stderr,
     )
