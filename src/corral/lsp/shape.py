@@ -4,9 +4,10 @@ llm-ls decides with a tree-sitter parse; this follows the same three outcomes fr
 alone, which works for any language:
 
 - EMPTY: the cursor is inside a word (`pri|nt`); a completion would only fight the typing.
-- MULTI_LINE: the cursor's line is blank and sits in an empty block (the line above opens a
-  block with `:`, `{`, `(`, `[` and nothing indented deeper follows), or the document is empty:
-  the body is written whole, and ends when a line comes back to the block's own indentation.
+- MULTI_LINE: the cursor's line is blank and the first of a block (the line above opens one
+  with `:`, `{`, `(`, `[`, ...), or the document is empty: the block's code is written whole,
+  and ends when a line comes back to the block's own indentation or repeats the code that
+  follows the cursor (the `return` already below a function's empty body).
 - SINGLE_LINE: anything else, and the completion stops at the end of the line; when the
   cursor is mid-line the rest of the line stays as it is.
 """
@@ -57,12 +58,8 @@ def classify(prefix: str, suffix: str) -> Cursor:
         return Cursor(Shape.MULTI_LINE, before, after, -1, "")
     if not before.strip() and not after.strip():
         above = next((ln for ln in reversed(head.split("\n")) if ln.strip()), "")
-        header = _indent(above)
-        opens = above.rstrip().endswith(_OPENERS)
-        # the block is empty if what follows is not indented deeper than its header
-        empty_block = not following or _indent(following) <= header
-        if opens and empty_block:
-            return Cursor(Shape.MULTI_LINE, before, after, header, following.strip())
+        if above.rstrip().endswith(_OPENERS):
+            return Cursor(Shape.MULTI_LINE, before, after, _indent(above), following.strip())
     return Cursor(Shape.SINGLE_LINE, before, after, 0, following.strip())
 
 
