@@ -303,3 +303,17 @@ def test_tool_decorator_options_and_sphinx_docs() -> None:
     assert fn["parameters"]["properties"]["b"] == {
         "type": "number", "description": "the second", "default": 1.5,
     }  # fmt: skip
+
+
+def test_repeated_calls_are_dropped_also_when_streamed() -> None:
+    call = '<tool_call>\n{"name": "add", "arguments": {"a": 1}}\n</tool_call>\n'
+    other = '<tool_call>\n{"name": "add", "arguments": {"a": 2}}\n</tool_call>\n'
+    text = call + call + other
+    out = parse_output(text, SPECS[ToolFormat.HERMES], NAMES)
+    assert [c.arguments for c in out.calls] == [{"a": 1}, {"a": 2}]
+    p = ToolCallParser(SPECS[ToolFormat.HERMES], NAMES)
+    events = [e for i in range(0, len(text), 4) for e in p.push(text[i : i + 4])] + p.finish()
+    starts = [e for e in events if isinstance(e, CallStart)]
+    assert [s.index for s in starts] == [0, 1]
+    args = "".join(e.text for e in events if isinstance(e, ArgsDelta) and e.index == 1)
+    assert json.loads(args) == {"a": 2}

@@ -1,6 +1,10 @@
 """Grammars that make tool calls parse: a call is a JSON object naming one of the tools,
 its arguments valid under that tool's schema, in the format's wrapping.
 
+Parallel calls end at a repeat: `NoRepeatedCalls` ends the output (once the grammar can end)
+after a call identical to an earlier one, which small models otherwise write again and
+again until max_tokens; the parsers drop the repeat.
+
 tool_choice required/named: the whole output is calls (`call_grammar`). auto: the model
 writes freely until it opens a call (the format's trigger, e.g. `<tool_call>`), and from
 there `TriggeredConstraint` holds the rest to the call grammar, as llama.cpp's lazy
@@ -16,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from corral.chat.tools.formats import FormatSpec, ToolFormat
+from corral.chat.tools.parse import CallEnd, ToolCallParser
 from corral.chat.tools.types import Tool
 from corral.grammar.constraint import GrammarConstraint
 from corral.grammar.schema import close_objects
@@ -93,8 +98,9 @@ class TriggeredConstraint:
         GrammarConstraint(tokenizer, grammar)  # check it now: a bad grammar fails the request
 
     @property
-    def active(self) -> bool:
-        return self._inner is not None
+    def active_constraint(self) -> GrammarConstraint | None:
+        """The grammar once triggered, else None."""
+        return self._inner
 
     def mask(self, logits: torch.Tensor) -> torch.Tensor:
         return logits if self._inner is None else self._inner.mask(logits)
@@ -123,3 +129,36 @@ class TriggeredConstraint:
 
     def is_done(self) -> bool:
         return self._inner is not None and self._inner.is_done()
+
+
+class NoRepeatedCalls:
+    """Wraps a call constraint: once a call repeats an earlier one (same name, same
+    arguments), only an end-of-generation token is allowed as soon as the grammar is
+    complete. Not for JSON-array formats, whose array must still close."""
+
+    def __init__(self, inner: Any, tokenizer: Tokenizer, spec: FormatSpec) -> None:
+        self._inner = inner
+        self._decoder = tokenizer.stream_decoder()
+        self._parser = ToolCallParser(spec)
+        self._seen: set[str] = set()
+        self._repeated = False
+        self._end_ids = torch.tensor(sorted(tokenizer.eog_ids) or [0], dtype=torch.long)
+
+    def mask(self, logits: torch.Tensor) -> torch.Tensor:
+        inner = getattr(self._inner, "active_constraint", self._inner)
+        if self._repeated and inner is not None and inner.complete:
+            out = torch.full_like(logits, float("-inf"))
+            out[self._end_ids] = logits[self._end_ids]
+            return out
+        return self._inner.mask(logits)  # type: ignore[no-any-return]
+
+    def accept(self, token: int) -> None:
+        self._inner.accept(token)
+        for e in self._parser.push(self._decoder.push(token)):
+            if isinstance(e, CallEnd):
+                key = json.dumps([e.call.name, e.call.arguments], sort_keys=True)
+                self._repeated = self._repeated or key in self._seen
+                self._seen.add(key)
+
+    def is_done(self) -> bool:
+        return self._inner.is_done()  # type: ignore[no-any-return]

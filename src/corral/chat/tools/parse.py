@@ -102,6 +102,7 @@ class ToolCallParser:
     _in_calls: bool = False
     _args: _Args | None = None
     _decided_start: bool = False
+    _held: list[Event] | None = None
 
     def __post_init__(self) -> None:
         key = re.escape(self.spec.args_key)
@@ -165,9 +166,11 @@ class ToolCallParser:
                     name = json.loads('"' + m.group(1) + '"')
                 except json.JSONDecodeError:
                     name = m.group(1)
-                index = len(self.calls) + (1 if self.broken else 0)
+                index = len(self.calls)
                 self._args = _Args(index, ToolCall(name, {}).id, name)
-                out.append(CallStart(index, self._args.call_id, name))
+                # a second call of a tool may repeat the first: held back until it is known
+                self._held = [] if any(c.name == name for c in self.calls) else None
+                self._put(CallStart(index, self._args.call_id, name), out)
                 self._pending = self._pending[m.end() :]
             a = self._args
             before = len(a.text)
@@ -178,17 +181,25 @@ class ToolCallParser:
                 self._pending = ""
                 return
             if len(a.text) > before:
-                out.append(ArgsDelta(a.index, a.text[before:]))
+                self._put(ArgsDelta(a.index, a.text[before:]), out)
             self._pending = self._pending[used:]
             if a.depth > 0 or not a.started:
                 return
             self._args = None
+            held, self._held = self._held, None
             call = self._finish_call(a)
             if call is None:
                 self.broken = True
-            else:
+            elif not self._repeats(call):  # the same call again is dropped: one result
+                out.extend(held or [])  # would answer both
                 self.calls.append(call)
                 out.append(CallEnd(a.index, call))
+
+    def _put(self, event: Event, out: list[Event]) -> None:
+        (self._held if self._held is not None else out).append(event)
+
+    def _repeats(self, call: ToolCall) -> bool:
+        return any(c.name == call.name and c.arguments == call.arguments for c in self.calls)
 
     def _finish_call(self, a: _Args) -> ToolCall | None:
         try:

@@ -66,7 +66,7 @@ class ToolPlan:
         """A fresh constraint for one generation, or None for free text. GrammarError if
         a tool's parameters schema cannot be compiled."""
         # imported here: grammars pull in torch and llguidance, parsing needs neither
-        from corral.chat.tools.grammar import TriggeredConstraint, call_grammar
+        from corral.chat.tools.grammar import NoRepeatedCalls, TriggeredConstraint, call_grammar
         from corral.grammar.constraint import GrammarConstraint
         from corral.grammar.spec import GrammarError
 
@@ -80,13 +80,17 @@ class ToolPlan:
                 if self.spec.at_start:  # the call's opening brace is no safe trigger
                     return None
                 grammar = call_grammar(tokenizer, self.fmt, self.spec, tools, parallel, True)
-                return TriggeredConstraint(tokenizer, self.spec.trigger, grammar)
-            grammar = call_grammar(tokenizer, self.fmt, self.spec, tools, parallel)
-            return GrammarConstraint(tokenizer, grammar)
+                c: Any = TriggeredConstraint(tokenizer, self.spec.trigger, grammar)
+            else:
+                grammar = call_grammar(tokenizer, self.fmt, self.spec, tools, parallel)
+                c = GrammarConstraint(tokenizer, grammar)
         except GrammarError as e:
             raise GrammarError(
                 f"the tools' parameters cannot be compiled: {e}", e.unsupported
             ) from None
+        if parallel and not self.spec.array:
+            c = NoRepeatedCalls(c, tokenizer, self.spec)
+        return c  # type: ignore[no-any-return]
 
     def names(self) -> frozenset[str]:
         return frozenset(t.name for t in self.callable)
