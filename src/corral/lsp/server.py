@@ -21,6 +21,7 @@ first of utf-8/utf-16/utf-32 the client lists, utf-16 when it lists none, as LSP
 from __future__ import annotations
 
 import logging
+import os
 import re
 import uuid
 from collections.abc import Mapping
@@ -79,7 +80,19 @@ def cursor_offset(doc: TextDocument, pos: t.Position) -> int:
 def _ask(ls: CorralLanguageServer, doc: TextDocument, pos: t.Position) -> Ask:
     off = cursor_offset(doc, pos)
     src = doc.source
-    return Ask(doc.uri, src[:off], src[off:], ls.mode, max_tokens=ls.max_tokens, path=doc.path)
+    path = file_name(ls, doc)
+    return Ask(doc.uri, src[:off], src[off:], ls.mode, max_tokens=ls.max_tokens, path=path)
+
+
+def file_name(ls: CorralLanguageServer, doc: TextDocument) -> str | None:
+    """The document's path as repo-level FIM prompts name files: relative to the workspace
+    root (as the models saw them in training), else the base name."""
+    if not doc.path:
+        return None
+    root = ls.workspace.root_path
+    if root and os.path.commonpath([root, doc.path]) == os.path.normpath(root):
+        return os.path.relpath(doc.path, root)
+    return os.path.basename(doc.path)
 
 
 def _replace_range(doc: TextDocument, off: int, ans: Answer) -> tuple[t.Range, int]:
@@ -112,12 +125,15 @@ def build_server(
         pos = t.Position(int(position.get("line", 0)), int(position.get("character", 0)))
         off = cursor_offset(doc, pos)
         ask = ask_from_llm_ls(p, doc.uri, doc.source[:off], doc.source[off:], ls.max_tokens)
+        ask.path = file_name(ls, doc)
         ans = await ls.answer(ask, p.get("model") or None)
         text = ans.text
         for token in p.get("tokensToClear") or []:
             if isinstance(token, str) and token:
                 text = text.replace(token, "")
-        completions = [] if ans.shape is Shape.EMPTY else [{"generated_text": text}]
+        # nothing inside a word; nothing for a request a newer keystroke replaced
+        stale = ans.shape is Shape.EMPTY or ans.superseded
+        completions = [] if stale else [{"generated_text": text}]
         return {"request_id": str(uuid.uuid4()), "completions": completions}
 
     @ls.feature("llm-ls/acceptCompletion")
