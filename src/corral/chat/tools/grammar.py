@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from corral.chat.tools.formats import FormatSpec, ToolFormat
-from corral.chat.tools.parse import CallEnd, ToolCallParser
+from corral.chat.tools.parse import ToolCallParser
 from corral.chat.tools.types import Tool
 from corral.grammar.constraint import GrammarConstraint
 from corral.grammar.schema import close_objects
@@ -140,13 +140,11 @@ class NoRepeatedCalls:
         self._inner = inner
         self._decoder = tokenizer.stream_decoder()
         self._parser = ToolCallParser(spec)
-        self._seen: set[str] = set()
-        self._repeated = False
         self._end_ids = torch.tensor(sorted(tokenizer.eog_ids) or [0], dtype=torch.long)
 
     def mask(self, logits: torch.Tensor) -> torch.Tensor:
         inner = getattr(self._inner, "active_constraint", self._inner)
-        if self._repeated and inner is not None and inner.complete:
+        if self._parser.repeats and inner is not None and inner.complete:
             out = torch.full_like(logits, float("-inf"))
             out[self._end_ids] = logits[self._end_ids]
             return out
@@ -154,11 +152,7 @@ class NoRepeatedCalls:
 
     def accept(self, token: int) -> None:
         self._inner.accept(token)
-        for e in self._parser.push(self._decoder.push(token)):
-            if isinstance(e, CallEnd):
-                key = json.dumps([e.call.name, e.call.arguments], sort_keys=True)
-                self._repeated = self._repeated or key in self._seen
-                self._seen.add(key)
+        self._parser.push(self._decoder.push(token))
 
     def is_done(self) -> bool:
         return self._inner.is_done()  # type: ignore[no-any-return]

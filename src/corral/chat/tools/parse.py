@@ -98,6 +98,7 @@ class ToolCallParser:
     content: str = ""
     raw: str = ""
     broken: bool = False
+    repeats: int = 0  # calls dropped as repeats of earlier ones
     _pending: str = ""
     _in_calls: bool = False
     _args: _Args | None = None
@@ -190,8 +191,10 @@ class ToolCallParser:
             call = self._finish_call(a)
             if call is None:
                 self.broken = True
-            elif not self._repeats(call):  # the same call again is dropped: one result
-                out.extend(held or [])  # would answer both
+            elif self._repeats(call):  # the same call again is dropped: one result
+                self.repeats += 1  # would answer both
+            else:
+                out.extend(held or [])
                 self.calls.append(call)
                 out.append(CallEnd(a.index, call))
 
