@@ -317,3 +317,18 @@ def test_repeated_calls_are_dropped_also_when_streamed() -> None:
     assert [s.index for s in starts] == [0, 1]
     args = "".join(e.text for e in events if isinstance(e, ArgsDelta) and e.index == 1)
     assert json.loads(args) == {"a": 2}
+
+
+@pytest.mark.parametrize(
+    ("fmt", "text", "n_calls", "content"),
+    [
+        # [TOOL_CALLS] is a control token: the text the engine gives back lacks it
+        (ToolFormat.MISTRAL, ' [{"name": "add", "arguments": {"a": 1}}]', 1, ""),
+        (ToolFormat.MISTRAL, "[link](x) and text", 0, "[link](x) and text"),
+        (ToolFormat.MISTRAL, "[", 0, "["),
+        (ToolFormat.LLAMA3, '{"type": "function", "x": 1}', 0, '{"type": "function", "x": 1}'),
+    ],
+)
+def test_format_edges(fmt: ToolFormat, text: str, n_calls: int, content: str) -> None:
+    out = parse_output(text, SPECS[fmt], NAMES)
+    assert len(out.calls) == n_calls and out.content == content

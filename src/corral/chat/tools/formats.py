@@ -30,11 +30,16 @@ class FormatSpec:
     array: bool  # the calls are one JSON array after the trigger (Mistral)
     native: bool  # the template renders tools, tool_calls and tool results itself
     at_start: bool = False  # calls can only open the output (no text before them)
+    # an output opening with this holds calls even without the trigger: Mistral's
+    # [TOOL_CALLS] is a control token, which the answer's text leaves out
+    bare_start: str = ""
 
 
 SPECS: dict[ToolFormat, FormatSpec] = {
     ToolFormat.HERMES: FormatSpec("<tool_call>", "</tool_call>", "arguments", False, True),
-    ToolFormat.MISTRAL: FormatSpec("[TOOL_CALLS]", "", "arguments", True, True),
+    ToolFormat.MISTRAL: FormatSpec(
+        "[TOOL_CALLS]", "", "arguments", True, True, bare_start='[{"name"'
+    ),
     ToolFormat.LLAMA3: FormatSpec("{", "", "parameters", False, True, at_start=True),
     ToolFormat.GENERIC: FormatSpec("<tool_call>", "</tool_call>", "arguments", False, False),
 }

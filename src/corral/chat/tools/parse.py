@@ -129,6 +129,16 @@ class ToolCallParser:
 
     def _content_step(self, out: list[Event]) -> None:
         trig = self.spec.trigger
+        bare = self.spec.bare_start
+        if bare and not self._decided_start:
+            head = self._pending.lstrip()
+            if bare.startswith(head):
+                return  # too little text yet to tell
+            self._decided_start = True
+            if head.startswith(bare):
+                self._in_calls = True
+                self._pending = head
+                return
         if self.spec.at_start:
             if not self._decided_start:
                 stripped = self._pending.lstrip()
@@ -221,7 +231,8 @@ class ToolCallParser:
             self._args = None
         elif self._in_calls and not self.calls and not self.broken:
             # the trigger came but no call followed: it was just text
-            self._emit_content(self.spec.trigger + self._pending, out)
+            kept = self.spec.at_start or self._pending.startswith(self.spec.bare_start or "\0")
+            self._emit_content(("" if kept else self.spec.trigger) + self._pending, out)
         elif not self._in_calls:
             self._emit_content(self._pending, out)
         self._pending = ""
