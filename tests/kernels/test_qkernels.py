@@ -350,15 +350,14 @@ def test_misuse_raises_value_error() -> None:
 
 
 @pytest.mark.realmodel
-@pytest.mark.parametrize("model", ("smollm2", "gemma3-270m"))
-def test_real_model_matrices(model: str) -> None:
+@pytest.mark.parametrize("fixture", ("smollm2_path", "gemma3_path"))
+def test_real_model_matrices(fixture: str, request: pytest.FixtureRequest) -> None:
     """One matrix of each (type, shape) in the real files (the read-only mapped bytes, as
     the model code will hand them over) against the reference, at M=1 and M=3, plus the
     dense route at M=70 for one of them."""
-    from conftest import real_model_path
     from corral.gguf.reader import open_gguf
 
-    g = open_gguf(real_model_path(model))
+    g = open_gguf(request.getfixturevalue(fixture))
     seen: set[tuple[Q, tuple[int, ...]]] = set()
     checked = 0
     for t in g.tensors.values():

@@ -7,11 +7,11 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from conftest import StubEmbedder
 from corral.rag.db import Collection
 from corral.rag.indexer import Indexer
 from corral.server.app import create_app
 from corral.server.config import ServerConfig
+from rag_stubs import StubEmbedder
 
 
 def test_query_route(tmp_path: Path) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import StubEmbedder
 from corral.rag.loaders import text_blocks
 from corral.rag.splitter import SplitOptions, split_blocks
 from corral.rag.types import Block, DocKind
+from rag_stubs import StubEmbedder
 
 
 def count(texts):  # noqa: ANN001, ANN201 - the stub's whitespace tokenizer

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import StubEmbedder
 from corral.errors import InvalidRequestError
 from corral.rag.db import Collection, CollectionNotFoundError
 from corral.rag.indexer import Indexer, Outcome
 from corral.rag.retrieve import SearchMode, search
+from rag_stubs import StubEmbedder
 
 
 @pytest.fixture
