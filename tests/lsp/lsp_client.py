@@ -74,7 +74,7 @@ class LspClient:
         self._send({"id": self._next, "method": method, "params": params})
         return self._next
 
-    def wait(self, msg_id: int, timeout: float = 120) -> Any:
+    def wait(self, msg_id: int, timeout: float = 600) -> Any:
         # the queue stays filed until the answer is in: the reader looks it up by id
         msg = self._waiting[msg_id].get(timeout=timeout)
         del self._waiting[msg_id]
@@ -82,7 +82,7 @@ class LspClient:
             raise LspError(msg["error"]["code"], msg["error"]["message"])
         return msg.get("result")
 
-    def request(self, method: str, params: Any, timeout: float = 120) -> Any:
+    def request(self, method: str, params: Any, timeout: float = 600) -> Any:
         return self.wait(self.request_async(method, params), timeout)
 
     def notify(self, method: str, params: Any) -> None:
