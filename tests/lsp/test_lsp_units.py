@@ -97,10 +97,21 @@ def test_prompt_cache_and_superseding(tmp_path: Path) -> None:
         reused = comp.scheduler.stats.cached_prompt_tokens_total - before
         # one more character: all but the last few prompt tokens come from the cache
         assert reused >= first.prompt_tokens - 6, (reused, first.prompt_tokens)
-        # a newer request for the same document supersedes the one still running
-        slow = asyncio.ensure_future(comp.complete(Ask("doc", code, "", max_tokens=200)))
-        await asyncio.sleep(0.05)
-        fresh = await comp.complete(Ask("doc", code + "y", "\n", max_tokens=2))
+        # a newer request for the same document supersedes the one still pending: the
+        # worker is held (its lock) so a fast machine cannot finish the first one before
+        # the second arrives
+        sched = comp.scheduler
+        with sched._cv:
+            slow = asyncio.ensure_future(comp.complete(Ask("doc", code, "", max_tokens=200)))
+            while "doc" not in comp._running:
+                await asyncio.sleep(0.005)
+            first_handle = comp._running["doc"]
+            fresh_task = asyncio.ensure_future(
+                comp.complete(Ask("doc", code + "y", "\n", max_tokens=2))
+            )
+            while comp._running.get("doc") is first_handle:
+                await asyncio.sleep(0.005)
+        fresh = await fresh_task
         assert (await slow).superseded and not fresh.superseded
 
     try:
