@@ -91,6 +91,8 @@ def cmd_add(args: argparse.Namespace) -> int:
     def progress(r) -> None:  # noqa: ANN001
         if r.outcome is Outcome.SKIPPED:
             print(f"skipped {r.path}: {r.reason}", file=sys.stderr)
+        elif r.outcome is Outcome.REMOVED:
+            print(f"removed {r.path} (deleted; {r.chunks} chunks dropped)", file=sys.stderr)
         elif r.outcome is not Outcome.UNCHANGED:
             print(f"{r.outcome.value} {r.path} ({r.chunks} chunks)", file=sys.stderr)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import re
 import time
 from collections.abc import Iterator, Sequence
@@ -32,6 +33,9 @@ from corral.rag.types import Chunk
 SCHEMA_VERSION = 1
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 DEFAULT_COLLECTION = "default"
+# `files.kind` of documents sent through the server's /upsert: no file on disk stands behind
+# them, so the index run's check for deleted files leaves them alone
+API_KIND = "api"
 
 
 class CollectionNotFoundError(CorralError):
@@ -298,10 +302,30 @@ class Collection:
             )
 
     def remove_file(self, path: str) -> bool:
+        """Drop one file and its chunks; False if it was not indexed."""
+        return bool(self.remove_files([path]))
+
+    def remove_files(self, paths: Sequence[str]) -> dict[str, int]:
+        """Drop files and their chunks in one transaction: {path: chunks dropped} for each
+        path that was indexed (a crash drops all of them or none)."""
+        dropped: dict[str, int] = {}
         with self.transaction():
-            n = self._delete_chunks(path)
-            gone = self.conn.execute("DELETE FROM files WHERE path = ?", (path,)).rowcount
-        return bool(n or gone)
+            for path in paths:
+                n = self._delete_chunks(path)
+                gone = self.conn.execute("DELETE FROM files WHERE path = ?", (path,)).rowcount
+                if n or gone:
+                    dropped[path] = n
+        return dropped
+
+    def paths_under(self, folder: str) -> list[str]:
+        """Indexed file paths inside `folder` (a resolved absolute path), sorted; documents
+        sent through the API are not files and are never listed."""
+        prefix = folder.rstrip("/\\") + os.sep
+        rows = self.conn.execute(
+            "SELECT path FROM files WHERE substr(path, 1, ?) = ? AND kind IS NOT ? "
+            "ORDER BY path", (len(prefix), prefix, API_KIND),
+        ).fetchall()  # fmt: skip
+        return [r[0] for r in rows]
 
     def _delete_chunks(self, path: str) -> int:
         ids = [r[0] for r in self.conn.execute("SELECT id FROM chunks WHERE path = ?", (path,))]

@@ -4,7 +4,8 @@ A file whose bytes hash as stored is skipped before it is even parsed (no embedd
 a changed file is re-split and only chunks whose text is new are embedded (the others reuse
 their stored vectors), then its rows are swapped in one transaction. A run that dies keeps
 every file already committed; running it again picks up where it stopped. Unreadable or
-binary files are reported with a reason and never stop the run.
+binary files are reported with a reason and never stop the run. A folder indexed again loses
+the chunks of its files that were deleted since (one transaction for all of them).
 """
 
 from __future__ import annotations
@@ -49,13 +50,14 @@ class Outcome(StrEnum):
     UPDATED = "updated"
     UNCHANGED = "unchanged"
     SKIPPED = "skipped"
+    REMOVED = "removed"  # indexed from a folder before; the file is gone now
 
 
 @dataclass(frozen=True)
 class FileResult:
     path: str
     outcome: Outcome
-    chunks: int = 0
+    chunks: int = 0  # written; for REMOVED: dropped
     embedded: int = 0  # chunks that needed the embedding model (the rest were reused)
     reason: str = ""
 
@@ -72,11 +74,17 @@ class IndexReport:
         return sum(r.embedded for r in self.results)
 
     def summary(self) -> str:
+        """One line: files by outcome, chunks written and embedded (and dropped, if any)."""
         parts = [f"{self.count(o)} {o.value}" for o in Outcome if self.count(o)]
-        chunks = sum(r.chunks for r in self.results if r.outcome is not Outcome.UNCHANGED)
-        return (
-            f"{', '.join(parts) or 'no files'}; {chunks} chunks written, {self.embedded} embedded"
+        written = sum(r.chunks for r in self.results if r.outcome in _WRITES)
+        dropped = sum(r.chunks for r in self.results if r.outcome is Outcome.REMOVED)
+        line = (
+            f"{', '.join(parts) or 'no files'}; {written} chunks written, {self.embedded} embedded"
         )
+        return line + (f", {dropped} dropped" if dropped else "")
+
+
+_WRITES = (Outcome.ADDED, Outcome.UPDATED)
 
 
 def _matches(path: Path, globs: Sequence[str]) -> bool:
@@ -137,13 +145,34 @@ class Indexer:
         self, paths: Iterable[str | Path], include: Sequence[str] = (),
         exclude: Sequence[str] = (),
     ) -> IndexReport:  # fmt: skip
+        """Index files and folders; then drop what was indexed from those folders before
+        and is deleted now (files excluded by this run's globs but still there stay)."""
+        paths = list(paths)
         report = IndexReport()
         for path, explicit in iter_files(paths, include, exclude):
             result = self.add_file(path, explicit)
             report.results.append(result)
             if self.progress:
                 self.progress(result)
+        folders = [Path(p).expanduser().resolve() for p in paths if Path(p).expanduser().is_dir()]
+        for result in self.prune(folders):
+            report.results.append(result)
+            if self.progress:
+                self.progress(result)
         return report
+
+    def prune(self, folders: Sequence[Path]) -> list[FileResult]:
+        """Drop the chunks of files indexed under `folders` that no longer exist, in one
+        transaction (a crash keeps all of them, to be dropped by the next run)."""
+        gone: list[str] = []
+        for folder in folders:
+            for key in self.collection.paths_under(str(folder)):
+                if key not in gone and _deleted(key):
+                    gone.append(key)
+        if not gone:
+            return []
+        dropped = self.collection.remove_files(gone)
+        return [FileResult(k, Outcome.REMOVED, chunks=n) for k, n in dropped.items()]
 
     def add_file(self, path: Path, explicit: bool = True) -> FileResult:
         """Index one file (committed when this returns)."""
@@ -178,3 +207,15 @@ class Indexer:
         )  # fmt: skip
         outcome = Outcome.UPDATED if old else Outcome.ADDED
         return FileResult(key, outcome, chunks=len(chunks), embedded=len(todo))
+
+
+def _deleted(path: str) -> bool:
+    """Whether `path` is gone; a file we merely cannot stat (permissions, a disk away) is
+    not, so its chunks stay."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return False
