@@ -15,7 +15,9 @@ from enum import Enum
 
 class ToolFormat(Enum):
     HERMES = "hermes"  # Hermes 2 Pro, Qwen 2/2.5/3: <tools> in the system prompt
-    MISTRAL = "mistral"  # Mistral v3+: [AVAILABLE_TOOLS], [TOOL_CALLS], [TOOL_RESULTS]
+    MISTRAL = "mistral"  # Mistral v3+: [AVAILABLE_TOOLS], [TOOL_CALLS] [{...}], [TOOL_RESULTS]
+    # Mistral v11+ (Mistral Small 3.1+, Devstral, Magistral): [TOOL_CALLS]name[ARGS]{...}
+    MISTRAL_V11 = "mistral-v11"
     LLAMA3 = "llama3"  # Llama 3.1+: a bare {"name": ..., "parameters": {...}} object
     GENERIC = "generic"  # no tool support in the template: corral describes the tools
 
@@ -33,6 +35,14 @@ class FormatSpec:
     # an output opening with this holds calls even without the trigger: Mistral's
     # [TOOL_CALLS] is a control token, which the answer's text leaves out
     bare_start: str = ""
+    # each call is written `trigger name [CALL_ID]id [ARGS] {arguments}` (Mistral v11+),
+    # not as a JSON object holding the name; [CALL_ID]id is optional (v13 templates)
+    named: bool = False
+
+
+# Mistral v11+ marker between a call's name and its arguments, and the optional call id's
+ARGS_MARKER = "[ARGS]"
+CALL_ID_MARKER = "[CALL_ID]"
 
 
 SPECS: dict[ToolFormat, FormatSpec] = {
@@ -40,6 +50,7 @@ SPECS: dict[ToolFormat, FormatSpec] = {
     ToolFormat.MISTRAL: FormatSpec(
         "[TOOL_CALLS]", "", "arguments", True, True, bare_start='[{"name"'
     ),
+    ToolFormat.MISTRAL_V11: FormatSpec("[TOOL_CALLS]", "", "arguments", False, True, named=True),
     ToolFormat.LLAMA3: FormatSpec("{", "", "parameters", False, True, at_start=True),
     ToolFormat.GENERIC: FormatSpec("<tool_call>", "</tool_call>", "arguments", False, False),
 }
@@ -48,6 +59,8 @@ SPECS: dict[ToolFormat, FormatSpec] = {
 def detect_format(template_source: str | None) -> ToolFormat:
     """The tool format a chat template was written for (GENERIC if it shows none)."""
     src = template_source or ""
+    if "[TOOL_CALLS]" in src and ARGS_MARKER in src:  # checked first: v11 has both markers
+        return ToolFormat.MISTRAL_V11
     if "[TOOL_CALLS]" in src or "[AVAILABLE_TOOLS]" in src:
         return ToolFormat.MISTRAL
     if "<tool_call>" in src:

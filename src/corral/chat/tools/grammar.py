@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from corral.chat.tools.formats import FormatSpec, ToolFormat
+from corral.chat.tools.formats import ARGS_MARKER, FormatSpec, ToolFormat
 from corral.chat.tools.parse import ToolCallParser
 from corral.chat.tools.types import Tool
 from corral.grammar.constraint import GrammarConstraint
@@ -68,6 +68,8 @@ def call_grammar(
     parallel: bool, after_trigger: bool = False,
 ) -> str:  # fmt: skip
     """Lark text for the calls of `fmt` (from their trigger on, or after it)."""
+    if spec.named:
+        return _named_grammar(tokenizer, spec, tools, parallel, after_trigger)
     schema = call_schema(tools, spec.args_key)
     trig = _lit(tokenizer, spec.trigger)
     if fmt is ToolFormat.MISTRAL:
@@ -82,6 +84,26 @@ def call_grammar(
     more = ' ("\\n" call)*' if parallel else ""
     first = f'"\\n"? body "\\n"? {close}' if after_trigger else "call"
     return f'start: {first}{more}\ncall: {trig} "\\n" body "\\n" {close}\nbody: {_json(schema)}\n'
+
+
+def _named_grammar(
+    tokenizer: Tokenizer, spec: FormatSpec, tools: list[Tool], parallel: bool,
+    after_trigger: bool,
+) -> str:  # fmt: skip
+    """Mistral v11+: `[TOOL_CALLS]name[ARGS]{arguments}` per call, a rule per tool so that
+    each name is followed by arguments valid under that tool's own schema."""
+    trig = _lit(tokenizer, spec.trigger)
+    marker = _lit(tokenizer, ARGS_MARKER)
+    more = " call*" if parallel else ""
+    lines = [
+        f"start: {'body' if after_trigger else 'call'}{more}",
+        f"call: {trig} body",
+        "body: " + " | ".join(f"tool{i}" for i in range(len(tools))),
+    ]
+    for i, t in enumerate(tools):
+        lines.append(f"tool{i}: {json.dumps(t.name)} {marker} args{i}")
+        lines.append(f"args{i}: {_json(close_objects(t.parameters))}")
+    return "\n".join(lines) + "\n"
 
 
 class TriggeredConstraint:

@@ -14,7 +14,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from corral.chat.tools.formats import FormatSpec
+from corral.chat.tools.formats import ARGS_MARKER, CALL_ID_MARKER, FormatSpec
 from corral.chat.tools.types import ToolCall
 
 
@@ -43,6 +43,7 @@ class CallEnd:
 
 
 Event = ContentDelta | CallStart | ArgsDelta | CallEnd
+_NAME = r"[A-Za-z_][A-Za-z0-9_.-]*"  # a tool name in the named formats
 
 
 @dataclass
@@ -88,6 +89,14 @@ class _Args:
         return len(s)
 
 
+def _unescape(name: str) -> str:
+    """A JSON string's body as text (as written, if it is no valid JSON string)."""
+    try:
+        return str(json.loads('"' + name + '"'))
+    except json.JSONDecodeError:
+        return name
+
+
 @dataclass
 class ToolCallParser:
     """Splits a format's output into content and tool calls; see the module docstring."""
@@ -104,8 +113,18 @@ class ToolCallParser:
     _args: _Args | None = None
     _decided_start: bool = False
     _held: list[Event] | None = None
+    _bare: bool = False  # the calls opened without their trigger's text
 
     def __post_init__(self) -> None:
+        if self.spec.named:
+            # the markers are control tokens the answer's text usually leaves out, so each
+            # is optional: `[TOOL_CALLS]name[ARGS]{` and `name{` both open a call
+            self._header = re.compile(
+                r"\s*(?:" + re.escape(self.spec.trigger) + r"\s*)?(" + _NAME + r")\s*"
+                r"(?:" + re.escape(CALL_ID_MARKER) + r"\s*([A-Za-z0-9_-]+)\s*)?"
+                r"(?:" + re.escape(ARGS_MARKER) + r"\s*)?(?=\{)"
+            )
+            return
         key = re.escape(self.spec.args_key)
         self._header = re.compile(
             r'\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"' + key + r'"\s*:\s*'
@@ -127,16 +146,49 @@ class ToolCallParser:
             self.content += text
             out.append(ContentDelta(text))
 
+    def _named_start(self, head: str) -> bool | None:
+        """Whether an output opening with `head` holds named calls (None: too soon to
+        tell). Known tool names decide early; without them, any identifier followed by
+        `{` or a marker does."""
+        trig = self.spec.trigger
+        if head.startswith(trig):
+            return True
+        if trig.startswith(head):
+            return None
+        openers = ("{", ARGS_MARKER, CALL_ID_MARKER)
+        if self.names is not None:
+            heads = [n + o for n in self.names for o in openers]
+            if any(head.startswith(h) for h in heads):
+                return True
+            return None if any(h.startswith(head) for h in heads) else False
+        m = re.match(_NAME, head)
+        if m is None:
+            return False
+        rest = head[m.end() :]
+        if any(rest.startswith(o) for o in openers):
+            return True
+        return None if any(o.startswith(rest) for o in openers) else False
+
     def _content_step(self, out: list[Event]) -> None:
         trig = self.spec.trigger
         bare = self.spec.bare_start
+        if self.spec.named and not self._decided_start:
+            head = self._pending.lstrip()
+            verdict = self._named_start(head)
+            if verdict is None:
+                return
+            self._decided_start = True
+            if verdict:
+                self._in_calls = self._bare = True
+                self._pending = head
+                return
         if bare and not self._decided_start:
             head = self._pending.lstrip()
             if bare.startswith(head):
                 return  # too little text yet to tell
             self._decided_start = True
             if head.startswith(bare):
-                self._in_calls = True
+                self._in_calls = self._bare = True
                 self._pending = head
                 return
         if self.spec.at_start:
@@ -170,15 +222,16 @@ class ToolCallParser:
     def _calls_step(self, out: list[Event]) -> None:
         while True:
             if self._args is None:
-                m = self._header.search(self._pending)
+                # named calls follow one another: each header opens the remaining text
+                find = self._header.match if self.spec.named else self._header.search
+                m = find(self._pending)
                 if m is None:
                     return
-                try:
-                    name = json.loads('"' + m.group(1) + '"')
-                except json.JSONDecodeError:
-                    name = m.group(1)
+                name, given_id = m.group(1), m.group(2) if self.spec.named else None
+                if not self.spec.named:
+                    name = _unescape(name)
                 index = len(self.calls)
-                self._args = _Args(index, ToolCall(name, {}).id, name)
+                self._args = _Args(index, given_id or ToolCall(name, {}).id, name)
                 # a second call of a tool may repeat the first: held back until it is known
                 self._held = [] if any(c.name == name for c in self.calls) else None
                 self._put(CallStart(index, self._args.call_id, name), out)
@@ -231,7 +284,7 @@ class ToolCallParser:
             self._args = None
         elif self._in_calls and not self.calls and not self.broken:
             # the trigger came but no call followed: it was just text
-            kept = self.spec.at_start or self._pending.startswith(self.spec.bare_start or "\0")
+            kept = self.spec.at_start or self._bare
             self._emit_content(("" if kept else self.spec.trigger) + self._pending, out)
         elif not self._in_calls:
             self._emit_content(self._pending, out)

@@ -25,6 +25,9 @@ GENERIC_SYSTEM = (
     '<tool_call>\n{{"name": <function-name>, "arguments": <args-json-object>}}\n</tool_call>'
 )
 
+# Mistral's templates check call ids, in both call formats
+_MISTRAL = (ToolFormat.MISTRAL, ToolFormat.MISTRAL_V11)
+
 
 def _mistral_id(call_id: str) -> str:
     """Mistral's templates accept only 9-character alphanumeric ids: map others onto one."""
@@ -38,7 +41,7 @@ def _calls(message: dict[str, Any], fmt: ToolFormat) -> list[dict[str, Any]]:
     for c in message.get("tool_calls") or []:
         fn = c.get("function", c) if isinstance(c, dict) else {}
         call_id = str(c.get("id") or "") if isinstance(c, dict) else ""
-        if fmt is ToolFormat.MISTRAL:
+        if fmt in _MISTRAL:
             call_id = _mistral_id(call_id or fn.get("name", "call"))
         args = arguments_object(fn.get("arguments", {}))
         out.append(
@@ -69,7 +72,7 @@ def prepare(
             if m.get("tool_calls"):
                 m["tool_calls"] = _calls(m, fmt)
                 m.setdefault("content", "")
-            if m.get("role") == "tool" and fmt is ToolFormat.MISTRAL and m.get("tool_call_id"):
+            if m.get("role") == "tool" and fmt in _MISTRAL and m.get("tool_call_id"):
                 m["tool_call_id"] = _mistral_id(str(m["tool_call_id"]))
             out.append(m)
         return out, [t.openai() for t in tools] or None
