@@ -1,4 +1,6 @@
-"""`corral show`: what a model file is, read from its GGUF header (no weights are loaded).
+"""`corral show`: what a model is, read from its GGUF header, or for a sentence-transformers /
+Hugging Face folder (embedding models such as minilm) from its config files and safetensors
+headers; no weights are loaded either way.
 
 The REPL's `/show info` prints the same report, so both live here.
 """
@@ -6,6 +8,9 @@ The REPL's `/show info` prints the same report, so both live here.
 from __future__ import annotations
 
 import argparse
+import json
+import re
+import struct
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +28,7 @@ _STOP_TOKEN_KEYS = (
 
 @dataclass
 class ModelFacts:
-    """What `corral show` reports about one GGUF file."""
+    """What `corral show` reports about one GGUF file or model folder."""
 
     path: Path
     architecture: str
@@ -33,11 +38,12 @@ class ModelFacts:
     context_length: int | None
     embedding_length: int | None
     tensor_types: dict[str, int]
-    template: str
+    template: str  # "": none (an embedding model)
     template_name: str | None  # the built-in format's name; None for the file's own template
     license: str | None
     stop: list[str] = field(default_factory=list)
     sampling: dict[str, Any] = field(default_factory=dict)
+    embedding: dict[str, Any] = field(default_factory=dict)  # pooling etc. of a folder model
 
 
 def read_facts(path: Path) -> ModelFacts:
@@ -84,6 +90,95 @@ def read_facts(path: Path) -> ModelFacts:
     )
 
 
+def read_folder_facts(folder: Path) -> ModelFacts:
+    """Facts of a sentence-transformers / Hugging Face model folder: config.json, modules.json,
+    1_Pooling, sentence_bert_config.json and the safetensors headers (tensor data unread)."""
+    from corral.embed.loader import _modules
+    from corral.embed.pooling import Pooling
+    from corral.errors import UnsupportedError
+    from corral.models.encoder import hf_architecture, read_json
+
+    modules = _modules(folder)
+    transformer = folder / modules.get("Transformer", "")
+    if not (transformer / "config.json").is_file():
+        raise UnsupportedError(f"{folder}: not a model folder (no config.json)")
+    config = read_json(transformer / "config.json")
+    arch = hf_architecture(config, folder.name)
+    types: Counter[str] = Counter()
+    parameters = 0
+    for file in sorted(transformer.glob("*.safetensors")):
+        for dtype, n in _safetensors_tensors(file):
+            types[dtype] += 1
+            if dtype.startswith(("F", "BF")):  # integer tensors are buffers (position_ids)
+                parameters += n
+    n_ctx = _int(config.get("max_position_embeddings") or config.get("n_positions"))
+    st_config = transformer / "sentence_bert_config.json"
+    max_seq = read_json(st_config).get("max_seq_length") if st_config.is_file() else None
+    pooling = Pooling.MEAN  # what the loader uses for a plain Hugging Face folder
+    if "Pooling" in modules:
+        pooling = Pooling.from_sentence_transformers(
+            read_json(folder / modules["Pooling"] / "config.json")
+        )
+    embedding = {
+        "pooling": pooling.value,
+        "normalize": "yes" if "Normalize" in modules else "no",
+        # what the embedder reads: sentence-transformers' cap, within the position table
+        "max tokens": min((int(x) for x in (max_seq, n_ctx) if x), default="?"),
+    }
+    return ModelFacts(
+        path=folder,
+        architecture=arch,
+        name=None,
+        parameters=parameters,
+        quantization=None,
+        context_length=n_ctx,
+        embedding_length=_int(config.get("hidden_size") or config.get("n_embd")),
+        tensor_types=dict(types.most_common()),
+        template="",
+        template_name=None,
+        license=_readme_license(folder / "README.md"),
+        embedding=embedding,
+    )
+
+
+def _safetensors_tensors(path: Path) -> list[tuple[str, int]]:
+    """(dtype, element count) of each tensor in a .safetensors file, from its JSON header:
+    8 bytes little-endian header length, then the header."""
+    from corral.errors import UnsupportedError
+
+    try:
+        with path.open("rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(size))
+    except (OSError, ValueError, struct.error) as e:
+        raise UnsupportedError(f"{path.name}: unreadable safetensors header ({e})") from None
+    out = []
+    for name, entry in header.items():
+        if name == "__metadata__" or not isinstance(entry, dict):
+            continue
+        n = 1
+        for dim in entry.get("shape", []):
+            n *= int(dim)
+        out.append((str(entry.get("dtype", "?")), n))
+    return out
+
+
+_FRONT_LICENSE = re.compile(r"^license:\s*(\S.*?)\s*$", re.MULTILINE)
+
+
+def _readme_license(readme: Path) -> str | None:
+    """The `license:` of a Hugging Face model card's YAML front matter, if any."""
+    try:
+        text = readme.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    if not text.startswith("---"):
+        return None
+    front = text[3:].split("\n---", 1)[0]
+    m = _FRONT_LICENSE.search(front)
+    return m.group(1).strip("'\"") if m else None
+
+
 def _stop_tokens(meta: dict[str, Any]) -> list[str]:
     """Texts of the tokens that end an answer, as the tokenizer decides them (it also finds
     end-of-turn tokens the file leaves unnamed, such as Gemma's <end_of_turn>)."""
@@ -127,6 +222,8 @@ def info_report(facts: ModelFacts) -> str:
     if facts.name:
         model.append(("name", facts.name))
     model.append(("parameters", human_count(facts.parameters)))
+    if facts.path.is_dir():
+        model.append(("format", "model folder (safetensors)"))
     if facts.context_length:
         model.append(("context length", facts.context_length))
     if facts.embedding_length:
@@ -135,8 +232,13 @@ def info_report(facts: ModelFacts) -> str:
         model.append(("quantization", facts.quantization))
     lines = section("Model", model)
     lines += section("Tensor types", list(facts.tensor_types.items()) or [("none", "")])
-    origin = f"{facts.template_name} (built in)" if facts.template_name else "from the model file"
-    lines += section("Chat template", [("format", origin)])
+    if facts.embedding:
+        lines += section("Embedding", list(facts.embedding.items()))
+    if facts.template:
+        origin = (
+            f"{facts.template_name} (built in)" if facts.template_name else "from the model file"
+        )
+        lines += section("Chat template", [("format", origin)])
     if facts.stop or facts.sampling:
         rows = [("stop", " ".join(facts.stop))] if facts.stop else []
         lines += section("Parameters", rows + list(facts.sampling.items()))
@@ -155,7 +257,8 @@ def parameters_report(facts: ModelFacts) -> str:
 def modelfile(facts: ModelFacts) -> str:
     """An ollama-style Modelfile describing the model."""
     out = ['# Modelfile generated by "corral show"', f"FROM {facts.path}", ""]
-    out += [f'TEMPLATE """{facts.template}"""', ""]
+    if facts.template:  # an embedding model has none
+        out += [f'TEMPLATE """{facts.template}"""', ""]
     out += [f"PARAMETER stop {_quote(s)}" for s in facts.stop]
     out += [f"PARAMETER {k} {v}" for k, v in facts.sampling.items()]
     if facts.license:
@@ -170,7 +273,7 @@ def _quote(text: str) -> str:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register `corral show`."""
     p = sub.add_parser("show", help="show information about a model")
-    p.add_argument("model", help="model name or .gguf path")
+    p.add_argument("model", help="model name, .gguf path or model folder")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--template", action="store_true", help="print the chat template")
     which.add_argument("--parameters", action="store_true", help="print stop tokens and settings")
@@ -183,8 +286,13 @@ def cmd_show(args: argparse.Namespace) -> int:
     """Print the report the flags ask for."""
     from corral.store import Store
 
-    facts = read_facts(Store().resolve(args.model).path)
-    if args.template:
+    folder = Path(args.model).expanduser()
+    # the store resolves names and .gguf files; a folder path is read in place
+    path = folder if folder.is_dir() else Store().resolve(args.model).path
+    facts = read_folder_facts(path) if path.is_dir() else read_facts(path)
+    if args.template and not facts.template:
+        text = "(no chat template: an embedding model)\n"
+    elif args.template:
         text = facts.template if facts.template.endswith("\n") else facts.template + "\n"
     elif args.parameters:
         text = parameters_report(facts)
