@@ -1,8 +1,8 @@
 """Tokenizers built from GGUF metadata, giving the same token ids as llama.cpp.
 
 `load_tokenizer(metadata)` reads `tokenizer.ggml.model` and returns a BPE tokenizer for
-"gpt2" vocabularies, an SPM tokenizer for "llama" ones and a WordPiece one for "bert"
-(encoder models); the other llama.cpp tokenizer models (Unigram, RWKV, ...) raise
+"gpt2" vocabularies, an SPM tokenizer for "llama" ones, a WordPiece one for "bert"
+(encoder models) and a trie one for "rwkv"; the other llama.cpp tokenizer models raise
 UnsupportedError for now.
 """
 
@@ -14,6 +14,7 @@ from corral.errors import UnsupportedError
 from corral.tokenizer.base import Tokenizer
 from corral.tokenizer.bpe import BPETokenizer
 from corral.tokenizer.pretok import PreConfig, PreType, resolve_pre
+from corral.tokenizer.rwkv import RWKVTokenizer
 from corral.tokenizer.spm import SPMTokenizer
 from corral.tokenizer.stream import StreamDecoder
 from corral.tokenizer.vocab import TokenAttr, VocabType, build_vocab
@@ -23,6 +24,7 @@ __all__ = [
     "BPETokenizer",
     "PreConfig",
     "PreType",
+    "RWKVTokenizer",
     "SPMTokenizer",
     "StreamDecoder",
     "TokenAttr",
@@ -34,7 +36,6 @@ __all__ = [
 
 _UNSUPPORTED = {
     VocabType.UGM: "Unigram (T5) tokenizers are not supported yet",
-    VocabType.RWKV: "RWKV tokenizers are not supported yet",
     VocabType.PLAMO2: "PLaMo-2 tokenizers are not supported yet",
     VocabType.NONE: "this GGUF has no vocabulary, so it cannot tokenize text",
 }
@@ -53,6 +54,11 @@ def load_tokenizer(metadata: dict) -> Tokenizer:
 
     if vtype is VocabType.WPM:
         return WPMTokenizer.from_metadata(metadata)
+
+    if vtype is VocabType.RWKV:  # llama.cpp adds no BOS unless the file asks
+        return RWKVTokenizer(
+            build_vocab(metadata, vtype, clean_spaces=False, add_bos_default=False)
+        )
 
     if vtype is VocabType.BPE:
         if "tokenizer.ggml.merges" not in metadata:
