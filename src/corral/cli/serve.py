@@ -36,6 +36,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="memory budget for loaded model files, in MB (default: no limit)")  # fmt: skip
     p.add_argument("--slots", type=_positive, default=4, metavar="N",
                    help="requests per model decoded together in one batch (default 4)")  # fmt: skip
+    p.add_argument("--lora", action="append", default=[], metavar="FILE[:SCALE]",
+                   help="a LoRA adapter (GGUF file or PEFT folder) for requests to use, by id "
+                   "in the order given; applied at SCALE (default 1) unless a request's "
+                   "'lora' field says otherwise (repeatable)")  # fmt: skip
+    p.add_argument("--lora-scaled", nargs=2, action="append", default=[],
+                   metavar=("FILE", "SCALE"), help="as --lora FILE:SCALE (llama.cpp's spelling)")  # fmt: skip
+    p.add_argument("--lora-init-without-apply", action="store_true",
+                   help="load the adapters at scale 0: only requests naming them use them")  # fmt: skip
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(
@@ -73,6 +81,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         keep_alive = parse_keep_alive(args.keep_alive)
     except ValueError as e:
         raise CorralError(str(e)) from None
+    lora = _lora_specs(args)
     config = ServerConfig(
         host=args.host,
         port=args.port,
@@ -83,12 +92,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
         n_ctx=args.ctx,
         memory_budget=args.memory * 1024 * 1024 if args.memory else None,
         slots=args.slots,
+        lora=lora,
+        lora_apply=not args.lora_init_without_apply,
     )
     # the server's own lines (model loads, unloads) in uvicorn's style, on stderr
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
     print(f"corral serving on http://{args.host}:{args.port} (Ctrl-C stops)", file=sys.stderr)
     uvicorn.run(create_app(config), host=args.host, port=args.port, log_level="info")
     return 0
+
+
+def _lora_specs(args: argparse.Namespace) -> tuple[tuple[str, float], ...]:
+    """--lora and --lora-scaled in one list (--lora ones first, as ids count them); a
+    missing file fails now rather than at the first request."""
+    from corral.errors import CorralError
+    from corral.server.loras import parse_lora_arg
+
+    specs = [parse_lora_arg(text) for text in args.lora]
+    for path, scale in args.lora_scaled:
+        try:
+            specs.append((path, float(scale)))
+        except ValueError:
+            raise CorralError(f"--lora-scaled {path}: '{scale}' is not a number") from None
+    for path, _ in specs:
+        if not Path(path).expanduser().exists():
+            raise CorralError(f"LoRA adapter {path}: no such file or folder")
+    return tuple(specs)
 
 
 def cmd_create(args: argparse.Namespace) -> int:

@@ -22,6 +22,8 @@ class ServerConfig:
     memory_budget: bytes the loaded models' files may add up to (None: no limit); past it the
     least recently used idle model is unloaded first.
     n_ctx: context size models are loaded with (None: the model's own, capped at 4096).
+    lora: startup LoRA adapters as (path, scale), ids in this order (server/loras.py);
+    lora_apply False loads them at scale 0 until a request or POST /lora-adapters asks.
     """
 
     host: str = DEFAULT_HOST
@@ -38,6 +40,8 @@ class ServerConfig:
     store_home: Path | None = None  # None: $CORRAL_HOME or ~/.cache/corral
     # how long a client is told to wait before retrying a full queue (Retry-After)
     retry_after_s: int = 1
+    lora: tuple[tuple[str, float], ...] = ()
+    lora_apply: bool = True
 
     def __post_init__(self) -> None:
         if self.models_max < 1:

@@ -1,4 +1,5 @@
-"""llama.cpp server extras: /health, /tokenize, /detokenize, /apply-template, /metrics.
+"""llama.cpp server extras: /health, /tokenize, /detokenize, /apply-template, /metrics,
+/lora-adapters.
 
 POST /tokenize also answers TEI's body shape (`inputs`, for embedding models; tei/routes.py).
 
@@ -48,10 +49,11 @@ class ApplyTemplateRequest(_Body):
 
 async def _lease(st: ServerState, model: str | None) -> Lease:
     if model is None:
-        loaded = st.manager.loaded()
+        # one model may be loaded several times, once per LoRA adapter set
+        loaded = list(dict.fromkeys(e.name for e in st.manager.loaded()))
         if len(loaded) != 1:
             raise bad_request("'model' is required unless exactly one model is loaded", "model")
-        model = loaded[0].name
+        model = loaded[0]
     return await st.manager.acquire(model)
 
 
@@ -127,3 +129,21 @@ async def metrics(request: Request) -> Response:
     return PlainTextResponse(
         st.metrics.render(st.manager), media_type="text/plain; version=0.0.4; charset=utf-8"
     )
+
+
+@router.get("/lora-adapters")
+async def lora_adapters(request: Request) -> list[dict[str, Any]]:
+    """The startup adapters (`corral serve --lora`) with their global scales."""
+    return get_state(request).manager.adapters.listing()
+
+
+@router.post("/lora-adapters")
+async def set_lora_adapters(request: Request) -> dict[str, Any]:
+    """New global scales, `[{id, scale}]`; adapters not named get 0 (as llama.cpp)."""
+    from corral.server.loras import LoraList
+
+    data = await request_json(request)
+    # llama.cpp's body is the bare array; an object {"lora": [...]} is taken too
+    body = validate(data if isinstance(data, dict) else {"lora": data}, LoraList)
+    get_state(request).manager.adapters.set_global(body.lora)
+    return {"success": True}

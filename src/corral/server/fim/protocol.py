@@ -9,6 +9,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from corral.fim import ExtraFile
+from corral.server.loras import LoraScale
 
 
 class _Body(BaseModel):
@@ -40,6 +41,7 @@ class InfillRequest(_Body):
     stop: list[str] = Field(default_factory=list)
     stream: bool = False
     spm_infill: bool = False  # a server flag in llama.cpp; per request here
+    lora: list[LoraScale] | None = None  # [{id, scale}] of the server's LoRA adapters
 
     def extra_files(self) -> list[ExtraFile]:
         return [ExtraFile(c.filename, c.text) for c in self.input_extra]

@@ -36,6 +36,7 @@ from corral.fim import (
 from corral.server.body import parse_body
 from corral.server.errors import ApiError, bad_request, from_corral_error
 from corral.server.fim import protocol as p
+from corral.server.loras import LoraScale
 from corral.server.manager import Lease, LoadedModel
 from corral.server.options import GenOptions
 from corral.server.prompts import text_ids
@@ -47,13 +48,14 @@ router = APIRouter()
 TABBY_MAX_TOKENS = 64  # Tabby's own default (max_decoding_tokens)
 
 
-async def _lease(st: ServerState, model: str | None) -> Lease:
+async def _lease(st: ServerState, model: str | None, lora: list[LoraScale] | None = None) -> Lease:
     """The named model; unnamed (llama.cpp and Tabby serve one model): the only loaded
-    model, else the only stored one."""
+    model, else the only stored one. `lora`: the request's adapters (server/loras.py)."""
     if model is None:
-        loaded = st.manager.loaded()
+        # one model may be loaded several times, once per adapter set
+        loaded = list(dict.fromkeys(e.name for e in st.manager.loaded()))
         if len(loaded) == 1:
-            model = loaded[0].name
+            model = loaded[0]
         else:
             stored = [] if loaded else await asyncio.to_thread(st.store.list)
             if len(stored) != 1:
@@ -61,7 +63,7 @@ async def _lease(st: ServerState, model: str | None) -> Lease:
                     "'model' is required unless exactly one model is loaded or stored", "model"
                 )
             model = stored[0].full_name
-    return await st.manager.acquire(model)
+    return await st.manager.acquire(model, lora=lora)
 
 
 def fim_prompt(
@@ -112,7 +114,7 @@ def _sampling(base: GenOptions, **given: Any) -> GenOptions:
 async def infill(request: Request) -> Response:
     st = get_state(request)
     body = await parse_body(request, p.InfillRequest)
-    lease = await _lease(st, body.model)
+    lease = await _lease(st, body.model, body.lora)
     try:
         entry = lease.entry
         opts = _sampling(

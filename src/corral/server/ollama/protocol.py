@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from corral.server.durations import ns, rfc3339
+from corral.server.loras import LoraScale
 
 
 class _Body(BaseModel):
@@ -39,6 +40,8 @@ class _Generation(_Named):
     options: dict[str, Any] | None = None
     keep_alive: str | float | int | None = None
     think: bool | str | None = None
+    # corral extension, llama.cpp's shape: [{id, scale}] of the server's LoRA adapters
+    lora: list[LoraScale] | None = None
 
 
 class Message(_Body):

@@ -95,7 +95,7 @@ async def generate(request: Request) -> Response:
     keep, num_ctx = _check_common(body)
     if not body.prompt and not body.suffix and not body.context:
         return JSONResponse(await _load_only(st, body.model, keep))
-    lease = await st.manager.acquire(body.model, keep, num_ctx)
+    lease = await st.manager.acquire(body.model, keep, num_ctx, body.lora)
     try:
         entry = lease.entry
         opts = _options(entry, body.options)
@@ -152,7 +152,7 @@ async def chat(request: Request) -> Response:
         result = await _load_only(st, body.model, keep)
         result.pop("response")
         return JSONResponse({**result, "message": {"role": "assistant", "content": ""}})
-    lease = await st.manager.acquire(body.model, keep, num_ctx)
+    lease = await st.manager.acquire(body.model, keep, num_ctx, body.lora)
     try:
         entry = lease.entry
         opts = _options(entry, body.options)

@@ -59,7 +59,7 @@ async def completions(request: Request) -> Response:
     if len(prompts) * body.n > p.MAX_N:
         raise bad_request(f"at most {p.MAX_N} completions per request (prompts x n)", "n")
     spec, param = openai_spec(body.response_format, body.grammar, body.json_schema)
-    lease = await st.manager.acquire(body.model)
+    lease = await st.manager.acquire(body.model, lora=body.lora)
     try:
         entry = lease.entry
         ids = [await asyncio.to_thread(_ids, entry, pr, body.suffix) for pr in prompts]

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from corral.server.loras import LoraScale
+
 MAX_N = 16  # choices per request: each is a full generation on a CPU
 
 
@@ -56,6 +58,8 @@ class _Sampling(_Body):
     top_k: int | None = Field(default=None, ge=0)
     min_p: float | None = Field(default=None, ge=0.0, le=1.0)
     repeat_penalty: float | None = Field(default=None, ge=0.0)
+    # llama.cpp's per-request LoRA choice: [{id, scale}] of the server's adapters
+    lora: list[LoraScale] | None = None
 
 
 class ChatCompletionRequest(_Sampling):

@@ -76,7 +76,7 @@ async def chat_completions(request: Request) -> Response:
     messages = to_messages(body.messages)
     max_tokens = body.max_completion_tokens
     max_tokens = body.max_tokens if max_tokens is None else max_tokens
-    lease = await st.manager.acquire(body.model)
+    lease = await st.manager.acquire(body.model, lora=body.lora)
     try:
         entry = lease.entry
         tools, choice = chat_tools(body)
