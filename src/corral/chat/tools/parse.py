@@ -126,8 +126,11 @@ class ToolCallParser:
             )
             return
         key = re.escape(self.spec.args_key)
+        # Llama 3.x models sometimes open with "type": "function" (llama.cpp takes it too)
         self._header = re.compile(
-            r'\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"' + key + r'"\s*:\s*'
+            r'\{\s*(?:"type"\s*:\s*"function"\s*,\s*)?"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"'
+            + key
+            + r'"\s*:\s*'
         )
 
     def push(self, text: str) -> list[Event]:
