@@ -1,0 +1,144 @@
+"""`corral convert` on tiny random T5 models (gated-GELU as Flan-T5, ReLU as the original T5
+with its tied, scaled head), checked against transformers' T5ForConditionalGeneration:
+float32 decoder logits within 1e-4 and the same 16 greedy tokens, with and without the
+decoder's KV cache; then through `corral.load(...)`: logits, generate, and the tokenizer."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from corral.convert import convert_hf  # noqa: E402
+from corral.convert.spm_proto import Piece, write_pieces  # noqa: E402
+
+VOCAB = 300
+EOS = 1
+STEPS = 16
+WORDS = ["▁translate", "▁English", "▁to", "▁German", ":", "▁the", "▁house", "▁is", "▁wonderful"]
+WORDS += ["▁", "s", "e", "a", "t", "h", "o", "u", "▁a", "n", "r", "i", "."]
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def write_spiece(path: Path) -> None:
+    """A tiny Unigram spiece.model: T5's <pad> </s> <unk>, some words, and a normalizer spec
+    (dummy prefix, whitespace folding, no charsmap)."""
+    pieces = [Piece("<pad>", 0.0, 3), Piece("</s>", 0.0, 3), Piece("<unk>", 0.0, 2)]
+    pieces += [Piece(w, -1.0 - i * 0.5, 1) for i, w in enumerate(WORDS)]
+    trainer = b"\x18" + _varint(1)  # model_type = UNIGRAM
+    normalizer = b"\x18\x01\x20\x01"  # add_dummy_prefix, remove_extra_whitespaces
+    buf = write_pieces(pieces)
+    buf += b"\x12" + _varint(len(trainer)) + trainer + b"\x1a" + _varint(len(normalizer))
+    path.write_bytes(buf + normalizer)
+    assert struct  # (the pieces' scores are packed by write_pieces)
+
+
+CONFIGS = {
+    "flan-t5": {"feed_forward_proj": "gated-gelu", "tie_word_embeddings": False},
+    "t5": {"feed_forward_proj": "relu", "tie_word_embeddings": True},
+}
+
+
+def save_tiny_t5(folder: Path, variant: str) -> Any:
+    """A random T5ForConditionalGeneration (3 decoder layers against 2 encoder ones)."""
+    folder.mkdir(parents=True)
+    config = transformers.T5Config(
+        vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=3,
+        num_heads=4, relative_attention_num_buckets=8, decoder_start_token_id=0,
+        pad_token_id=0, eos_token_id=EOS, **CONFIGS[variant],
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = transformers.T5ForConditionalGeneration(config)
+    with torch.no_grad():  # random norms and a strong position bias, so that both matter
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.copy_(torch.randn_like(p) * 0.1 + 1.0)
+            elif "relative_attention_bias" in name:
+                p.copy_(torch.randn_like(p))
+    model.eval().save_pretrained(folder)
+    write_spiece(folder / "spiece.model")
+    return model
+
+
+@pytest.fixture(autouse=True)
+def exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plain float32 compute (as CORRAL_EXACT=1): no llama.cpp float16 roundings."""
+    monkeypatch.setattr("corral.models.layers._EXACT", True)
+    monkeypatch.setattr("corral.models.weights._EXACT", True)
+
+
+@pytest.fixture(params=sorted(CONFIGS))
+def converted(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Any, Path]:
+    hf = save_tiny_t5(tmp_path / "hf", request.param)
+    return hf, convert_hf(tmp_path / "hf", tmp_path / "m.gguf", "f32")
+
+
+def _greedy(logits: torch.Tensor) -> int:
+    """The argmax of logits [..., V] at the last position, EOS excluded (transformers'
+    min_new_tokens keeps it out for all the compared steps)."""
+    last = logits.reshape(-1, logits.shape[-1])[-1].clone()
+    last[EOS] = float("-inf")
+    return int(last.argmax())
+
+
+def _ids(n: int, seed: int) -> torch.Tensor:
+    return torch.randint(3, VOCAB - 10, (1, n), generator=torch.Generator().manual_seed(seed))
+
+
+def test_matches_transformers(converted: tuple[Any, Path]) -> None:
+    from corral.gguf import open_gguf
+    from corral.models.registry import load_model
+
+    hf, path = converted
+    m = load_model(open_gguf(path))
+    # the prompt is longer than the exact-bucket range, so log-spaced buckets are used too
+    enc, dec = _ids(40, 3), torch.cat([torch.zeros(1, 1, dtype=torch.long), _ids(9, 4)], 1)
+    with torch.no_grad():
+        ref = hf(input_ids=enc, decoder_input_ids=dec, use_cache=False).logits.float()
+
+    cache = m.make_cache(64, dtype=torch.float32)
+    m.encode(enc, cache)
+    full = m.forward(dec, cache)
+    assert float((full - ref).abs().max()) <= 1e-4
+
+    cache = m.make_cache(64, dtype=torch.float32)
+    m.encode(enc, cache)
+    parts = [m.forward(dec[:, :3], cache)]
+    parts += [m.forward(dec[:, i : i + 1], cache) for i in range(3, dec.shape[1])]
+    assert float((torch.cat(parts, 1) - ref).abs().max()) <= 1e-4
+
+    with torch.no_grad():
+        # an explicit cache: transformers sizes its default one by the encoder's layer count
+        kv = transformers.EncoderDecoderCache(
+            transformers.DynamicCache(), transformers.DynamicCache()
+        )
+        want = hf.generate(
+            enc, max_new_tokens=STEPS, min_new_tokens=STEPS, do_sample=False, cache=kv
+        )[0, 1:].tolist()  # fmt: skip
+    cache = m.make_cache(64, dtype=torch.float32)
+    m.encode(enc, cache)
+    logits = m.forward(torch.tensor([[m.decoder_start_id]]), cache)
+    got_cached = []
+    for _ in range(STEPS):
+        got_cached.append(_greedy(logits))
+        logits = m.forward(torch.tensor([got_cached[-1:]]), cache)
+    seq = [m.decoder_start_id]
+    for _ in range(STEPS):
+        cache = m.make_cache(64, dtype=torch.float32)
+        m.encode(enc, cache)
+        seq.append(_greedy(m.forward(torch.tensor([seq]), cache, last_only=True)))
+    assert got_cached == want
+    assert seq[1:] == want
