@@ -17,7 +17,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "the .bin files of early llama.cpp, alpaca.cpp, gpt4all) and write it as GGUF, "
         "keeping its quantization (old block layouts are repacked).",
     )
-    p.add_argument("input", type=Path, help="the legacy .bin file")
+    p.add_argument(
+        "input", type=Path, help="the legacy .bin file (its first part: INPUT.1, ... follow)"
+    )
     p.add_argument("-o", "--output", type=Path, help="output .gguf (default: INPUT.gguf)")
     p.add_argument(
         "--outtype",

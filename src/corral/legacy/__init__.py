@@ -4,8 +4,9 @@
 the GGUF equivalent (llama architecture, SPM vocabulary with scores).
 """
 
-from corral.legacy.format import Container, LegacyModel, LegacyType, read_legacy
+from corral.legacy.format import Container, LegacyModel, LegacyType, read_legacy_file
 from corral.legacy.migrate import MigrateReport, OutType, migrate
+from corral.legacy.parts import read_legacy
 
 __all__ = [
     "Container",
@@ -15,4 +16,5 @@ __all__ = [
     "OutType",
     "migrate",
     "read_legacy",
+    "read_legacy_file",
 ]

@@ -163,8 +163,9 @@ def _container(magic: int, version: int | None, name: str) -> Container:
     raise UnsupportedError(f"{name}: {kind.upper()} version {version} is not a known version")
 
 
-def read_legacy(path: str | os.PathLike[str]) -> LegacyModel:
-    """Parse a legacy llama file's header, vocabulary and tensor table (data stay mapped)."""
+def read_legacy_file(path: str | os.PathLike[str]) -> LegacyModel:
+    """Parse one legacy llama file's header, vocabulary and tensor table (data stay mapped).
+    A model split over several files is joined by `parts.read_legacy`."""
     path = Path(path)
     name = path.name
     if not path.is_file():

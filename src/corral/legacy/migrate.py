@@ -23,7 +23,8 @@ from gguf import GGMLQuantizationType as Q
 
 from corral.errors import CorralError, GGUFError
 from corral.legacy.blocks import convert, target_type, to_float32
-from corral.legacy.format import LegacyModel, read_legacy
+from corral.legacy.format import LegacyModel
+from corral.legacy.parts import read_legacy
 from corral.quantize.output import atomic_output
 
 _TOP = {
@@ -122,7 +123,8 @@ def migrate(
     rms_eps: float = 1e-6,
     name: str | None = None,
 ) -> MigrateReport:
-    """Write the legacy llama model `src` as GGUF `dst` (replaced only on success)."""
+    """Write the legacy llama model `src` as GGUF `dst` (replaced only on success); a
+    model split over `src`, `src.1`, ... is read from all its parts."""
     src, dst = Path(src), Path(dst)
     model = read_legacy(src)
     hp = model.hparams
