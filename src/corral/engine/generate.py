@@ -151,6 +151,7 @@ def generate_tokens(
         raise ValueError("empty prompt: give at least one token")
     cached_prefix = min(cached_prefix, len(prompt) - 1)
     cache.truncate(cached_prefix)
+    cached_prefix = min(cached_prefix, cache.offset)  # a recurrent state keeps all or nothing
     t0 = time.perf_counter()
     logits = prefill(model, cache, prompt[cached_prefix:])
     t.prompt_tokens, t.cached_tokens = len(prompt) - cached_prefix, cached_prefix

@@ -25,6 +25,8 @@ ARCHITECTURES: dict[str, str] = {
     "bloom": "bloom",
     "mpt": "mpt",
     "falcon": "falcon",
+    "rwkv6": "rwkv6",
+    "rwkv7": "rwkv7",
     "t5": "t5",  # encoder-decoder: also an EncoderDecoderLM (corral.engine.generate)
 }
 
