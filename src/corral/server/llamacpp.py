@@ -1,5 +1,9 @@
-"""llama.cpp server extras: /health, /tokenize, /detokenize, /apply-template, /metrics,
-/lora-adapters.
+"""llama.cpp server extras: /completion, /health, /tokenize, /detokenize, /apply-template,
+/metrics, /lora-adapters; and llama.cpp's answer shape, which /infill (server/fim) shares.
+
+POST /completion takes llama.cpp's sampling fields, `n_predict`, `stop`, `stream`, and a
+`grammar` (GBNF) or `json_schema` that constrains the output (corral.server.structured, so a
+bad one is a 400 naming the field, as on the OpenAI routes).
 
 POST /tokenize also answers TEI's body shape (`inputs`, for embedding models; tei/routes.py).
 
@@ -10,19 +14,24 @@ out while exactly one model is loaded.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 
+from corral.engine.generate import Timings
 from corral.server.body import parse_body, request_json, validate
-from corral.server.errors import bad_request
+from corral.server.errors import ApiError, bad_request
 from corral.server.manager import Lease
 from corral.server.openai.protocol import ChatMessage
-from corral.server.prompts import check_ids, render, with_defaults
+from corral.server.prompts import check_ids, render, text_ids, with_defaults
+from corral.server.runs import Run, finish_name, submit, until_disconnect
 from corral.server.state import ServerState, get_state
+from corral.server.streaming import SSE_MEDIA_TYPE, EventStream, sse_data
+from corral.server.structured import constraint_factory, openai_spec
 
 router = APIRouter()
 
@@ -45,6 +54,28 @@ class DetokenizeRequest(_Body):
 
 class ApplyTemplateRequest(_Body):
     messages: list[ChatMessage] = Field(min_length=1)
+
+
+class CompletionRequest(_Body):
+    """POST /completion, with llama.cpp's field names (unknown ones, such as cache_prompt,
+    are ignored)."""
+
+    prompt: str | list[int]
+    n_predict: int = -1  # -1: until an end token or the context is full
+    temperature: float | None = Field(default=None, ge=0)
+    top_k: int | None = Field(default=None, ge=0)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    min_p: float | None = Field(default=None, ge=0, le=1)
+    typical_p: float | None = Field(default=None, ge=0, le=1)
+    repeat_penalty: float | None = Field(default=None, ge=0)
+    repeat_last_n: int | None = Field(default=None, ge=-1)
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    seed: int | None = None  # -1: random, as in llama.cpp
+    stop: list[str] = Field(default_factory=list)
+    stream: bool = False
+    grammar: str | None = None
+    json_schema: Any = None
 
 
 async def _lease(st: ServerState, model: str | None) -> Lease:
@@ -147,3 +178,101 @@ async def set_lora_adapters(request: Request) -> dict[str, Any]:
     body = validate(data if isinstance(data, dict) else {"lora": data}, LoraList)
     get_state(request).manager.adapters.set_global(body.lora)
     return {"success": True}
+
+
+# -- /completion, and llama.cpp's answer shape -----------------------------------------------
+
+_SAMPLING_FIELDS = (
+    "temperature", "top_k", "top_p", "min_p", "typical_p", "repeat_penalty", "repeat_last_n",
+    "presence_penalty", "frequency_penalty",
+)  # fmt: skip
+
+
+@router.post("/completion")
+async def completion(request: Request) -> Response:
+    st = get_state(request)
+    body = await parse_body(request, CompletionRequest)
+    spec, param = openai_spec(None, body.grammar, body.json_schema)
+    lease = await _lease(st, body.model)
+    try:
+        entry = lease.entry
+        model = entry.model
+        if isinstance(body.prompt, str):
+            ids = await asyncio.to_thread(text_ids, model, body.prompt)
+        else:
+            ids = check_ids(model, body.prompt, "prompt")
+        factory = await asyncio.to_thread(constraint_factory, entry, spec, param)
+        given = {k: getattr(body, k) for k in _SAMPLING_FIELDS if getattr(body, k) is not None}
+        if body.seed is not None and body.seed >= 0:
+            given["seed"] = body.seed
+        opts = entry.defaults.with_(
+            sampling=entry.defaults.sampling.with_(**given),
+            max_tokens=None if body.n_predict < 0 else body.n_predict,
+        )
+        if body.stop:
+            opts = opts.with_(stop=tuple(s for s in body.stop if s))
+        run = submit(entry, ids, opts, st.metrics, st.config.retry_after_s, 0, factory)
+    except BaseException:
+        lease.release()
+        raise
+
+    def close() -> None:
+        run.cancel()
+        lease.release()
+
+    if body.stream:
+        return EventStream(completion_stream(run, entry.name), SSE_MEDIA_TYPE, close)
+    try:
+        done = await until_disconnect(request, run.collect())
+    finally:
+        close()
+    return JSONResponse(
+        completion_answer(
+            entry.name,
+            done.text,
+            done.finish_reason,
+            run,
+            done.completion_tokens,
+            done.timings.cached_tokens,
+            done.timings,
+        )  # fmt: skip
+    )
+
+
+def completion_answer(
+    model: str, text: str, finish: str, run: Run, predicted: int, cached: int, timings: Any
+) -> dict[str, Any]:
+    """llama.cpp's final /completion (and /infill) answer."""
+    return {
+        "content": text, "stop": True, "model": model, "tokens_predicted": predicted,
+        "tokens_evaluated": run.prompt_tokens, "tokens_cached": cached, "truncated": False,
+        "stop_type": "limit" if finish == "length" else "eos", "stopping_word": "",
+        "timings": {
+            "prompt_n": timings.prompt_tokens, "prompt_ms": timings.prompt_s * 1000,
+            "predicted_n": timings.decode_tokens, "predicted_ms": timings.decode_s * 1000,
+        },
+    }  # fmt: skip
+
+
+async def completion_stream(run: Run, model: str) -> AsyncIterator[bytes]:
+    """llama.cpp's stream: `data: {"content": ..., "stop": false}` events, then the final
+    answer with `stop: true` (no [DONE] line)."""
+    count = 0
+    try:
+        async for ev in run.events():
+            if ev.token_id is not None and not ev.eog:
+                count += 1
+            if ev.finish_reason is not None:
+                t = ev.timings or Timings()
+                final = completion_answer(
+                    model, ev.text, finish_name(ev), run, count, t.cached_tokens, t
+                )
+                yield sse_data(final)
+                return
+            if ev.text:
+                yield sse_data({"content": ev.text, "stop": False})
+    except ApiError as e:
+        yield sse_data({"error": {"code": e.status, "message": e.message}})
+        return
+    # no final event (n_predict 0): the answer still ends the stream
+    yield sse_data(completion_answer(model, "", "length", run, count, 0, Timings()))

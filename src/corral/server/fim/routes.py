@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter
@@ -36,13 +35,14 @@ from corral.fim import (
 from corral.server.body import parse_body
 from corral.server.errors import ApiError, bad_request, from_corral_error
 from corral.server.fim import protocol as p
+from corral.server.llamacpp import completion_answer, completion_stream
 from corral.server.loras import LoraScale
 from corral.server.manager import Lease, LoadedModel
 from corral.server.options import GenOptions
 from corral.server.prompts import text_ids
-from corral.server.runs import Run, finish_name, until_disconnect
+from corral.server.runs import Run, until_disconnect
 from corral.server.state import ServerState, get_state
-from corral.server.streaming import SSE_MEDIA_TYPE, EventStream, sse_data
+from corral.server.streaming import SSE_MEDIA_TYPE, EventStream
 
 router = APIRouter()
 TABBY_MAX_TOKENS = 64  # Tabby's own default (max_decoding_tokens)
@@ -138,13 +138,13 @@ async def infill(request: Request) -> Response:
         lease.release()
 
     if body.stream:
-        return EventStream(_infill_stream(run, entry.name), SSE_MEDIA_TYPE, close)
+        return EventStream(completion_stream(run, entry.name), SSE_MEDIA_TYPE, close)
     try:
         done = await until_disconnect(request, run.collect())
     finally:
         close()
     return JSONResponse(
-        _infill_final(
+        completion_answer(
             entry.name,
             done.text,
             done.finish_reason,
@@ -154,41 +154,6 @@ async def infill(request: Request) -> Response:
             done.timings,
         )  # fmt: skip
     )
-
-
-def _infill_final(
-    model: str, text: str, finish: str, run: Run, predicted: int, cached: int, timings: Any
-) -> dict[str, Any]:
-    """llama.cpp's final /completion-shaped answer."""
-    return {
-        "content": text, "stop": True, "model": model, "tokens_predicted": predicted,
-        "tokens_evaluated": run.prompt_tokens, "tokens_cached": cached, "truncated": False,
-        "stop_type": "limit" if finish == "length" else "eos", "stopping_word": "",
-        "timings": {
-            "prompt_n": timings.prompt_tokens, "prompt_ms": timings.prompt_s * 1000,
-            "predicted_n": timings.decode_tokens, "predicted_ms": timings.decode_s * 1000,
-        },
-    }  # fmt: skip
-
-
-async def _infill_stream(run: Run, model: str) -> AsyncIterator[bytes]:
-    """llama.cpp's stream: `data: {"content": ..., "stop": false}` events, then the final
-    answer with `stop: true` (no [DONE] line)."""
-    count = 0
-    try:
-        async for ev in run.events():
-            if ev.token_id is not None and not ev.eog:
-                count += 1
-            if ev.finish_reason is not None:
-                t = ev.timings
-                cached = t.cached_tokens if t else 0
-                final = _infill_final(model, ev.text, finish_name(ev), run, count, cached, t)
-                yield sse_data(final)
-                return
-            if ev.text:
-                yield sse_data({"content": ev.text, "stop": False})
-    except ApiError as e:
-        yield sse_data({"error": {"code": e.status, "message": e.message}})
 
 
 # -- Tabby /v1/completions (segments) --------------------------------------------------------
