@@ -102,7 +102,7 @@ def test_bad_input_errors(tmp_path: Path, docs: Path, stub) -> None:
         with pytest.raises(InvalidRequestError, match="empty"):
             search(col, stub, "  ", 3)
         with pytest.raises(InvalidRequestError, match="unknown filter"):
-            search(col, stub, "x", 3, where={"author": "me"})
+            search(col, stub, "x", 3, where={"colour": "red"})
     with pytest.raises(CollectionNotFoundError, match="nope"):
         Collection.open("nope", home=tmp_path / "home")
     with pytest.raises(InvalidRequestError, match="indexed with stub"):

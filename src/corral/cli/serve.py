@@ -7,6 +7,7 @@ Both import the server package only when they run: fastapi and torch stay out of
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -24,6 +25,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
     p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (all but /health)")
+    p.add_argument("--bearer-token", metavar="TOKEN",
+                   help="token the retrieval plugin routes (/upsert, /query, /delete) require "
+                   "(default $CORRAL_BEARER_TOKEN; unset: open)")  # fmt: skip
+    p.add_argument("--retrieval-collection", default="default", metavar="NAME",
+                   help="RAG collection the retrieval plugin routes use (default 'default')")  # fmt: skip
+    p.add_argument("--retrieval-embedder", metavar="MODEL",
+                   help="embedding model of a collection /upsert creates (default: the only "
+                   "one stored)")  # fmt: skip
     p.add_argument("--models-max", type=_positive, default=3, metavar="N",
                    help="models loaded at once; the least recently used goes first (default 3)")  # fmt: skip
     p.add_argument("--max-queue", type=_positive, default=64, metavar="N",
@@ -86,6 +95,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         api_key=args.api_key,
+        # read here, not at import: the environment is the user's at `corral serve` time
+        bearer_token=args.bearer_token or os.environ.get("CORRAL_BEARER_TOKEN") or None,
+        retrieval_collection=args.retrieval_collection,
+        retrieval_embedder=args.retrieval_embedder,
         models_max=args.models_max,
         max_queue=args.max_queue,
         keep_alive=keep_alive,

@@ -2,6 +2,7 @@
 
 Tables: `meta` (embedding model, dimensions), `files` (path -> content hash: unchanged files
 are skipped), `chunks` (text, path, line range, heading, content hash, float32 vector),
+`documents` (retrieval-plugin metadata of documents sent to the server's /upsert, by path),
 `chunks_fts` (FTS5 over text and heading, rowid = chunk id) and `chunks_vec` (sqlite-vec
 `vec0`, cosine distance, rowid = chunk id). WAL mode: readers (`ask`, the server) never block
 an index run, and each file is one transaction, so a killed run keeps every file it finished.
@@ -20,7 +21,6 @@ import re
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -28,7 +28,10 @@ from typing import Any
 import numpy as np
 
 from corral.errors import CorralError, InvalidRequestError
+from corral.rag.filters import Filter
 from corral.rag.types import Chunk
+
+__all__ = ["Collection", "CollectionNotFoundError", "Filter"]
 
 SCHEMA_VERSION = 1
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -85,46 +88,8 @@ def _sqlite() -> tuple[ModuleType, bool]:
     return sqlite3, False
 
 
-@dataclass(frozen=True)
-class Filter:
-    """Metadata filters on chunks (all given ones must hold).
-
-    path: fnmatch glob on the source path; path_prefix: a folder or file prefix; heading:
-    substring of the heading path; kind: the loader kind (markdown, pdf, ...)."""
-
-    path: str | None = None
-    path_prefix: str | None = None
-    heading: str | None = None
-    kind: str | None = None
-
-    @classmethod
-    def of(cls, data: dict[str, Any] | None) -> Filter:
-        data = dict(data or {})
-        unknown = set(data) - {"path", "path_prefix", "heading", "kind"}
-        if unknown:
-            raise InvalidRequestError(f"unknown filter key(s): {', '.join(sorted(unknown))}")
-        return cls(**{k: (None if v is None else str(v)) for k, v in data.items()})
-
-    def sql(self) -> tuple[str, list[Any]]:
-        """A WHERE clause over `chunks c JOIN files f` and its parameters."""
-        where, args = ["1"], []
-        if self.path:
-            where.append("glob_path(c.path, ?)")
-            args.append(self.path)
-        if self.path_prefix:
-            where.append("substr(c.path, 1, ?) = ?")
-            args += [len(self.path_prefix), self.path_prefix]
-        if self.heading:
-            where.append("instr(lower(c.heading), lower(?)) > 0")
-            args.append(self.heading)
-        if self.kind:
-            where.append("f.kind = ?")
-            args.append(self.kind)
-        return " AND ".join(where), args
-
-    @property
-    def empty(self) -> bool:
-        return not (self.path or self.path_prefix or self.heading or self.kind)
+# joined into every filtered search: Filter.sql reads the plugin metadata as `d`
+_DOCS = "LEFT JOIN documents d ON d.path = c.path"
 
 
 class Collection:
@@ -146,6 +111,12 @@ class Collection:
         self.conn.execute("PRAGMA busy_timeout=10000")
         self.conn.create_function(
             "glob_path", 2, lambda p, g: int(fnmatch.fnmatch(p, g)), deterministic=True
+        )
+        # here, not in _init_schema: collections made before /upsert existed get it too,
+        # and every search joins it
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS documents (path TEXT PRIMARY KEY, source TEXT, "
+            "source_id TEXT, url TEXT, created_at TEXT, author TEXT)"
         )
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -274,12 +245,21 @@ class Collection:
     # -- writes ------------------------------------------------------------------------------
 
     def replace_file(
-        self, path: str, file_hash: str, kind: str, size: int, mtime: float,
-        chunks: Sequence[Chunk], vectors: Sequence[bytes],
+        self, path: str, file_hash: str, kind: str, size: int, mtime: float | None,
+        chunks: Sequence[Chunk], vectors: Sequence[bytes], document: dict[str, Any] | None = None,
     ) -> None:  # fmt: skip
-        """Swap a file's chunks for new ones in one transaction (all or nothing)."""
+        """Swap a file's chunks for new ones in one transaction (all or nothing).
+
+        document: the plugin metadata of an /upsert document (`documents` columns)."""
         with self.transaction():
             self._delete_chunks(path)
+            if document is not None:
+                self.conn.execute(
+                    "INSERT INTO documents (path, source, source_id, url, created_at, author) "
+                    "VALUES (:path, :source, :source_id, :url, :created_at, :author)",
+                    {"source": None, "source_id": None, "url": None, "created_at": None,
+                     "author": None, **document, "path": path},
+                )  # fmt: skip
             for chunk, vec in zip(chunks, vectors, strict=True):
                 cur = self.conn.execute(
                     "INSERT INTO chunks (path, start_line, end_line, heading, hash, text, "
@@ -332,6 +312,7 @@ class Collection:
         for table in ("chunks_fts", "chunks_vec") if self.has_vec else ("chunks_fts",):
             self.conn.executemany(f"DELETE FROM {table} WHERE rowid = ?", [(i,) for i in ids])
         self.conn.execute("DELETE FROM chunks WHERE path = ?", (path,))
+        self.conn.execute("DELETE FROM documents WHERE path = ?", (path,))
         return len(ids)
 
     # -- reads -------------------------------------------------------------------------------
@@ -349,11 +330,12 @@ class Collection:
             ).fetchall()  # fmt: skip
             return [(r[0], float(r[1])) for r in rows]
         clause, args = where.sql()
-        sql = f"SELECT c.id, c.embedding FROM chunks c JOIN files f USING (path) WHERE {clause}"
+        sql = f"SELECT c.id, c.embedding FROM chunks c JOIN files f USING (path) {_DOCS} "
+        sql += f"WHERE {clause}"
         if self.has_vec:  # filtered: exact scan of the matching rows inside SQLite
             rows = self.conn.execute(
-                f"SELECT c.id, vec_distance_cosine(c.embedding, ?) AS d FROM chunks c "
-                f"JOIN files f USING (path) WHERE {clause} ORDER BY d LIMIT ?",
+                f"SELECT c.id, vec_distance_cosine(c.embedding, ?) AS dist FROM chunks c "
+                f"JOIN files f USING (path) {_DOCS} WHERE {clause} ORDER BY dist LIMIT ?",
                 [blob, *args, k],
             ).fetchall()
             return [(r[0], float(r[1])) for r in rows]
@@ -378,7 +360,7 @@ class Collection:
         clause, args = (where or Filter()).sql()
         rows = self.conn.execute(
             "SELECT c.id, bm25(chunks_fts) AS s FROM chunks_fts JOIN chunks c "
-            "ON c.id = chunks_fts.rowid JOIN files f USING (path) "
+            f"ON c.id = chunks_fts.rowid JOIN files f USING (path) {_DOCS} "
             f"WHERE chunks_fts MATCH ? AND {clause} ORDER BY s LIMIT ?",
             [match, *args, k],
         ).fetchall()
@@ -394,3 +376,36 @@ class Collection:
             f"WHERE id IN ({marks})", list(ids),
         ).fetchall()  # fmt: skip
         return {r["id"]: dict(r) for r in rows}
+
+    def documents(self, paths: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The `files` row of each path with its plugin metadata (`documents` columns, None
+        for an indexed file), by path."""
+        if not paths:
+            return {}
+        marks = ",".join("?" * len(paths))
+        rows = self.conn.execute(
+            "SELECT f.path, f.kind, f.mtime, d.path IS NOT NULL AS has_meta, d.source, "
+            "d.source_id, d.url, d.created_at, d.author FROM files f "
+            f"LEFT JOIN documents d ON d.path = f.path WHERE f.path IN ({marks})", list(paths),
+        ).fetchall()  # fmt: skip
+        return {r["path"]: dict(r) for r in rows}
+
+    def paths_where(self, where: Filter) -> list[str]:
+        """Paths (document ids) with at least one chunk matching `where`, sorted."""
+        clause, args = where.sql()
+        rows = self.conn.execute(
+            f"SELECT DISTINCT c.path FROM chunks c JOIN files f USING (path) {_DOCS} "
+            f"WHERE {clause} ORDER BY c.path", args,
+        ).fetchall()  # fmt: skip
+        return [r[0] for r in rows]
+
+    def all_paths(self) -> list[str]:
+        """Every indexed path (file or document id), sorted."""
+        return [r[0] for r in self.conn.execute("SELECT path FROM files ORDER BY path")]
+
+    def ordinal(self, chunk_id: int, path: str) -> int:
+        """0-based position of a chunk within its file (ids grow in file order)."""
+        row = self.conn.execute(
+            "SELECT count(*) FROM chunks WHERE path = ? AND id < ?", (path, chunk_id)
+        ).fetchone()
+        return int(row[0])

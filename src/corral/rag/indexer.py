@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -25,7 +25,7 @@ from corral.errors import InvalidRequestError
 from corral.rag.db import Collection
 from corral.rag.loaders import Unreadable, kind_of, load
 from corral.rag.splitter import SplitOptions, Splitter
-from corral.rag.types import DocKind
+from corral.rag.types import Block, DocKind
 
 # Folders a recursive walk never enters: tool state and dependencies, not the user's text.
 SKIP_DIRS = frozenset({".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", "venv",
@@ -190,6 +190,25 @@ class Indexer:
             blocks = load(path, kind)
         except Unreadable as e:
             return FileResult(key, Outcome.SKIPPED, reason=str(e))
+        st = path.stat()
+        return self._store(key, old, blocks, digest, kind.value, st.st_size, st.st_mtime)
+
+    def add_blocks(
+        self, key: str, blocks: Sequence[Block], digest: str, kind: str, size: int,
+        mtime: float | None, document: dict[str, Any] | None = None,
+    ) -> FileResult:  # fmt: skip
+        """Index text already loaded as blocks under `key` (a document sent to the server):
+        nothing to do when `digest` is the stored one, else its chunks are swapped in one
+        transaction. mtime: its creation date (date filters); document: its plugin metadata."""
+        old = self.collection.file_hash(key)
+        if old == digest:
+            return FileResult(key, Outcome.UNCHANGED)
+        return self._store(key, old, blocks, digest, kind, size, mtime, document)
+
+    def _store(
+        self, key: str, old: str | None, blocks: Sequence[Block], digest: str, kind: str,
+        size: int, mtime: float | None, document: dict[str, Any] | None = None,
+    ) -> FileResult:  # fmt: skip
         chunks = self.splitter.split(blocks, key)
         if not chunks:
             return FileResult(key, Outcome.SKIPPED, reason="no text")
@@ -200,11 +219,9 @@ class Indexer:
             vecs = self.embedder.embed([c.embed_text for c in todo], truncate="error")
             for c, v in zip(todo, vecs, strict=True):
                 reuse[c.hash] = np.asarray(v, dtype=np.float32).tobytes()
-        st = path.stat()
         self.collection.replace_file(
-            key, digest, kind.value, st.st_size, st.st_mtime, chunks,
-            [reuse[c.hash] for c in chunks],
-        )  # fmt: skip
+            key, digest, kind, size, mtime, chunks, [reuse[c.hash] for c in chunks], document
+        )
         outcome = Outcome.UPDATED if old else Outcome.ADDED
         return FileResult(key, outcome, chunks=len(chunks), embedded=len(todo))
 

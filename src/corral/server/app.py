@@ -22,7 +22,12 @@ from corral.errors import CorralError
 from corral.server.config import ServerConfig
 from corral.server.errors import ApiError, error_body, family_of, from_corral_error
 from corral.server.manager import ModelManager
-from corral.server.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestCountMiddleware
+from corral.server.middleware import (
+    OPEN_PATHS,
+    ApiKeyMiddleware,
+    BodyLimitMiddleware,
+    RequestCountMiddleware,
+)
 from corral.server.runs import ClientGone
 from corral.server.state import ServerState
 from corral.server.web import WebPages
@@ -39,6 +44,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     from corral.server.openai import completions
     from corral.server.openai import embeddings as openai_embeddings
     from corral.server.openai import routes as openai_routes
+    from corral.server.retrieval import plugin as retrieval_plugin
     from corral.server.retrieval import routes as retrieval_routes
     from corral.server.tei import routes as tei_routes
     from corral.store import Store
@@ -80,7 +86,9 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     # body limit (an unauthenticated client cannot make the server buffer a body).
     app.add_middleware(BodyLimitMiddleware, limit=config.max_body_bytes)
     if config.api_key:
-        app.add_middleware(ApiKeyMiddleware, api_key=config.api_key)
+        # the retrieval plugin's routes check their own bearer token, when one is set
+        open_paths = OPEN_PATHS | (retrieval_plugin.PLUGIN_PATHS if config.bearer_token else set())
+        app.add_middleware(ApiKeyMiddleware, api_key=config.api_key, open_paths=open_paths)
     # the web chat's page sits outside the key check: a browser cannot send the key with
     # a page load, so the page asks for it and sends it on its API calls
     app.add_middleware(WebPages)

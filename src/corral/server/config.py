@@ -29,6 +29,12 @@ class ServerConfig:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     api_key: str | None = None
+    # the retrieval plugin's API (/upsert, /query, ...): its own token (None: open, unless
+    # api_key guards every route), the collection it serves, the embedder a new one gets
+    # (None: the only embedding model stored)
+    bearer_token: str | None = None
+    retrieval_collection: str = "default"
+    retrieval_embedder: str | None = None
     models_max: int = 3
     max_queue: int = 64
     slots: int = 4  # requests per model decoded together (continuous batching)

@@ -30,12 +30,14 @@ class ApiKeyMiddleware:
     """Every route but /health needs `Authorization: Bearer KEY` (OpenAI's scheme, which
     the ollama clients send as a header too)."""
 
-    def __init__(self, app: ASGIApp, api_key: str) -> None:
+    def __init__(self, app: ASGIApp, api_key: str, open_paths: frozenset[str] = OPEN_PATHS) -> None:
         self.app = app
         self.expected = f"Bearer {api_key}".encode()
+        # paths answered without the key (/health; the retrieval plugin's check their own)
+        self.open_paths = open_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or scope["path"] in self.open_paths:
             await self.app(scope, receive, send)
             return
         given = dict(scope["headers"]).get(b"authorization", b"")

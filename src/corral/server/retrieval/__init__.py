@@ -1,1 +1,2 @@
-"""Retrieval routes over RAG collections (corral.rag): POST /retrieval/query."""
+"""Retrieval routes over RAG collections (corral.rag): POST /retrieval/query, and the
+ChatGPT retrieval plugin's /upsert, /upsert-file, /query and /delete."""

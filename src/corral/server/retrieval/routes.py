@@ -1,4 +1,5 @@
-"""POST /retrieval/query {collection, query, k, filter, mode} -> chunks with scores.
+"""POST /retrieval/query {collection, query, k, filter, mode} -> chunks with scores; and the
+ChatGPT retrieval plugin's /upsert, /upsert-file, /query, /delete (see plugin.py).
 
 The collection's own embedding model is taken from the server's embedder pool (loaded once,
 shared with /v1/embeddings); SQLite work runs in a worker thread, one connection a request
@@ -14,9 +15,12 @@ from fastapi import APIRouter
 from starlette.requests import Request
 
 from corral.errors import InvalidRequestError
+from corral.server.retrieval import plugin
 from corral.server.retrieval.protocol import QueryBody
 
 router = APIRouter()
+# the ChatGPT retrieval plugin's routes ride along (their own token check)
+router.include_router(plugin.router)
 
 
 @router.post("/retrieval/query")
