@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from corral.convert import classic, decoders, t5  # noqa: F401  (register the converters)
+from corral.convert import classic, decoders, rwkv, t5  # noqa: F401  (register the converters)
 from corral.convert.base import CONVERTERS, converter_for
 from corral.convert.checkpoint import Checkpoint, ConvertError
 from corral.convert.writer import OutType, write_gguf

@@ -25,6 +25,7 @@ ARCHITECTURES: dict[str, str] = {
     "bloom": "bloom",
     "mpt": "mpt",
     "falcon": "falcon",
+    "rwkv": "rwkv",  # RWKV-4: no llama.cpp arch; corral's names (corral.convert.rwkv)
     "rwkv6": "rwkv6",
     "rwkv7": "rwkv7",
     "t5": "t5",  # encoder-decoder: also an EncoderDecoderLM (corral.engine.generate)

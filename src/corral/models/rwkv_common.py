@@ -31,6 +31,7 @@ class RecurrentState:
         max_len: int,
         batch: int = 1,
         device: torch.device | str = "cpu",
+        wkv_init: torch.Tensor | None = None,
     ) -> None:
         self.max_len = max_len
         self.batch = batch
@@ -39,6 +40,9 @@ class RecurrentState:
         # shift[l, 0]: last time-mix input, shift[l, 1]: last channel-mix input  [L, 2, B, E]
         self.shift = torch.zeros(n_layers, 2, batch, n_embd, device=self.device)
         self.wkv = torch.zeros(n_layers, batch, *wkv_shape, device=self.device)  # [L, B, ...]
+        # what a fresh row's WKV state holds (broadcast to wkv_shape); None: zeros
+        self.wkv_init = None if wkv_init is None else wkv_init.to(self.device)
+        self.reset()
 
     def begin(self) -> None:
         """Called by the model before a forward pass: at offset 0, start from zero."""
@@ -47,7 +51,10 @@ class RecurrentState:
 
     def reset(self) -> None:
         self.shift.zero_()
-        self.wkv.zero_()
+        if self.wkv_init is None:
+            self.wkv.zero_()
+        else:
+            self.wkv.copy_(self.wkv_init.expand_as(self.wkv))
         self.offset = 0
 
     def advance(self, t: int) -> None:
