@@ -2,7 +2,8 @@
 
     tokens = require_fim_tokens(model.tokenizer, model.info.metadata)
     prompt = FimBuilder(model.tokenizer, tokens).build(FimRequest(prefix, suffix), budget)
-    model.generate_with(prompt.ids, ..., constraint=FimStop(prompt.stop_ids))
+    stops = FimStops.of(model.tokenizer, prompt.stop_ids)
+    model.generate_with(prompt.ids, ..., stop=stops.stop_strings(), constraint=stops.constraint())
 
 Used by the server's FIM routes (OpenAI and ollama `suffix`, llama.cpp `/infill`, Tabby)
 and by `corral lsp`.
@@ -17,7 +18,7 @@ from corral.fim.prompt import (
     keep_tail,
     prompt_budget,
 )
-from corral.fim.stop import FimStop, stop_texts
+from corral.fim.stop import FimStop, FimStops, stop_texts
 from corral.fim.tokens import (
     FimFamily,
     FimOrder,
@@ -35,6 +36,7 @@ __all__ = [
     "FimPrompt",
     "FimRequest",
     "FimStop",
+    "FimStops",
     "FimTokens",
     "NoFimError",
     "find_fim_tokens",

@@ -18,6 +18,7 @@ from typing import Any
 
 from corral.errors import InvalidRequestError
 from corral.tokenizer import Tokenizer
+from corral.tokenizer.vocab import TokenAttr
 
 
 class FimFamily(Enum):
@@ -72,6 +73,11 @@ _FAMILIES: dict[FimFamily, _Texts] = {
     FimFamily.CODESTRAL: _Texts(("[PREFIX]",), ("[SUFFIX]",), ("[MIDDLE]",)),
 }  # fmt: skip
 _GGUF_KEY = "tokenizer.ggml.{}_token_id"
+# Markers that end a middle although no family's prompt uses them: CodeGemma's file
+# separator, and end-of-text tokens a GGUF may leave out of its end-of-generation set.
+# Taken only where the vocabulary marks them special, never as ordinary text.
+_END_TEXTS = ("<|file_separator|>", "<|endoftext|>", "<|end_of_text|>", "<｜end▁of▁sentence｜>")
+_SPECIAL = TokenAttr.CONTROL | TokenAttr.USER_DEFINED
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,7 @@ class FimTokens:
     sep: int | None = None  # file separator (repo-level prompts)
     eot: int | None = None
     bos: int | None = None  # put first when the vocabulary asks for BOS
+    ends: frozenset[int] = frozenset()  # other special tokens that end a middle (_END_TEXTS)
 
     @property
     def repo_level(self) -> bool:
@@ -103,7 +110,7 @@ class FimTokens:
         """Tokens that end a middle: padding, end of turn, and any marker of a new section
         (a model that starts another file or another FIM block is done with this one)."""
         ids = (self.pad, self.rep, self.sep, self.eot, self.pre, self.suf, self.mid)
-        return frozenset(i for i in ids if i is not None)
+        return frozenset(i for i in ids if i is not None) | self.ends
 
 
 def _first(tok: Tokenizer, texts: tuple[str, ...]) -> int | None:
@@ -145,10 +152,12 @@ def find_fim_tokens(tok: Tokenizer, metadata: Mapping[str, Any] | None = None) -
         return _first(tok, own) if _first(tok, own) is not None else ids.get(name)
 
     bos = tok.bos_id if tok.add_bos else None
+    ends = (tok.vocab.token_to_id.get(t) for t in _END_TEXTS)
     return FimTokens(
         family, pre, suf, mid,
         pad=pick("fim_pad", texts.pad), rep=pick("fim_rep", texts.rep),
         sep=pick("fim_sep", texts.sep), eot=_first(tok, texts.eot), bos=bos,
+        ends=frozenset(i for i in ends if i is not None and tok.vocab.attrs[i] & _SPECIAL),
     )  # fmt: skip
 
 

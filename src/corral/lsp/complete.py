@@ -16,15 +16,7 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from corral.engine.sampling import SamplingParams
-from corral.fim import (
-    FimBuilder,
-    FimOrder,
-    FimRequest,
-    FimStop,
-    keep_tail,
-    require_fim_tokens,
-    stop_texts,
-)
+from corral.fim import FimBuilder, FimOrder, FimRequest, FimStops, keep_tail, require_fim_tokens
 from corral.lsp.heal import BlankPieces, HealBlanks
 from corral.lsp.shape import Cursor, Shape, classify, cut, finish
 
@@ -120,19 +112,21 @@ class Completer:
         if self.scheduler is not None:
             self.scheduler.close()
 
-    def prompt(self, model: Model, ask: Ask) -> tuple[list[int], frozenset[int]]:
-        """(prompt ids, extra stop ids) for `ask`, within its context window and the
-        model's context less the tokens to generate."""
+    def prompt(self, model: Model, ask: Ask) -> tuple[list[int], FimStops]:
+        """(prompt ids, FIM stops) for `ask`, within its context window and the model's
+        context less the tokens to generate. A prefix-only prompt still stops on the
+        model's FIM markers, if it has them: a new file or FIM block is no completion."""
         tok = model.tokenizer
         budget = min(ask.context_window, model.info.n_ctx - ask.max_tokens - 1)
         if ask.mode is FimMode.PREFIX:
             head = [tok.bos_id] if tok.add_bos and tok.bos_id is not None else []
             ids = tok.encode(ask.prefix, add_special=False)
-            return head + keep_tail(tok, ids, budget - len(head)), frozenset()
+            stops = FimStops.of_model(tok, model.info.metadata)
+            return head + keep_tail(tok, ids, budget - len(head)), stops
         tokens = require_fim_tokens(tok, model.info.metadata, f"model {model.info.name!r}")
         req = FimRequest(ask.prefix, ask.suffix, path=ask.path)
         built = FimBuilder(tok, tokens, self.order).build(req, budget)
-        return built.ids, built.stop_ids
+        return built.ids, FimStops.of(tok, built.stop_ids)
 
     async def complete(self, ask: Ask, model_name: str | None = None) -> Answer:
         """The completion for `ask`, cut to the cursor's shape."""
@@ -147,16 +141,17 @@ class Completer:
         # written again by the model, and dropped from the answer
         blanks = m.group() if (m := _TRAILING_BLANKS.search(ask.prefix)) else ""
         healed = replace(ask, prefix=ask.prefix[: len(ask.prefix) - len(blanks)])
-        ids, stop_ids = await asyncio.to_thread(self.prompt, model, healed)
-        stops = list(ask.stop) + stop_texts(model.tokenizer, stop_ids)
+        ids, fim = await asyncio.to_thread(self.prompt, model, healed)
+        stops = fim.stop_strings(ask.stop)
         if cursor.shape is Shape.SINGLE_LINE:
             stops.append("\n")  # the line is all we keep: stop generating there
         params = SamplingParams(temperature=ask.temperature, top_p=ask.top_p, top_k=40, min_p=0.0)
-        constraint: LogitsConstraint | None = FimStop(stop_ids) if stop_ids else None
+        heal: LogitsConstraint | None = None
         if blanks:
             if self._pieces is None:
                 self._pieces = await asyncio.to_thread(BlankPieces, model.tokenizer)
-            constraint = HealBlanks(self._pieces, blanks, constraint)
+            heal = HealBlanks(self._pieces, blanks)
+        constraint = fim.constraint(heal)
         request = Request(
             prompt_ids=ids, max_tokens=ask.max_tokens, sampling=params, stop=stops,
             constraint=constraint,

@@ -2,7 +2,8 @@
 
 Both build their prompt with corral.fim from the model's own FIM tokens, fitted to the
 context (far code first, extra files before that), and stop on the family's section
-markers (`FimStop`), so a middle never runs on into a new file.
+markers (`FimStops`, as every suffix-aware route and `corral lsp` do), so a middle never
+runs on into a new file.
 
 Path clash: Tabby and OpenAI both POST to /v1/completions. The bodies differ: Tabby's has a
 `segments` object, OpenAI's a `prompt`. This router is registered before the OpenAI one
@@ -25,12 +26,10 @@ from corral.fim import (
     FimBuilder,
     FimOrder,
     FimRequest,
-    FimStop,
+    FimStops,
     NoFimError,
-    find_fim_tokens,
     prompt_budget,
     require_fim_tokens,
-    stop_texts,
 )
 from corral.server.body import parse_body
 from corral.server.errors import ApiError, bad_request, from_corral_error
@@ -68,8 +67,8 @@ async def _lease(st: ServerState, model: str | None, lora: list[LoraScale] | Non
 
 def fim_prompt(
     entry: LoadedModel, req: FimRequest, max_tokens: int | None, order: FimOrder, param: str
-) -> tuple[list[int], frozenset[int]]:
-    """(prompt ids, stop ids) for a FIM request; a 400 naming `param` for a model without
+) -> tuple[list[int], FimStops]:
+    """(prompt ids, stops) for a FIM request; a 400 naming `param` for a model without
     FIM tokens. Runs a tokenizer: call through asyncio.to_thread."""
     model = entry.model
     try:
@@ -79,21 +78,21 @@ def fim_prompt(
     built = FimBuilder(model.tokenizer, tokens, order).build(
         req, prompt_budget(model.info.n_ctx, max_tokens)
     )
-    return built.ids, built.stop_ids
+    return built.ids, FimStops.of(model.tokenizer, built.stop_ids)
 
 
 def submit_fim(
-    st: ServerState, entry: LoadedModel, ids: list[int], opts: GenOptions, stop_ids: frozenset[int]
+    st: ServerState, entry: LoadedModel, ids: list[int], opts: GenOptions, fim: FimStops
 ) -> Run:
-    """Queue a FIM generation that ends on `stop_ids` as well as the model's end tokens."""
+    """Queue a FIM generation that ends on the FIM markers as well as the model's end
+    tokens."""
     from corral.engine.scheduler import Request as EngineRequest
 
     n_ctx = entry.n_ctx
     max_tokens = n_ctx if opts.max_tokens is None else max(1, opts.max_tokens)
-    stops = list(opts.stop) + stop_texts(entry.model.tokenizer, stop_ids)
     request = EngineRequest(
-        prompt_ids=ids, max_tokens=max_tokens, sampling=opts.sampling, stop=stops,
-        constraint=FimStop(stop_ids) if stop_ids else None,
+        prompt_ids=ids, max_tokens=max_tokens, sampling=opts.sampling,
+        stop=fim.stop_strings(opts.stop), constraint=fim.constraint(),
     )  # fmt: skip
     try:
         handle = entry.scheduler.submit(request, loop=asyncio.get_running_loop())
@@ -125,10 +124,10 @@ async def infill(request: Request) -> Response:
             opts = opts.with_(stop=tuple(body.stop))
         req = FimRequest(body.input_prefix, body.input_suffix, body.prompt, body.extra_files())
         order = FimOrder.SPM if body.spm_infill else FimOrder.PSM
-        ids, stop_ids = await asyncio.to_thread(
+        ids, fim = await asyncio.to_thread(
             fim_prompt, entry, req, opts.max_tokens, order, "input_suffix"
         )
-        run = submit_fim(st, entry, ids, opts, stop_ids)
+        run = submit_fim(st, entry, ids, opts, fim)
     except BaseException:
         lease.release()
         raise
@@ -179,17 +178,19 @@ def _is_tabby(raw: bytes) -> bool:
 
 def _tabby_ids(
     entry: LoadedModel, body: p.TabbyRequest, max_tokens: int
-) -> tuple[list[int], frozenset[int]]:
+) -> tuple[list[int], FimStops]:
     seg = body.segments or p.Segments()
     debug = body.debug_options
+    model = entry.model
+    # prompts not built here still stop on the model's markers, if it has them
+    own = FimStops.of_model(model.tokenizer, model.info.metadata)
     if debug is not None and debug.raw_prompt is not None:
-        return text_ids(entry.model, debug.raw_prompt), frozenset()
+        return text_ids(model, debug.raw_prompt), own
     use_extra = not (debug and debug.disable_retrieval_augmented_code_completion)
     extra = seg.extra_files() if use_extra else []
-    model = entry.model
-    if not seg.suffix and find_fim_tokens(model.tokenizer, model.info.metadata) is None:
+    if not seg.suffix and not own.ids:
         # nothing after the cursor: a plain continuation drops nothing the client sent
-        return text_ids(model, seg.prefix), frozenset()
+        return text_ids(model, seg.prefix), own
     req = FimRequest(seg.prefix, seg.suffix or "", extra=extra, path=seg.filepath)
     return fim_prompt(entry, req, max_tokens, FimOrder.PSM, "segments.suffix")
 
@@ -203,8 +204,8 @@ async def _tabby(request: Request) -> Response:
         max_tokens = body.max_tokens or TABBY_MAX_TOKENS
         opts = _sampling(entry.defaults, temperature=body.temperature, seed=body.seed)
         opts = opts.with_(max_tokens=max_tokens)
-        ids, stop_ids = await asyncio.to_thread(_tabby_ids, entry, body, max_tokens)
-        run = submit_fim(st, entry, ids, opts, stop_ids)
+        ids, fim = await asyncio.to_thread(_tabby_ids, entry, body, max_tokens)
+        run = submit_fim(st, entry, ids, opts, fim)
         try:
             done = await until_disconnect(request, run.collect())
         finally:

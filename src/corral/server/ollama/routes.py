@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 
 from corral.chat.tools import ToolCallParser, ToolPlan
 from corral.chat.tools.parse import CallEnd, ContentDelta
+from corral.fim import FimStops
 from corral.grammar import GrammarSpec
 from corral.server.body import parse_body
 from corral.server.durations import parse_keep_alive
@@ -103,6 +104,11 @@ async def generate(request: Request) -> Response:
         factory = await asyncio.to_thread(
             constraint_factory, entry, ollama_spec(body.format), "format"
         )
+        if body.suffix:
+            # a middle ends on the model's FIM markers, as on /infill and in `corral lsp`
+            fim = FimStops.of_model(entry.model.tokenizer, entry.model.info.metadata)
+            factory = fim.factory(factory)
+            opts = opts.with_(stop=tuple(fim.stop_strings(opts.stop)))
         run = submit(entry, ids, opts, st.metrics, st.config.retry_after_s, constraint=factory)
     except BaseException:
         lease.release()

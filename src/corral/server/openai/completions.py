@@ -11,6 +11,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from corral.fim import FimStops
 from corral.server.body import parse_body
 from corral.server.errors import ApiError, Family, bad_request, error_body, not_supported
 from corral.server.manager import Lease, LoadedModel
@@ -65,6 +66,11 @@ async def completions(request: Request) -> Response:
         ids = [await asyncio.to_thread(_ids, entry, pr, body.suffix) for pr in prompts]
         factory = await asyncio.to_thread(constraint_factory, entry, spec, param)
         opts = per_choice(gen_options(entry.defaults, body, body.max_tokens), body.n)
+        if body.suffix is not None:
+            # a middle ends on the model's FIM markers, as on /infill and in `corral lsp`
+            fim = FimStops.of_model(entry.model.tokenizer, entry.model.info.metadata)
+            factory = fim.factory(factory)
+            opts = [o.with_(stop=tuple(fim.stop_strings(o.stop))) for o in opts]
         all_ids = [x for x in ids for _ in range(body.n)]
         runs = submit_many(
             entry, all_ids, opts * len(ids), st.metrics, st.config.retry_after_s,
