@@ -23,6 +23,7 @@ from corral.engine.generate import GenerationRequest, Timings, fit_prompt, gener
 from corral.engine.kv_cache import KVCache
 from corral.engine.memory import release_free_memory, tune_allocator
 from corral.engine.sampling import SamplingParams
+from corral.engine.seq2seq import EncoderDecoderLM, generate_seq2seq_tokens, seq2seq_logits
 from corral.errors import CorralError
 from corral.generation import GenerationEvent, GenerationResult, collect, text_events
 from corral.gguf.reader import open_gguf
@@ -76,11 +77,20 @@ class Model:
 
     # -- raw model outputs ----------------------------------------------------------------
 
-    def logits(self, ids: Sequence[int]) -> np.ndarray:
-        """Next-token logits at every position: float32 [len(ids), vocab]."""
+    def logits(self, ids: Sequence[int], decoder_ids: Sequence[int] | None = None) -> np.ndarray:
+        """Next-token logits at every position: float32 [len(ids), vocab].
+
+        Encoder-decoder models (t5): `ids` is the encoder input and the result is the
+        decoder's, float32 [1 + len(decoder_ids), vocab]: row i scores the decoder's token
+        i + 1 after its start token and decoder_ids[:i] (decoder_ids only applies to them).
+        """
         ids = list(ids)
         if not ids:
             raise ValueError("logits() needs at least one token id")
+        if isinstance(self.net, EncoderDecoderLM):
+            return seq2seq_logits(self.net, ids, decoder_ids or ()).float().cpu().numpy()
+        if decoder_ids is not None:
+            raise ValueError("decoder_ids is for encoder-decoder models only")
         cache = self.net.make_cache(len(ids))
         out = self.net.forward(torch.tensor([ids], dtype=torch.long), cache)
         return out[0].float().cpu().numpy()
@@ -159,6 +169,11 @@ class Model:
         return collect(events, len(ids))
 
     def _events(self, req: GenerationRequest, stops: list[str]) -> Iterator[GenerationEvent]:
+        if isinstance(self.net, EncoderDecoderLM):  # t5: encode the prompt, then decode
+            timings = Timings()
+            tokens = generate_seq2seq_tokens(self.net, req, self._kv(), timings)
+            yield from text_events(tokens, self.tokenizer, stops, timings)
+            return
         device = getattr(self.net, "device", None)
         if device is not None and device.torch_device.type == "cuda":
             yield from self._graph_events(req, stops)

@@ -142,3 +142,55 @@ def test_matches_transformers(converted: tuple[Any, Path]) -> None:
         seq.append(_greedy(m.forward(torch.tensor([seq]), cache, last_only=True)))
     assert got_cached == want
     assert seq[1:] == want
+
+
+def test_load_generate_and_logits(converted: tuple[Any, Path]) -> None:
+    import corral
+
+    hf, path = converted
+    model = corral.load(path, n_ctx=64)
+    enc = _ids(12, 5)[0].tolist()
+    with torch.no_grad():
+        dec = torch.tensor([[0, 7, 9]])
+        ref = hf(input_ids=torch.tensor([enc]), decoder_input_ids=dec).logits[0]
+        kv = transformers.EncoderDecoderCache(
+            transformers.DynamicCache(), transformers.DynamicCache()
+        )
+        want = hf.generate(
+            torch.tensor([enc]), max_new_tokens=8, do_sample=False, cache=kv
+        )[0, 1:].tolist()  # fmt: skip
+    got = model.logits(enc, decoder_ids=[7, 9])
+    assert got.shape == (3, VOCAB)
+    assert abs(got - ref.numpy()).max() <= 0.02  # the float16 KV cache, as llama.cpp's
+    assert model.logits(enc).shape == (1, VOCAB)
+
+    # generation stops at EOS as transformers does (which keeps EOS in its output)
+    res = model.generate(enc, max_tokens=8, temperature=0)
+    ids = [e.token_id for e in model.generate(enc, max_tokens=8, temperature=0, stream=True)]
+    assert ids == want[: len(ids)]
+    assert res.text == model.detokenize([t for t in ids if t != EOS])
+    prompt = "translate English to German: the house"
+    assert model.tokenize(prompt) == [3, 4, 5, 6, 7, 8, 9, EOS]  # EOS closes the input
+    by_text = model.generate(prompt, max_tokens=4, temperature=0, ignore_eos=True)
+    by_ids = model.generate(model.tokenize(prompt), max_tokens=4, temperature=0, ignore_eos=True)
+    assert by_text.text == by_ids.text
+
+
+def test_tokenizer_matches_hf_unigram(converted: tuple[Any, Path]) -> None:
+    """Viterbi over the converted vocabulary == the tokenizers library's Unigram model."""
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
+
+    from corral.gguf import open_gguf
+    from corral.tokenizer import load_tokenizer
+
+    _, path = converted
+    ours = load_tokenizer(open_gguf(path).metadata)
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    pieces += [(w, -1.0 - i * 0.5) for i, w in enumerate(WORDS)]
+    ref = Tokenizer(models.Unigram(pieces, unk_id=2, byte_fallback=False))
+    ref.normalizer = normalizers.Replace(Regex(" {2,}"), " ")
+    ref.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    for text in ["translate English to German: the house is wonderful.", "  a  seat  ", "xyz the"]:
+        want = ref.encode(text.strip()).ids + [EOS]
+        assert ours.encode(text) == want, text
+    assert ours.decode(ours.encode("the house is wonderful.")) == "the house is wonderful."

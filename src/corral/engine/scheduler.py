@@ -42,7 +42,8 @@ from corral.engine.generate import (
 )
 from corral.engine.kv_cache import KVCache, SlotBatch
 from corral.engine.sampling import Sampler, SamplingParams, make_sampler
-from corral.errors import InvalidRequestError, QueueFullError
+from corral.engine.seq2seq import EncoderDecoderLM
+from corral.errors import InvalidRequestError, QueueFullError, UnsupportedError
 from corral.generation import GenerationEvent, TextStream
 
 if TYPE_CHECKING:
@@ -169,6 +170,11 @@ class Scheduler:
     def __init__(
         self, model: Model, max_queue: int = 64, slots: int = 4, n_ctx: int | None = None
     ) -> None:
+        if isinstance(model.net, EncoderDecoderLM):
+            raise UnsupportedError(
+                f"{model.info.architecture}: encoder-decoder models are not served by the "
+                "batching scheduler yet (use Model.generate)"
+            )
         self.model = model
         self.max_queue = max_queue
         self.n_ctx = n_ctx or model.info.n_ctx

@@ -28,7 +28,7 @@ ARCHITECTURES: dict[str, str] = {
     "rwkv": "rwkv",  # RWKV-4: no llama.cpp arch; corral's names (corral.convert.rwkv)
     "rwkv6": "rwkv6",
     "rwkv7": "rwkv7",
-    "t5": "t5",  # encoder-decoder: also an EncoderDecoderLM (corral.engine.generate)
+    "t5": "t5",  # encoder-decoder: an EncoderDecoderLM (corral.engine.seq2seq)
 }
 
 

@@ -17,6 +17,7 @@ from corral.tokenizer.pretok import PreConfig, PreType, resolve_pre
 from corral.tokenizer.rwkv import RWKVTokenizer
 from corral.tokenizer.spm import SPMTokenizer
 from corral.tokenizer.stream import StreamDecoder
+from corral.tokenizer.ugm import UGM_DEFAULTS, UGMTokenizer
 from corral.tokenizer.vocab import TokenAttr, VocabType, build_vocab
 from corral.tokenizer.wpm import WPMTokenizer
 
@@ -29,13 +30,13 @@ __all__ = [
     "StreamDecoder",
     "TokenAttr",
     "Tokenizer",
+    "UGMTokenizer",
     "VocabType",
     "WPMTokenizer",
     "load_tokenizer",
 ]
 
 _UNSUPPORTED = {
-    VocabType.UGM: "Unigram (T5) tokenizers are not supported yet",
     VocabType.PLAMO2: "PLaMo-2 tokenizers are not supported yet",
     VocabType.NONE: "this GGUF has no vocabulary, so it cannot tokenize text",
 }
@@ -54,6 +55,18 @@ def load_tokenizer(metadata: dict) -> Tokenizer:
 
     if vtype is VocabType.WPM:
         return WPMTokenizer.from_metadata(metadata)
+
+    if vtype is VocabType.UGM:  # t5: llama.cpp's defaults under the file's own keys
+        meta = {**UGM_DEFAULTS, **metadata}
+        vocab = build_vocab(meta, vtype, clean_spaces=False, add_bos_default=False)
+        scores = np.asarray(meta.get("tokenizer.ggml.scores", [0.0] * len(vocab.tokens)))
+        charsmap = meta.get("tokenizer.ggml.precompiled_charsmap")
+        return UGMTokenizer(
+            vocab,
+            scores.astype(np.float32).tolist(),
+            bytes(np.asarray(charsmap, dtype=np.uint8)) if charsmap is not None else None,
+            bool(meta.get("tokenizer.ggml.remove_extra_whitespaces", False)),
+        )
 
     if vtype is VocabType.RWKV:  # llama.cpp adds no BOS unless the file asks
         return RWKVTokenizer(
