@@ -81,6 +81,12 @@ def test_tabby_and_openai_share_the_path(client: TestClient) -> None:
     assert r.status_code == 200, r.text
     out = r.json()
     assert out["id"].startswith("cmpl-") and set(out["choices"][0]) == {"index", "text"}
+    # Tabby has no streaming: `stream` is ignored and the answer is the same JSON
+    streamed = client.post(
+        "/v1/completions", json={"model": "coder", "segments": seg, "stream": True}
+    )
+    assert streamed.headers["content-type"] == "application/json"
+    assert set(streamed.json()) == {"id", "choices"}
     # no segments: OpenAI's route answers, reading the same body
     r = client.post("/v1/completions", json={"model": "coder", "prompt": "x", "max_tokens": 2})
     assert r.status_code == 200 and r.json()["object"] == "text_completion"

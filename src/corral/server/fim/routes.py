@@ -156,6 +156,9 @@ async def infill(request: Request) -> Response:
 
 
 # -- Tabby /v1/completions (segments) --------------------------------------------------------
+# Tabby's completion API does not stream: its CompletionRequest has no `stream` field and
+# the route answers one JSON CompletionResponse (tabby/src/services/completion.rs), which is
+# what Tabby's clients expect. A `stream` field is ignored like any other unknown field.
 
 
 @router.post("/v1/completions")
