@@ -43,7 +43,6 @@ def write_spiece(path: Path) -> None:
     buf = write_pieces(pieces)
     buf += b"\x12" + _varint(len(trainer)) + trainer + b"\x1a" + _varint(len(normalizer))
     path.write_bytes(buf + normalizer)
-    assert struct  # (the pieces' scores are packed by write_pieces)
 
 
 CONFIGS = {
@@ -194,3 +193,32 @@ def test_tokenizer_matches_hf_unigram(converted: tuple[Any, Path]) -> None:
         want = ref.encode(text.strip()).ids + [EOS]
         assert ours.encode(text) == want, text
     assert ours.decode(ours.encode("the house is wonderful.")) == "the house is wonderful."
+
+
+def test_cli_convert_and_scheduler_refusal(tmp_path: Path) -> None:
+    import corral
+    from corral.cli.main import main
+    from corral.engine.scheduler import Scheduler
+    from corral.errors import UnsupportedError
+
+    save_tiny_t5(tmp_path / "hf", "flan-t5")
+    out = tmp_path / "m.gguf"
+    assert main(["convert", str(tmp_path / "hf"), "-o", str(out), "--outtype", "q8_0"]) == 0
+    model = corral.load(out, n_ctx=32)
+    assert len(model.generate([5, 6, 7, EOS], max_tokens=3, temperature=0).text) >= 0
+    with pytest.raises(UnsupportedError, match="encoder-decoder"):
+        Scheduler(model)
+
+
+def test_precompiled_charsmap() -> None:
+    """A hand-made XCDA mapping "A" -> "a": the longest-prefix walk llama.cpp does."""
+    from corral.tokenizer.ugm import CharsMap
+
+    units = [0] * 66
+    units[0] = 1 << 10  # root: BASE 1, so "A" (0x41) lives at 1 ^ 0x41 = 64
+    units[64] = (1 << 10) | (1 << 8) | 0x41  # LCHECK "A", a leaf, BASE 1 -> value node 65
+    units[65] = 1 << 31  # value: replacement at offset 0 (bit 31: never a child)
+    blob = struct.pack("<I", 4 * len(units)) + struct.pack(f"<{len(units)}I", *units)
+    cmap = CharsMap(blob + b"a\x00")
+    assert cmap.match(b"xAB", 1) == (b"a", 1)
+    assert cmap.match(b"xAB", 2) is None
