@@ -11,7 +11,19 @@ import sys
 from collections.abc import Sequence
 
 from corral import __version__
-from corral.cli import convert, embed, lsp, migrate, models, quantize, rag, run, serve, show
+from corral.cli import (
+    convert,
+    embed,
+    lsp,
+    migrate,
+    models,
+    quantize,
+    rag,
+    run,
+    serve,
+    show,
+    summarize,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_parser(sub)
     lsp.add_parser(sub)
     rag.add_parsers(sub)
+    summarize.add_parser(sub)
     return parser
 
 
