@@ -91,3 +91,12 @@ def test_continuous_batching_is_refused_in_one_line(case: tuple) -> None:
         with pytest.raises(UnsupportedError) as err:
             call()
         assert "\n" not in str(err.value) and "RWKV" in str(err.value)
+
+
+def test_scheduler_refuses_rwkv_in_one_line(case: tuple) -> None:
+    from corral.engine.scheduler import Scheduler
+
+    model, _, _ = case
+    with pytest.raises(UnsupportedError) as err:
+        Scheduler(model)
+    assert "\n" not in str(err.value) and "RWKV" in str(err.value)

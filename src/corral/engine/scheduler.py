@@ -45,6 +45,7 @@ from corral.engine.sampling import Sampler, SamplingParams, make_sampler
 from corral.engine.seq2seq import EncoderDecoderLM
 from corral.errors import InvalidRequestError, QueueFullError, UnsupportedError
 from corral.generation import GenerationEvent, TextStream
+from corral.models.rwkv_common import RecurrentLM
 
 if TYPE_CHECKING:
     from corral.model import Model
@@ -174,6 +175,11 @@ class Scheduler:
             raise UnsupportedError(
                 f"{model.info.architecture}: encoder-decoder models are not served by the "
                 "batching scheduler yet (use Model.generate)"
+            )
+        if isinstance(model.net, RecurrentLM):
+            raise UnsupportedError(
+                f"{model.info.architecture}: recurrent-state (RWKV) models are not served by "
+                "the batching scheduler yet (use Model.generate)"
             )
         self.model = model
         self.max_queue = max_queue

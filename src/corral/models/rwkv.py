@@ -22,6 +22,7 @@ from corral.engine.device import CPU, Device
 from corral.gguf.hparams import HParams
 from corral.gguf.reader import GGUFFile
 from corral.models.rwkv_common import (
+    RecurrentLM,
     RecurrentState,
     enter_state,
     layer_norm,
@@ -102,7 +103,7 @@ def wkv4(
     return torch.stack(ys, dim=1)
 
 
-class Model:
+class Model(RecurrentLM):
     """An RWKV-4 network built from GGUF tensors."""
 
     def __init__(self, args: ModelArgs, src: TensorSource) -> None:

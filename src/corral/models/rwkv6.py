@@ -24,6 +24,7 @@ from corral.engine.device import CPU, Device
 from corral.gguf.hparams import HParams
 from corral.gguf.reader import GGUFFile
 from corral.models.rwkv_common import (
+    RecurrentLM,
     RecurrentState,
     enter_state,
     group_norm,
@@ -114,7 +115,7 @@ def wkv6(
     return torch.stack(ys, dim=1)
 
 
-class Model:
+class Model(RecurrentLM):
     """An RWKV-6 network built from GGUF tensors (names as llama.cpp has them)."""
 
     def __init__(self, args: ModelArgs, src: TensorSource) -> None:

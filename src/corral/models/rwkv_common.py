@@ -20,6 +20,11 @@ from corral.errors import UnsupportedError
 from corral.models.weights import Linear
 
 
+class RecurrentLM:
+    """Base of the RWKV models: marks a network whose cache is a RecurrentState, which the
+    continuous-batching scheduler refuses (it needs slots and prefix copies)."""
+
+
 class RecurrentState:
     """Token-shift and WKV state of every layer for `batch` rows that advance together."""
 
