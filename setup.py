@@ -21,6 +21,14 @@ setup(
             # keeps to torch: corral.kernels.available() is False); tests/kernels fail
             # loudly there, so a broken build is not silent
             optional=True,
-        )
+        ),
+        # decode-step attention over the float16 KV cache (corral.kernels.attention)
+        Extension(
+            "corral._attn",
+            ["src/corral/kernels/attention.c"],
+            extra_compile_args=_args,
+            extra_link_args=["-fopenmp"] if _gnu else [],
+            optional=True,
+        ),
     ]
 )

@@ -18,6 +18,27 @@ from typing import Protocol
 import torch
 
 
+def _decode_route(buf: torch.Tensor, q: torch.Tensor) -> bool:
+    """Whether the C decode attention serves this step: one new token, CPU, float16 cache."""
+    from corral.kernels import attention
+
+    return (
+        q.shape[2] == 1
+        and buf.device.type == "cpu"
+        and buf.dtype == torch.float16
+        and attention.available()
+    )
+
+
+def _attn_decode(
+    q: torch.Tensor, kb: torch.Tensor, vb: torch.Tensor, slots: torch.Tensor,
+    lengths: torch.Tensor, scale: float, window: int | None, exact: bool,
+) -> torch.Tensor:  # fmt: skip
+    from corral.kernels.attention import decode_attention
+
+    return decode_attention(q, kb, vb, slots, lengths, scale, window, exact=exact).to(q.dtype)
+
+
 class AttentionCache(Protocol):
     """What a model's forward pass needs from the cache it writes to."""
 
@@ -81,6 +102,7 @@ class KVCache:
         ]
         self.device = torch.device(device)
         self.offset = 0
+        self._rows: tuple[int, torch.Tensor, torch.Tensor] | None = None  # decode_attention's
 
     def positions(self, t: int) -> torch.Tensor:
         return torch.arange(self.offset, self.offset + t, device=self.device).expand(self.batch, t)
@@ -99,6 +121,25 @@ class KVCache:
         self.k[layer][:, :, self.offset : end] = k
         self.v[layer][:, :, self.offset : end] = v
         return self.k[layer][:, :, :end].to(k.dtype), self.v[layer][:, :, :end].to(v.dtype)
+
+    def decode_attention(
+        self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
+        window: int | None, exact: bool,
+    ) -> torch.Tensor | None:  # fmt: skip
+        """Store one new token's k/v [B, Hkv, 1, D] and return its attention [B, 1, H*D],
+        computed in C on the float16 buffers in place; None where that route does not apply
+        (then use update_and_fetch)."""
+        if not _decode_route(self.k[layer], q):
+            return None
+        end = self.offset + 1
+        if end > self.max_len:
+            raise IndexError("KV cache is full")
+        self.k[layer][:, :, self.offset : end] = k
+        self.v[layer][:, :, self.offset : end] = v
+        if self._rows is None or self._rows[0] != end:
+            self._rows = (end, torch.arange(self.batch), torch.full((self.batch,), end))
+        _, slots, lengths = self._rows
+        return _attn_decode(q, self.k[layer], self.v[layer], slots, lengths, scale, window, exact)
 
     def advance(self, n: int) -> None:
         self.offset += n
@@ -132,6 +173,7 @@ class SlotBatch:
         # rows lying next to each other in the buffer are read as a view, not gathered
         self._contiguous = self.slots == list(range(lo, lo + len(self.slots)))
         self._slot_t = torch.tensor(self.slots, dtype=torch.long, device=cache.device)
+        self._lengths: torch.Tensor | None = None  # offsets + 1 during a decode step
 
     def positions(self, t: int) -> torch.Tensor:
         return self.offsets[:, None] + torch.arange(t, device=self.offsets.device)
@@ -166,5 +208,23 @@ class SlotBatch:
             ks, vs = kb[self._slot_t, :, :s], vb[self._slot_t, :, :s]
         return ks.to(k.dtype), vs.to(v.dtype)
 
+    def decode_attention(
+        self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
+        window: int | None, exact: bool,
+    ) -> torch.Tensor | None:  # fmt: skip
+        """As KVCache.decode_attention, each row at its own length (no mask needed)."""
+        kb, vb = self.cache.k[layer], self.cache.v[layer]
+        if not _decode_route(kb, q):
+            return None
+        if self._lengths is None:
+            self._lengths = self.offsets + 1
+            if int(self._lengths.max()) > self.cache.max_len:
+                raise IndexError("KV cache slot is full")
+        # [B, Hkv, 1, D] -> rows (slot, :, offset): advanced indices put B first
+        kb[self._slot_t, :, self.offsets] = k[:, :, 0].to(kb.dtype)
+        vb[self._slot_t, :, self.offsets] = v[:, :, 0].to(vb.dtype)
+        return _attn_decode(q, kb, vb, self._slot_t, self._lengths, scale, window, exact)
+
     def advance(self, t: int) -> None:
         self.offsets += t
+        self._lengths = None

@@ -22,7 +22,7 @@ from corral.gguf.reader import GGUFFile
 from corral.models.layers import (
     RopeStyle,
     apply_rope,
-    attention,
+    cached_attention,
     default_scale,
     rope_cos_sin,
     rope_inv_freq,
@@ -149,8 +149,7 @@ class Model:
             v = v.reshape(b, t, a.n_head_kv, a.head_dim).transpose(1, 2)
             q = apply_rope(q, cos, sin, RopeStyle.NEOX)
             k = apply_rope(k, cos, sin, RopeStyle.NEOX)
-            k, v = cache.update_and_fetch(i, k, v)
-            attn = _plus(blk.wo(attention(q, k, v, mask, scale)), blk.bo)
+            attn = _plus(blk.wo(cached_attention(cache, i, q, k, v, mask, scale)), blk.bo)
             x = x + attn + blk.down(F.gelu(blk.up(h_ffn)))
         cache.advance(t)
         if last_only:

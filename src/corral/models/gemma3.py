@@ -21,7 +21,7 @@ from corral.gguf.reader import GGUFFile
 from corral.models.layers import (
     RopeStyle,
     apply_rope,
-    attention,
+    cached_attention,
     gelu_tanh,
     rms_norm,
     rope_cos_sin,
@@ -176,8 +176,8 @@ class Model:
             v = blk.wv(h).view(b, t, a.n_head_kv, a.head_dim).transpose(1, 2)
             q = apply_rope(rms_norm(q, blk.q_norm, a.rms_eps), cos, sin, RopeStyle.NEOX)
             k = apply_rope(rms_norm(k, blk.k_norm, a.rms_eps), cos, sin, RopeStyle.NEOX)
-            k, v = cache.update_and_fetch(i, k, v)
-            o = attention(q, k, v, mask_l if local else mask_g, a.attn_scale)
+            mask, window = (mask_l, a.sliding_window) if local else (mask_g, None)
+            o = cached_attention(cache, i, q, k, v, mask, a.attn_scale, window)
             x = x + rms_norm(blk.wo(o), blk.attn_post_norm, a.rms_eps)
             h = rms_norm(x, blk.ffn_norm, a.rms_eps)
             h = blk.down(gelu_tanh(blk.gate(h)) * blk.up(h))

@@ -20,7 +20,7 @@ from corral.gguf.reader import GGUFFile
 from corral.models.layers import (
     RopeStyle,
     apply_rope,
-    attention,
+    cached_attention,
     default_scale,
     gelu_tanh,
     rope_cos_sin,
@@ -139,8 +139,7 @@ class Model:
             v = blk.wv(h).view(b, t, a.n_head, a.head_dim).transpose(1, 2)
             q = apply_rope(q, cos, sin, RopeStyle.NORM)
             k = apply_rope(k, cos, sin, RopeStyle.NORM)
-            k, v = cache.update_and_fetch(i, k, v)
-            attn = blk.wo(attention(q, k, v, mask, scale))
+            attn = blk.wo(cached_attention(cache, i, q, k, v, mask, scale))
             x = x + attn + blk.down(gelu_tanh(blk.up(h) + blk.b_up)) + blk.b_down
         cache.advance(t)
         if last_only:

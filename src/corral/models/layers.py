@@ -112,5 +112,24 @@ def attention(
     return out.transpose(1, 2).reshape(b, t, h * d)
 
 
+def cached_attention(
+    cache: object, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+    mask: torch.Tensor | None, scale: float, window: int | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """Store k/v [B, Hkv, T, D] in `cache` and attend q [B, H, T, D] -> [B, T, H*D].
+
+    A decode step (T = 1) on the CPU reads the float16 cache in place (C kernel, through the
+    cache's `decode_attention`); otherwise the cache hands back its keys/values for
+    `attention`. `mask` must be cache.mask(T, window): the C route applies `window` itself.
+    """
+    fast = getattr(cache, "decode_attention", None)
+    if fast is not None and q.shape[2] == 1:
+        out = fast(layer, q, k, v, scale, window, _EXACT)
+        if out is not None:
+            return out
+    k, v = cache.update_and_fetch(layer, k, v)  # type: ignore[attr-defined]
+    return attention(q, k, v, mask, scale)
+
+
 def default_scale(head_dim: int) -> float:
     return 1.0 / math.sqrt(head_dim)

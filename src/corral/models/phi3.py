@@ -22,7 +22,7 @@ from corral.gguf.reader import GGUFFile
 from corral.models.layers import (
     RopeStyle,
     apply_rope,
-    attention,
+    cached_attention,
     default_scale,
     rms_norm,
     rope_cos_sin,
@@ -142,8 +142,7 @@ class Model:
             v = v.reshape(b, t, a.n_head_kv, a.head_dim).transpose(1, 2)
             q = apply_rope(q, cos, sin, RopeStyle.NEOX)
             k = apply_rope(k, cos, sin, RopeStyle.NEOX)
-            k, v = cache.update_and_fetch(i, k, v)
-            x = x + blk.wo(attention(q, k, v, mask, scale))
+            x = x + blk.wo(cached_attention(cache, i, q, k, v, mask, scale, a.sliding_window))
             h = rms_norm(x, blk.ffn_norm, a.rms_eps)
             gate, up = blk.gate_up(h).chunk(2, dim=-1)
             x = x + blk.down(F.silu(gate) * up)

@@ -18,7 +18,7 @@ from corral.gguf.reader import GGUFFile
 from corral.models.layers import (
     RopeStyle,
     apply_rope,
-    attention,
+    cached_attention,
     default_scale,
     rms_norm,
     rope_cos_sin,
@@ -139,8 +139,7 @@ class Model:
             v = blk.wv(h).view(b, t, a.n_head_kv, a.head_dim).transpose(1, 2)
             q = apply_rope(rms_norm(q, blk.q_norm, a.rms_eps), cos, sin, RopeStyle.NEOX)
             k = apply_rope(rms_norm(k, blk.k_norm, a.rms_eps), cos, sin, RopeStyle.NEOX)
-            k, v = cache.update_and_fetch(i, k, v)
-            x = x + blk.wo(attention(q, k, v, mask, scale))
+            x = x + blk.wo(cached_attention(cache, i, q, k, v, mask, scale))
             h = rms_norm(x, blk.ffn_norm, a.rms_eps)
             x = x + blk.down(F.silu(blk.gate(h)) * blk.up(h))
         cache.advance(t)

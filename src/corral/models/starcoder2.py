@@ -19,7 +19,7 @@ from corral.gguf.reader import GGUFFile
 from corral.models.layers import (
     RopeStyle,
     apply_rope,
-    attention,
+    cached_attention,
     default_scale,
     gelu_tanh,
     rope_cos_sin,
@@ -154,8 +154,7 @@ class Model:
             v = _plus(blk.wv(h), blk.bv).view(b, t, a.n_head_kv, a.head_dim).transpose(1, 2)
             q = apply_rope(q, cos, sin, RopeStyle.NEOX)  # [B, H, T, D]
             k = apply_rope(k, cos, sin, RopeStyle.NEOX)  # [B, Hkv, T, D]
-            k, v = cache.update_and_fetch(i, k, v)
-            x = x + _plus(blk.wo(attention(q, k, v, mask, scale)), blk.bo)
+            x = x + _plus(blk.wo(cached_attention(cache, i, q, k, v, mask, scale)), blk.bo)
             h = self._layer_norm(x, blk.ffn_norm)
             x = x + _plus(blk.down(gelu_tanh(_plus(blk.up(h), blk.b_up))), blk.b_down)
         cache.advance(t)
