@@ -28,7 +28,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     q.add_argument(
         "type",
         metavar="TYPE",
-        help="Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, F16 or F32",
+        help="Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, "
+        "Q5_K_S, Q5_K_M, Q6_K, F16 or F32",
     )
     q.add_argument(
         "--allow-requantize",

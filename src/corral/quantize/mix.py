@@ -3,8 +3,12 @@
 A scheme (`Scheme.Q4_K_M`, ...) has a default type; `TypePlanner` then moves single tensors
 up as `llama_tensor_get_type` (src/llama-quant.cpp) does without an importance matrix or
 overrides: the output head (and a tied token embedding) to Q6_K, every third attn_v and
-ffn_down plus the first and last eighth of the layers to Q6_K for the _M mixes, and types
-whose block does not divide a row fall back (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0).
+ffn_down plus the first and last eighth of the layers to Q6_K for the _M mixes; the 2- and
+3-bit mixes lift attn_v, ffn_down and attn_output a type or two (Q2_K: Q3_K, or Q4_K for
+attn_v with grouped KV heads; Q3_K_M / Q3_K_L: Q4_K to Q5_K). Types whose block does not
+divide a row fall back (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0; Q2_K / Q3_K -> Q4_0,
+where llama.cpp picks IQ4_NL, which corral does not write: the same 32-value 4.5-bit
+block size).
 Tensors must be planned in file order: the layer counters follow it, as in llama.cpp.
 """
 
@@ -29,6 +33,10 @@ class Scheme(Enum):
     Q5_0 = LlamaFileType.MOSTLY_Q5_0
     Q5_1 = LlamaFileType.MOSTLY_Q5_1
     Q8_0 = LlamaFileType.MOSTLY_Q8_0
+    Q2_K = LlamaFileType.MOSTLY_Q2_K
+    Q3_K_S = LlamaFileType.MOSTLY_Q3_K_S
+    Q3_K_M = LlamaFileType.MOSTLY_Q3_K_M
+    Q3_K_L = LlamaFileType.MOSTLY_Q3_K_L
     Q4_K_S = LlamaFileType.MOSTLY_Q4_K_S
     Q4_K_M = LlamaFileType.MOSTLY_Q4_K_M
     Q5_K_S = LlamaFileType.MOSTLY_Q5_K_S
@@ -45,8 +53,8 @@ class Scheme(Enum):
     def parse(cls, name: str) -> Scheme:
         """A scheme from its name, any case ("q4_k_m"); a one-line error listing the known ones."""
         key = name.strip().upper()
-        # llama.cpp accepts Q4_K / Q5_K for the _M mixes
-        key = {"Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M"}.get(key, key)
+        # llama.cpp accepts Q3_K / Q4_K / Q5_K for the _M mixes
+        key = {"Q3_K": "Q3_K_M", "Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M"}.get(key, key)
         try:
             return cls[key]
         except KeyError:
@@ -60,6 +68,10 @@ _DEFAULT_TYPE: dict[Scheme, Q] = {
     Scheme.Q5_0: Q.Q5_0,
     Scheme.Q5_1: Q.Q5_1,
     Scheme.Q8_0: Q.Q8_0,
+    Scheme.Q2_K: Q.Q2_K,
+    Scheme.Q3_K_S: Q.Q3_K,
+    Scheme.Q3_K_M: Q.Q3_K,
+    Scheme.Q3_K_L: Q.Q3_K,
     Scheme.Q4_K_S: Q.Q4_K,
     Scheme.Q4_K_M: Q.Q4_K,
     Scheme.Q5_K_S: Q.Q5_K,
@@ -70,7 +82,7 @@ _DEFAULT_TYPE: dict[Scheme, Q] = {
 }
 
 # types a row whose length is not a multiple of 256 falls back to
-_FALLBACK = {Q.Q4_K: Q.Q5_0, Q.Q5_K: Q.Q5_1, Q.Q6_K: Q.Q8_0}
+_FALLBACK = {Q.Q2_K: Q.Q4_0, Q.Q3_K: Q.Q4_0, Q.Q4_K: Q.Q5_0, Q.Q5_K: Q.Q5_1, Q.Q6_K: Q.Q8_0}
 # substrings of 2-D tensor names llama.cpp never quantizes (small or precision-critical)
 _KEEP = (
     "_norm.weight", "ffn_gate_inp.weight", "altup", "laurel", "per_layer_model_proj",
@@ -142,6 +154,8 @@ class TypePlanner:
         n_head = int(metadata.get(f"{self.arch}.attention.head_count", 0) or 0)
         n_head_kv = metadata.get(f"{self.arch}.attention.head_count_kv", n_head)
         self.n_expert = int(metadata.get(f"{self.arch}.expert_count", 0) or 0)
+        # query heads per KV head: the 2-bit mix spends more on a shared attn_v
+        self.n_gqa = n_head // int(n_head_kv) if n_head and n_head_kv else 1
         # llama.cpp's 70B special case: 8 heads share each attn_v, so it gets more bits
         self.is_70b = self.arch == "llama" and n_layers == 80 and n_head != int(n_head_kv)
         self.n_ffn_down = n_layers
@@ -168,7 +182,13 @@ class TypePlanner:
                 return Q.Q8_0
             return new if new == Q.Q8_0 else Q.Q6_K
         if cat == Category.ATTN_V:
-            if km and use_more_bits(self.i_attn_v, self.n_attn_v):
+            if s == Scheme.Q2_K:
+                new = Q.Q4_K if self.n_gqa >= 4 else Q.Q3_K
+            elif s == Scheme.Q3_K_M:
+                new = Q.Q5_K if self.i_attn_v < 2 else Q.Q4_K
+            elif s == Scheme.Q3_K_L:
+                new = Q.Q5_K
+            elif km and use_more_bits(self.i_attn_v, self.n_attn_v):
                 new = Q.Q6_K
             elif s == Scheme.Q4_K_S and self.i_attn_v < 4:
                 new = Q.Q5_K
@@ -181,7 +201,18 @@ class TypePlanner:
             new = Q.Q8_0
         elif cat == Category.FFN_DOWN:
             i, n = self._layer(name, self.i_ffn_down, self.n_ffn_down)
-            if s == Scheme.Q4_K_M:
+            if s == Scheme.Q2_K:
+                new = Q.Q3_K
+            elif s == Scheme.Q3_K_M:
+                if i < n // 16:
+                    new = Q.Q5_K
+                elif self.arch != "falcon" or use_more_bits(i, n):
+                    new = Q.Q4_K
+                else:
+                    new = Q.Q3_K
+            elif s == Scheme.Q3_K_L:
+                new = Q.Q4_K if self.arch == "falcon" else Q.Q5_K
+            elif s == Scheme.Q4_K_M:
                 if self.arch == "falcon":
                     new = Q.Q6_K if i < n // 16 else Q.Q5_K if use_more_bits(i, n) else Q.Q4_K
                 elif use_more_bits(i, n):
@@ -192,14 +223,24 @@ class TypePlanner:
                 new = Q.Q5_K
             self.i_ffn_down += 1
         elif cat == Category.ATTN_OUTPUT:
-            if self.arch != "falcon" and self.n_expert == 8 and s in (Scheme.Q4_K_S, Scheme.Q4_K_M):
-                new = Q.Q5_K
+            new = self._attn_output(new)
         elif cat == Category.ATTN_QKV:
-            if s == Scheme.Q4_K_M:
+            if s in (Scheme.Q3_K_M, Scheme.Q3_K_L):
+                new = Q.Q4_K
+            elif s == Scheme.Q4_K_M:
                 new = Q.Q5_K
             elif s == Scheme.Q5_K_M:
                 new = Q.Q6_K
         return new
+
+    def _attn_output(self, new: Q) -> Q:
+        s = self.scheme
+        if self.arch == "falcon":
+            return Q.Q4_K if s == Scheme.Q3_K_L else new
+        if self.n_expert == 8:
+            lifted = (Scheme.Q2_K, Scheme.Q3_K_S, Scheme.Q3_K_M, Scheme.Q4_K_S, Scheme.Q4_K_M)
+            return Q.Q5_K if s in lifted else new
+        return {Scheme.Q2_K: Q.Q3_K, Scheme.Q3_K_M: Q.Q4_K, Scheme.Q3_K_L: Q.Q5_K}.get(s, new)
 
     def _layer(self, name: str, i: int, n: int) -> tuple[int, int]:
         if self.n_expert > 1:
