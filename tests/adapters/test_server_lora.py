@@ -177,3 +177,19 @@ def test_serve_refuses_a_missing_adapter_file(files, capsys: pytest.CaptureFixtu
     assert "nope.gguf: no such file or folder" in capsys.readouterr().err
     assert main(["serve", "--lora-scaled", str(files["a1"]), "x"]) == 1
     assert "'x' is not a number" in capsys.readouterr().err
+
+
+def test_create_reloads_idle_adapter_instances_and_explains_blob_adapters(
+    client: TestClient,
+) -> None:
+    st = client.app.state.corral  # type: ignore[attr-defined]
+    generate(client, [])
+    generate(client, [{"id": 0, "scale": 1.0}])
+    assert len(st.manager.loaded()) == 2
+    r = client.post("/api/create", json={"model": "tiny", "from": "tiny", "system": "be brief"})
+    assert r.status_code == 200, r.text
+    assert st.manager.loaded() == []  # both idle instances dropped their old defaults
+    r = client.post("/api/create", json={"model": "x", "from": "tiny",
+                                         "adapters": {"a.gguf": "sha256:" + "0" * 64}})  # fmt: skip
+    assert r.status_code == 400
+    assert "ADAPTER line" in r.json()["error"] and "--lora" in r.json()["error"]

@@ -285,6 +285,10 @@ class ModelManager:
             await self._unload_key(key)
         return bool(keys)
 
+    async def unload_instance(self, entry: LoadedModel) -> bool:
+        """Unload one instance (one adapter set) of a model."""
+        return await self._unload_key(entry.key)
+
     async def _unload_key(self, key: str) -> bool:
         entry = self._loaded.pop(key, None)
         if entry is None:

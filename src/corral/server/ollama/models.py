@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from corral.errors import CorralError
 from corral.server.body import parse_body
 from corral.server.durations import rfc3339
-from corral.server.errors import bad_request, from_corral_error, not_supported
+from corral.server.errors import ApiError, bad_request, from_corral_error, not_supported
 from corral.server.modelfile import Modelfile, create_model, parameters_text, parse_modelfile
 from corral.server.ollama import protocol as p
 from corral.server.options import OPTION_NAMES, coerce
@@ -216,14 +216,24 @@ async def create(request: Request) -> Response:
     if body.files:
         raise not_supported("creating from uploaded files is", "files")
     if body.adapters:
-        raise not_supported("adapters are", "adapters")
+        # ollama's adapters name uploaded blobs (POST /api/blobs), which corral does not take:
+        # an ADAPTER line with a path on the server, or `serve --lora`, does the same job
+        raise ApiError(
+            400,
+            "adapters from uploaded blobs are not supported: use an ADAPTER line with a "
+            "server-side path in 'modelfile', or 'corral serve --lora' and a request's "
+            "'lora' field",
+            code="unsupported",
+            param="adapters",
+        )
     if body.quantize:
         raise not_supported("quantize is", "quantize")
     spec = parse_modelfile(body.modelfile) if body.modelfile else _spec(body)
     ref = await asyncio.to_thread(create_model, st.store, body.model, spec)
-    entry = st.manager.get_loaded(ref.full_name)
-    if entry is not None and entry.leases == 0:
-        await st.manager.unload(entry.name)  # its defaults changed: reload on next use
+    # its defaults changed: reload on next use (every idle instance, one per adapter set)
+    for entry in st.manager.loaded():
+        if entry.name == ref.full_name and entry.leases == 0:
+            await st.manager.unload_instance(entry)
     statuses = [
         {"status": f"using existing layer sha256:{_digest(ref)}"},
         {"status": "writing manifest"},
