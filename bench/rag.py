@@ -141,7 +141,7 @@ def run_corral(corpus: Path, questions: list[dict], model: str, threads: int, ho
                      "files": report.count(Outcome.ADDED),
                      "skipped": report.count(Outcome.SKIPPED)}  # fmt: skip
         for mode in SearchMode:
-            search(col, emb, "warm-up", K, None, mode)  # first-query costs stay out of query_ms
+            search(col, emb, "warm up", K, None, mode)  # first-query costs stay out of query_ms
             t0 = time.perf_counter()
             got = [[(h.path.removeprefix(root), h.start_line, h.end_line)
                     for h in search(col, emb, q["question"], K, None, mode)]
