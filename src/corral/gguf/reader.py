@@ -96,6 +96,9 @@ def sniff_format(path: str | os.PathLike[str]) -> str:
     return "an unknown format"
 
 
+_U64 = struct.Struct("<Q")
+
+
 class _Cursor:
     """Bounds-checked little-endian reads over the mapped bytes."""
 
@@ -127,6 +130,24 @@ class _Cursor:
         self.off += n
         return s
 
+    def strings(self, count: int, key: str) -> list[str]:
+        """An array of `count` strings (vocabularies: ~100k of them, so one tight loop)."""
+        mv, off, size = self.mv, self.off, self.size
+        length = _U64.unpack_from
+        out: list[str] = []
+        append = out.append
+        for i in range(count):
+            end = off + 8
+            if end <= size:
+                end += length(mv, off)[0]
+            if end > size:  # the checks of string() give the error message
+                self.off = off
+                self.string(f"string {i} of '{key}'")
+            append(str(mv[off + 8 : end], "utf-8", "replace"))
+            off = end
+        self.off = off
+        return out
+
     def value(self, vtype: GGUFValueType, key: str) -> Any:
         if vtype == GGUFValueType.STRING:
             return self.string(f"string value of '{key}'")
@@ -134,7 +155,7 @@ class _Cursor:
             itype = self._vtype(self.unpack("<I", f"array type of '{key}'"), key)
             count = self.unpack("<Q", f"array length of '{key}'")
             if itype == GGUFValueType.STRING:
-                return [self.string(f"string {i} of '{key}'") for i in range(count)]
+                return self.strings(count, key)
             if itype == GGUFValueType.ARRAY:
                 return [self.value(GGUFValueType.ARRAY, key) for _ in range(count)]
             dt = _NUMPY[itype]

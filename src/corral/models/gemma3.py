@@ -27,7 +27,7 @@ from corral.models.layers import (
     rope_cos_sin,
     rope_inv_freq,
 )
-from corral.models.weights import Linear, TensorSource
+from corral.models.weights import Linear, TensorSource, project
 
 # Gemma 3 alternates 5 local (sliding-window) layers with 1 global one; local layers use a
 # fixed rope base of 10k whatever the file's base (which is the global layers').
@@ -171,16 +171,18 @@ class Model:
             local = a.is_local[i]
             cos, sin = rope_l if local else rope_g
             h = rms_norm(x, blk.attn_norm, a.rms_eps)
-            q = blk.wq(h).view(b, t, a.n_head, a.head_dim).transpose(1, 2)  # [B, H, T, D]
-            k = blk.wk(h).view(b, t, a.n_head_kv, a.head_dim).transpose(1, 2)  # [B, Hkv, T, D]
-            v = blk.wv(h).view(b, t, a.n_head_kv, a.head_dim).transpose(1, 2)
+            q, k, v = project(h, blk.wq, blk.wk, blk.wv)
+            q = q.view(b, t, a.n_head, a.head_dim).transpose(1, 2)  # [B, H, T, D]
+            k = k.view(b, t, a.n_head_kv, a.head_dim).transpose(1, 2)  # [B, Hkv, T, D]
+            v = v.view(b, t, a.n_head_kv, a.head_dim).transpose(1, 2)
             q = apply_rope(rms_norm(q, blk.q_norm, a.rms_eps), cos, sin, RopeStyle.NEOX)
             k = apply_rope(rms_norm(k, blk.k_norm, a.rms_eps), cos, sin, RopeStyle.NEOX)
             mask, window = (mask_l, a.sliding_window) if local else (mask_g, None)
             o = cached_attention(cache, i, q, k, v, mask, a.attn_scale, window)
             x = x + rms_norm(blk.wo(o), blk.attn_post_norm, a.rms_eps)
             h = rms_norm(x, blk.ffn_norm, a.rms_eps)
-            h = blk.down(gelu_tanh(blk.gate(h)) * blk.up(h))
+            g, u = project(h, blk.gate, blk.up)
+            h = blk.down(gelu_tanh(g) * u)
             x = x + rms_norm(h, blk.ffn_post_norm, a.rms_eps)
         cache.advance(t)
         if last_only:

@@ -25,7 +25,7 @@ from corral.models.layers import (
     rope_cos_sin,
     rope_inv_freq,
 )
-from corral.models.weights import Linear, TensorSource
+from corral.models.weights import Linear, TensorSource, project
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,7 @@ class Model:
         x = self.tok_embd.rows(tokens).to(self.device.dtype)  # [B, T, E]
         for i, blk in enumerate(self.blocks):
             h = rms_norm(x, blk.attn_norm, a.rms_eps)
-            q, k, v = blk.wq(h), blk.wk(h), blk.wv(h)
+            q, k, v = project(h, blk.wq, blk.wk, blk.wv)
             if blk.bq is not None:
                 q = q + blk.bq
             if blk.bk is not None:
@@ -162,7 +162,8 @@ class Model:
             k = apply_rope(k, cos, sin, RopeStyle.NORM)
             x = x + blk.wo(cached_attention(cache, i, q, k, v, mask, scale, a.sliding_window))
             h = rms_norm(x, blk.ffn_norm, a.rms_eps)
-            x = x + blk.down(F.silu(blk.gate(h)) * blk.up(h))
+            g, u = project(h, blk.gate, blk.up)
+            x = x + blk.down(F.silu(g) * u)
         cache.advance(t)
         if last_only:
             x = x[:, -1:]
