@@ -17,13 +17,19 @@ from typing import Protocol
 
 import torch
 
+# Up to this many new tokens per row attend in C (decode steps, speculative drafts being
+# verified, short prompts), each as its own query row: row t of a T-token step then gets
+# the very bits a one-token step at that position would (as the matmul kernels do up to
+# KERNEL_MAX_ROWS rows), so verifying a draft cannot change a greedy choice.
+DECODE_MAX_T = 16
+
 
 def _decode_route(buf: torch.Tensor, q: torch.Tensor) -> bool:
-    """Whether the C decode attention serves this step: one new token, CPU, float16 cache."""
+    """Whether the C attention serves this step: few new tokens, CPU, float16 cache."""
     from corral.kernels import attention
 
     return (
-        q.shape[2] == 1
+        q.shape[2] <= DECODE_MAX_T
         and buf.device.type == "cpu"
         and buf.dtype == torch.float16
         and attention.available()
@@ -34,9 +40,13 @@ def _attn_decode(
     q: torch.Tensor, kb: torch.Tensor, vb: torch.Tensor, slots: torch.Tensor,
     lengths: torch.Tensor, scale: float, window: int | None, exact: bool,
 ) -> torch.Tensor:  # fmt: skip
+    """q [B, H, T, D]; slots/lengths [B*T] (row-major over B, T) -> [B, T, H*D]."""
     from corral.kernels.attention import decode_attention
 
-    return decode_attention(q, kb, vb, slots, lengths, scale, window, exact=exact).to(q.dtype)
+    b, h, t, d = q.shape
+    rows = q if t == 1 else q.transpose(1, 2).reshape(b * t, h, 1, d)
+    out = decode_attention(rows, kb, vb, slots, lengths, scale, window, exact=exact)
+    return out.view(b, t, h * d).to(q.dtype)
 
 
 class AttentionCache(Protocol):
@@ -102,7 +112,7 @@ class KVCache:
         ]
         self.device = torch.device(device)
         self.offset = 0
-        self._rows: tuple[int, torch.Tensor, torch.Tensor] | None = None  # decode_attention's
+        self._rows: tuple[tuple[int, int], torch.Tensor, torch.Tensor] | None = None
 
     def positions(self, t: int) -> torch.Tensor:
         return torch.arange(self.offset, self.offset + t, device=self.device).expand(self.batch, t)
@@ -126,18 +136,25 @@ class KVCache:
         self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
         window: int | None, exact: bool,
     ) -> torch.Tensor | None:  # fmt: skip
-        """Store one new token's k/v [B, Hkv, 1, D] and return its attention [B, 1, H*D],
-        computed in C on the float16 buffers in place; None where that route does not apply
-        (then use update_and_fetch)."""
+        """Store the new tokens' k/v [B, Hkv, T, D] and return their attention [B, T, H*D],
+        computed in C on the float16 buffers in place (each new token a query row that sees
+        the positions up to its own); None where that route does not apply (then use
+        update_and_fetch)."""
         if not _decode_route(self.k[layer], q):
             return None
-        end = self.offset + 1
+        t = q.shape[2]
+        end = self.offset + t
         if end > self.max_len:
             raise IndexError("KV cache is full")
         self.k[layer][:, :, self.offset : end] = k
         self.v[layer][:, :, self.offset : end] = v
-        if self._rows is None or self._rows[0] != end:
-            self._rows = (end, torch.arange(self.batch), torch.full((self.batch,), end))
+        if self._rows is None or self._rows[0] != (end, t):
+            ends = torch.arange(self.offset + 1, end + 1)
+            self._rows = (
+                (end, t),
+                torch.arange(self.batch).repeat_interleave(t),
+                ends.repeat(self.batch),
+            )
         _, slots, lengths = self._rows
         return _attn_decode(q, self.k[layer], self.v[layer], slots, lengths, scale, window, exact)
 
@@ -173,7 +190,8 @@ class SlotBatch:
         # rows lying next to each other in the buffer are read as a view, not gathered
         self._contiguous = self.slots == list(range(lo, lo + len(self.slots)))
         self._slot_t = torch.tensor(self.slots, dtype=torch.long, device=cache.device)
-        self._lengths: torch.Tensor | None = None  # offsets + 1 during a decode step
+        # decode_attention's (T, positions [B, T], slot and length per query row [B*T])
+        self._rows: tuple[int, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def positions(self, t: int) -> torch.Tensor:
         return self.offsets[:, None] + torch.arange(t, device=self.offsets.device)
@@ -216,15 +234,19 @@ class SlotBatch:
         kb, vb = self.cache.k[layer], self.cache.v[layer]
         if not _decode_route(kb, q):
             return None
-        if self._lengths is None:
-            self._lengths = self.offsets + 1
-            if int(self._lengths.max()) > self.cache.max_len:
+        b, _, t, _ = k.shape
+        if self._rows is None or self._rows[0] != t:
+            pos = self.positions(t)  # [B, T]
+            if int(pos.max()) >= self.cache.max_len:
                 raise IndexError("KV cache slot is full")
-        # [B, Hkv, 1, D] -> rows (slot, :, offset): advanced indices put B first
-        kb[self._slot_t, :, self.offsets] = k[:, :, 0].to(kb.dtype)
-        vb[self._slot_t, :, self.offsets] = v[:, :, 0].to(vb.dtype)
-        return _attn_decode(q, kb, vb, self._slot_t, self._lengths, scale, window, exact)
+            self._rows = (t, pos, self._slot_t.repeat_interleave(t), (pos + 1).reshape(-1))
+        _, pos, slots, lengths = self._rows
+        # advanced indices (slot, :, position) around a slice put [B, T] first
+        rows = self._slot_t[:, None].expand(b, t)
+        kb[rows, :, pos] = k.transpose(1, 2).to(kb.dtype)
+        vb[rows, :, pos] = v.transpose(1, 2).to(vb.dtype)
+        return _attn_decode(q, kb, vb, slots, lengths, scale, window, exact)
 
     def advance(self, t: int) -> None:
         self.offsets += t
-        self._lengths = None
+        self._rows = None

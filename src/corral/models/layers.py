@@ -118,12 +118,12 @@ def cached_attention(
 ) -> torch.Tensor:  # fmt: skip
     """Store k/v [B, Hkv, T, D] in `cache` and attend q [B, H, T, D] -> [B, T, H*D].
 
-    A decode step (T = 1) on the CPU reads the float16 cache in place (C kernel, through the
-    cache's `decode_attention`); otherwise the cache hands back its keys/values for
+    A decode step (or a few new tokens) on the CPU reads the float16 cache in place (C kernel,
+    through the cache's `decode_attention`); otherwise the cache hands back its keys/values for
     `attention`. `mask` must be cache.mask(T, window): the C route applies `window` itself.
     """
     fast = getattr(cache, "decode_attention", None)
-    if fast is not None and q.shape[2] == 1:
+    if fast is not None:
         out = fast(layer, q, k, v, scale, window, _EXACT)
         if out is not None:
             return out
