@@ -67,6 +67,9 @@ class GenerationRequest:
     truncate: bool = False  # drop the oldest prompt tokens instead of failing on overflow
     top_logprobs: int = 0  # also report this many most likely tokens at each step
     constraint: LogitsConstraint | None = None  # grammar mask, owned by this request
+    # prompt-lookup drafts verified in one forward (same tokens; see engine.speculative):
+    # None = wherever that is exact, False = never
+    speculative: bool | None = None
 
 
 def draw(
@@ -156,6 +159,13 @@ def generate_tokens(
     logits = prefill(model, cache, prompt[cached_prefix:])
     t.prompt_tokens, t.cached_tokens = len(prompt) - cached_prefix, cached_prefix
     t.prompt_s = time.perf_counter() - t0
+
+    # imported here: engine.speculative builds on this module
+    from corral.engine.speculative import speculation_applies, speculative_decode
+
+    if speculation_applies(model, req, cache):
+        yield from speculative_decode(model, req, cache, prompt, logits, t)
+        return
 
     def step(token: int) -> torch.Tensor:
         ids = torch.tensor([[token]], dtype=torch.long)
