@@ -27,8 +27,11 @@ from corral.gguf.reader import GGUFFile, TensorInfo
 from corral.quant import SUPPORTED_TYPES, dequantize, dequantize_rows, is_supported
 from corral.quant.activations import ACT_QUANT_FOR, ActQuant, round_activations
 
-# Up to this many rows of activations go through the integer kernels; prompts (more rows)
-# go through BLAS on dequantized blocks, which this machine's float GEMM does 2-3x faster.
+# Up to this many rows of activations every kernel-backed weight goes through the integer
+# kernels (llama.cpp's arithmetic; row r of a call is bit-identical to computing it alone).
+# Beyond it, each weight switches at its type's break-even (kernels.DENSE_BREAK_EVEN: 64
+# rows for 32-value blocks, 128 for k-quants) to its dense route: dequantized in C, float32
+# GEMM, 2-3x faster on long prompts.
 KERNEL_MAX_ROWS = 16
 # Dequantize big matrices for BLAS this many elements at a time (bounds the float32 copy).
 _DEQUANT_CHUNK = 1 << 22
@@ -94,7 +97,7 @@ class BlockWeight:
         self.raw = _as_tensor(t.data)
         self.act = ActQuant.NONE if _EXACT else ACT_QUANT_FOR.get(t.ggml_type, ActQuant.NONE)
         self.kernel = (
-            kernels.QMatrix(self.raw, t.ggml_type, t.shape[0], t.shape[1])
+            kernels.QMatrix(self.raw, t.ggml_type, t.shape[0], t.shape[1], dense_rows="auto")
             if _USE_KERNELS and not _EXACT and t.ggml_type in kernels.SUPPORTED_TYPES
             else None
         )
@@ -102,7 +105,7 @@ class BlockWeight:
         self.rows_per_chunk = max(1, _DEQUANT_CHUNK // cols)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kernel is not None and x.numel() // x.shape[-1] <= KERNEL_MAX_ROWS:
+        if self.kernel is not None:  # integer kernels, or past the break-even its dense route
             return self.kernel(x)
         x = round_activations(x, self.act)
         out_rows, cols = self.shape
@@ -123,14 +126,10 @@ class BlockWeight:
 
 
 def project(x: torch.Tensor, *ws: Linear) -> list[torch.Tensor]:
-    """[w(x) for w in ws] with one input (q/k/v, gate/up): in a decode step where all are
-    kernel-backed block weights, x is quantized once and every matrix's rows go to one
-    parallel region (same results as separate calls, fewer thread wake-ups per token)."""
-    if (
-        len(ws) > 1
-        and x.numel() // x.shape[-1] <= KERNEL_MAX_ROWS
-        and all(type(w) is BlockWeight and w.kernel is not None for w in ws)
-    ):
+    """[w(x) for w in ws] with one input (q/k/v, gate/up): where all are kernel-backed block
+    weights, x is quantized once and every matrix's rows go to one parallel region (same
+    results as separate calls, fewer thread wake-ups per token)."""
+    if len(ws) > 1 and all(type(w) is BlockWeight and w.kernel is not None for w in ws):
         return kernels.qmatmul_many(x, [w.kernel for w in ws])  # type: ignore[union-attr]
     return [w(x) for w in ws]
 
