@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from corral.engine.device import CPU, Device
-from corral.engine.kv_cache import AttentionCache, KVCache
+from corral.engine.kv_cache import AttentionCache
 from corral.gguf.hparams import HParams
 from corral.gguf.reader import GGUFFile
+from corral.models.decoder import AttentionLM, GluBlock, RmsRopeArgs
 from corral.models.layers import (
     RopeStyle,
     apply_rope,
@@ -27,7 +28,7 @@ from corral.models.layers import (
     rope_cos_sin,
     rope_inv_freq,
 )
-from corral.models.weights import Linear, TensorSource, project
+from corral.models.weights import TensorSource, project
 
 # Gemma 3 alternates 5 local (sliding-window) layers with 1 global one; local layers use a
 # fixed rope base of 10k whatever the file's base (which is the global layers').
@@ -36,84 +37,59 @@ _LOCAL_ROPE_BASE = 10000.0
 
 
 @dataclass(frozen=True)
-class ModelArgs:
-    n_layers: int
-    n_embd: int
+class ModelArgs(RmsRopeArgs):
     n_ff: int
-    n_head: int
-    n_head_kv: int
-    head_dim: int
-    rms_eps: float
-    rope_base: float
-    rope_scale: float
     sliding_window: int
     is_local: tuple[bool, ...]  # per layer: sliding-window attention?
     attn_scale: float
-    context_length: int
-    vocab_size: int
+
+    ROPE_BASE: ClassVar[float] = 1e6
 
     @classmethod
-    def from_gguf(cls, gguf: GGUFFile) -> ModelArgs:
-        hp = HParams(gguf.metadata, "gemma3", gguf.path.name)
-        n_layers = hp.int("block_count")
-        n_embd = hp.int("embedding_length")
-        n_head = hp.int("attention.head_count")
-        head_dim = hp.int("attention.key_length", n_embd // n_head)
+    def read(cls, hp: HParams, gguf: GGUFFile) -> dict[str, Any]:
+        base = super().read(hp, gguf)
+        n_layers, n_embd, n_head = base["n_layers"], base["n_embd"], base["n_head"]
         pattern = gguf.get("gemma3.attention.sliding_window_pattern")
         if isinstance(pattern, (list, np.ndarray)):
             is_local = tuple(bool(x) for x in pattern)
         else:
             every = int(pattern) if pattern else _SWA_PATTERN
             is_local = tuple(i % every < every - 1 for i in range(n_layers))
-        scaling = hp.str("rope.scaling.type", "none")
-        factor = hp.float("rope.scaling.factor", 1.0) or 1.0
         # the 27B model scales queries by 1/sqrt(E/H), the others by 1/sqrt(head_dim)
-        scale_dim = n_embd // n_head if n_layers == 62 else head_dim
-        return cls(
-            n_layers=n_layers,
-            n_embd=n_embd,
-            n_ff=hp.int("feed_forward_length"),
-            n_head=n_head,
-            n_head_kv=hp.int("attention.head_count_kv", n_head),
-            head_dim=head_dim,
-            rms_eps=hp.float("attention.layer_norm_rms_epsilon", 1e-6),
-            rope_base=hp.float("rope.freq_base", 1e6),
-            rope_scale=1.0 / factor if scaling == "linear" else 1.0,
-            sliding_window=hp.int("attention.sliding_window", 512),
-            is_local=is_local,
-            attn_scale=1.0 / math.sqrt(scale_dim),
-            context_length=hp.int("context_length", 32768),
-            vocab_size=len(gguf.get("tokenizer.ggml.tokens", [])) or hp.int("vocab_size"),
-        )
+        scale_dim = n_embd // n_head if n_layers == 62 else base["head_dim"]
+        return base | {
+            "n_ff": hp.int("feed_forward_length"),
+            "sliding_window": hp.int("attention.sliding_window", 512),
+            "is_local": is_local,
+            "attn_scale": 1.0 / math.sqrt(scale_dim),
+        }
 
 
 @dataclass
-class Block:
-    attn_norm: torch.Tensor
-    wq: Linear
-    wk: Linear
-    wv: Linear
-    wo: Linear
+class Block(GluBlock):
     q_norm: torch.Tensor
     k_norm: torch.Tensor
     attn_post_norm: torch.Tensor
-    ffn_norm: torch.Tensor
-    gate: Linear
-    up: Linear
-    down: Linear
     ffn_post_norm: torch.Tensor
 
+    @classmethod
+    def tensors(cls, src: TensorSource, p: str) -> dict[str, Any]:
+        return super().tensors(src, p) | {
+            "q_norm": src.vector(p + "attn_q_norm.weight"),
+            "k_norm": src.vector(p + "attn_k_norm.weight"),
+            "attn_post_norm": src.vector(p + "post_attention_norm.weight"),
+            "ffn_post_norm": src.vector(p + "post_ffw_norm.weight"),
+        }
 
-class Model:
+
+class Model(AttentionLM[ModelArgs]):
     """A Gemma 3 text decoder built from GGUF tensors."""
 
+    args_class = ModelArgs
+
     def __init__(self, args: ModelArgs, src: TensorSource) -> None:
-        self.args = args
-        self.device = src.device
-        self.vocab_size = args.vocab_size
-        self.context_length = args.context_length
-        self.tok_embd = src.weight("token_embd.weight")
-        self.output = src.weight("output.weight") if src.has("output.weight") else self.tok_embd
+        super().__init__(args, src)
+        self.output = self.tied_output(src)
         self.output_norm = src.vector("output_norm.weight")
         dev = self.device.torch_device
         self.inv_freq_global = rope_inv_freq(
@@ -121,38 +97,7 @@ class Model:
         )
         self.inv_freq_local = rope_inv_freq(args.head_dim, _LOCAL_ROPE_BASE, device=dev)
         self.embd_scale = math.sqrt(args.n_embd)
-        self.blocks = [self._block(src, i) for i in range(args.n_layers)]
-
-    @classmethod
-    def from_gguf(cls, gguf: GGUFFile, device: Device = CPU) -> Model:
-        return cls(ModelArgs.from_gguf(gguf), TensorSource(gguf, device))
-
-    @staticmethod
-    def _block(src: TensorSource, i: int) -> Block:
-        p = f"blk.{i}."
-        return Block(
-            attn_norm=src.vector(p + "attn_norm.weight"),
-            wq=src.weight(p + "attn_q.weight"),
-            wk=src.weight(p + "attn_k.weight"),
-            wv=src.weight(p + "attn_v.weight"),
-            wo=src.weight(p + "attn_output.weight"),
-            q_norm=src.vector(p + "attn_q_norm.weight"),
-            k_norm=src.vector(p + "attn_k_norm.weight"),
-            attn_post_norm=src.vector(p + "post_attention_norm.weight"),
-            ffn_norm=src.vector(p + "ffn_norm.weight"),
-            gate=src.weight(p + "ffn_gate.weight"),
-            up=src.weight(p + "ffn_up.weight"),
-            down=src.weight(p + "ffn_down.weight"),
-            ffn_post_norm=src.vector(p + "post_ffw_norm.weight"),
-        )
-
-    def make_cache(self, max_len: int, batch: int = 1) -> KVCache:
-        a = self.args
-        d = self.device
-        kv_dtype = torch.float16 if d.is_cpu else d.dtype  # CPU: float16 as llama.cpp
-        return KVCache(
-            a.n_layers, a.n_head_kv, a.head_dim, max_len, batch, kv_dtype, device=d.torch_device
-        )
+        self.blocks = [Block.load(src, i) for i in range(args.n_layers)]
 
     @torch.inference_mode()
     def forward(

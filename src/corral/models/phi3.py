@@ -11,14 +11,15 @@ scale cos/sin by the file's attention factor, as llama.cpp does at such contexts
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
-from corral.engine.device import CPU, Device
-from corral.engine.kv_cache import AttentionCache, KVCache
+from corral.engine.kv_cache import AttentionCache
 from corral.gguf.hparams import HParams
 from corral.gguf.reader import GGUFFile
+from corral.models.decoder import AttentionLM, DecoderArgs
 from corral.models.layers import (
     RopeStyle,
     apply_rope,
@@ -32,42 +33,28 @@ from corral.models.weights import Linear, TensorSource
 
 
 @dataclass(frozen=True)
-class ModelArgs:
-    n_layers: int
-    n_embd: int
+class ModelArgs(DecoderArgs):
     n_ff: int
-    n_head: int
-    n_head_kv: int
-    head_dim: int
     rope_dim: int
     rms_eps: float
     rope_base: float
     rope_attn_factor: float  # LongRoPE's cos/sin scale (1 elsewhere)
     sliding_window: int | None
-    context_length: int
-    vocab_size: int
+
+    CONTEXT_LENGTH: ClassVar[int] = 4096
+    HEAD_DIM_FROM_KEY_LENGTH: ClassVar[bool] = False
 
     @classmethod
-    def from_gguf(cls, gguf: GGUFFile) -> ModelArgs:
-        hp = HParams(gguf.metadata, "phi3", gguf.path.name)
-        n_embd = hp.int("embedding_length")
-        n_head = hp.int("attention.head_count")
-        head_dim = n_embd // n_head
-        return cls(
-            n_layers=hp.int("block_count"),
-            n_embd=n_embd,
-            n_ff=hp.int("feed_forward_length"),
-            n_head=n_head,
-            n_head_kv=hp.int("attention.head_count_kv", n_head),
-            head_dim=head_dim,
-            rope_dim=hp.int("rope.dimension_count", head_dim),
-            rms_eps=hp.float("attention.layer_norm_rms_epsilon", 1e-5),
-            rope_base=hp.float("rope.freq_base", 10000.0),
-            rope_attn_factor=hp.float("rope.scaling.attn_factor", 1.0),
-            sliding_window=hp.int("attention.sliding_window", 0) or None,
-            context_length=hp.int("context_length", 4096),
-            vocab_size=len(gguf.get("tokenizer.ggml.tokens", [])) or hp.int("vocab_size"),
-        )
+    def read(cls, hp: HParams, gguf: GGUFFile) -> dict[str, Any]:
+        base = super().read(hp, gguf)
+        return base | {
+            "n_ff": hp.int("feed_forward_length"),
+            "rope_dim": hp.int("rope.dimension_count", base["head_dim"]),
+            "rms_eps": hp.float("attention.layer_norm_rms_epsilon", 1e-5),
+            "rope_base": hp.float("rope.freq_base", 10000.0),
+            "rope_attn_factor": hp.float("rope.scaling.attn_factor", 1.0),
+            "sliding_window": hp.int("attention.sliding_window", 0) or None,
+        }
 
 
 @dataclass
@@ -80,26 +67,20 @@ class Block:
     down: Linear
 
 
-class Model:
+class Model(AttentionLM[ModelArgs]):
     """A Phi-3 decoder built from GGUF tensors."""
 
+    args_class = ModelArgs
+
     def __init__(self, args: ModelArgs, src: TensorSource) -> None:
-        self.args = args
-        self.device = src.device
-        self.vocab_size = args.vocab_size
-        self.context_length = args.context_length
-        self.tok_embd = src.weight("token_embd.weight")
-        self.output = src.weight("output.weight") if src.has("output.weight") else self.tok_embd
+        super().__init__(args, src)
+        self.output = self.tied_output(src)
         self.output_norm = src.vector("output_norm.weight")
         factors = src.optional_vector("rope_factors_short.weight")
         self.inv_freq = rope_inv_freq(
             args.rope_dim, args.rope_base, factors, 1.0, self.device.torch_device
         )
         self.blocks = [self._block(src, i) for i in range(args.n_layers)]
-
-    @classmethod
-    def from_gguf(cls, gguf: GGUFFile, device: Device = CPU) -> Model:
-        return cls(ModelArgs.from_gguf(gguf), TensorSource(gguf, device))
 
     @staticmethod
     def _block(src: TensorSource, i: int) -> Block:
@@ -111,13 +92,6 @@ class Model:
             ffn_norm=src.vector(p + "ffn_norm.weight"),
             gate_up=src.weight(p + "ffn_up.weight"),
             down=src.weight(p + "ffn_down.weight"),
-        )
-
-    def make_cache(self, max_len: int, batch: int = 1) -> KVCache:
-        a, d = self.args, self.device
-        kv_dtype = torch.float16 if d.is_cpu else d.dtype  # CPU: float16 as llama.cpp
-        return KVCache(
-            a.n_layers, a.n_head_kv, a.head_dim, max_len, batch, kv_dtype, device=d.torch_device
         )
 
     @torch.inference_mode()
