@@ -21,6 +21,8 @@ from corral.engine.generate import (
 )
 from corral.engine.sampling import SamplingParams
 from corral.engine.speculative import (
+    ROW_COST,
+    DraftLength,
     DraftStats,
     NgramDrafter,
     speculation_applies,
@@ -83,9 +85,12 @@ def spec(
     cache = net.make_cache(n_ctx)
     assert speculation_applies(net, req, cache)
     logits = prefill(net, cache, req.prompt_ids)
-    events = list(
-        speculative_decode(net, req, cache, req.prompt_ids, logits, Timings(), stats, drafter)
+    # scripted drafts are scored in full, whatever their record: every accept/reject shape
+    row_cost = 0.0 if drafter is not None else ROW_COST
+    gen = speculative_decode(
+        net, req, cache, req.prompt_ids, logits, Timings(), stats, drafter, row_cost
     )
+    events = list(gen)
     return events, cache.offset
 
 
@@ -117,6 +122,24 @@ def test_drafter_without_a_match_and_built_incrementally() -> None:
     assert NgramDrafter([7, 7, 7]).propose(3) == [7]  # a run proposes its own continuation
     with pytest.raises(ValueError):
         NgramDrafter(min_ngram=0)
+
+
+def test_draft_length_follows_the_acceptance_record() -> None:
+    lengths = DraftLength(row_cost=0.3)
+    assert lengths.choose(3, 0) == 0
+    start = lengths.choose(3, 12)
+    assert 1 <= start < 12
+    for _ in range(10):
+        lengths.update(3, 10, 10)  # every draft held: verify as much as offered
+    assert lengths.choose(3, 12) == 12
+    for _ in range(10):
+        lengths.update(1, 4, 0)  # nothing held: not worth a row
+    assert lengths.choose(1, 12) == 0
+    assert lengths.rate(1) < 0.2 < lengths.rate(2) < lengths.rate(3)
+    for _ in range(100):  # written off, but tried again after a while
+        lengths.choose(1, 12)
+    assert lengths.choose(1, 12) > 0
+    assert DraftLength(row_cost=0.0).choose(1, 12) == 12
 
 
 # -- same events as the plain loop ----------------------------------------------------------
@@ -184,7 +207,14 @@ def test_closing_early_leaves_the_cache_as_the_plain_loop(net: CausalLM) -> None
     cache = net.make_cache(256)
     logits = prefill(net, cache, req.prompt_ids)
     gen = speculative_decode(
-        net, req, cache, req.prompt_ids, logits, Timings(), drafter=ScriptedDrafter(ref)
+        net,
+        req,
+        cache,
+        req.prompt_ids,
+        logits,
+        Timings(),
+        drafter=ScriptedDrafter(ref),
+        row_cost=0.0,
     )
     got = [next(gen) for _ in range(5)]
     gen.close()

@@ -44,10 +44,17 @@ from corral.models.base import CausalLM
 # predict the continuation better, a 1-gram re-synchronizes right after an edit.
 MAX_NGRAM = 3
 MIN_NGRAM = 1
-# Draft length bounds: one forward verifies at most DECODE_MAX_T rows (the exact-row limit),
-# and a long draft that is mostly rejected costs more than the tokens it saves.
-MAX_DRAFT = min(10, DECODE_MAX_T - 1)
-START_DRAFT = 4
+# Draft length bound: one forward verifies at most DECODE_MAX_T rows (the exact-row limit).
+MAX_DRAFT = min(12, DECODE_MAX_T - 1)
+# What one more row costs a verify step, as a fraction of a one-token step: the quantized
+# kernels do real work per row (about 0.3-0.35 for SmolLM2 and gemma3-270m, one thread, on
+# the development machine), so a draft is only worth scoring where it is likely to hold.
+ROW_COST = 0.3
+# Acceptance estimates: a prior worth PRIOR_TRIES draft tokens at PRIOR_ACCEPT, old evidence
+# fading by DECAY per draft (copying and free writing alternate within one answer), and
+# drifting back to the prior by RELAX per step without a draft, so a match length that was
+# written off gets tried again later.
+PRIOR_ACCEPT, PRIOR_TRIES, DECAY, RELAX = 0.67, 3.0, 0.8, 0.95
 
 
 @dataclass
@@ -56,11 +63,51 @@ class DraftStats:
 
     forwards: int = 0  # decode forward passes (each verifies one draft, or none)
     drafted: int = 0  # draft tokens proposed and scored
-    accepted: int = 0  # draft tokens that were the model's own choice
+    accepted: int = 0  # draft tokens that were the model's own choice (and were used)
 
     @property
     def acceptance(self) -> float:
         return self.accepted / self.drafted if self.drafted else 0.0
+
+
+class DraftLength:
+    """How many of a draft's tokens to verify: the k that maximizes expected tokens per unit
+    of forward cost, (1 + a + a^2 + ... + a^k) / (1 + row_cost * k), where a is the running
+    acceptance rate of drafts from matches of that n-gram length; 0 when no k beats a plain
+    one-token step. Only the speed depends on it, never the tokens."""
+
+    def __init__(self, row_cost: float = ROW_COST) -> None:
+        self.row_cost = row_cost
+        self._hits: dict[int, float] = {}
+        self._tries: dict[int, float] = {}
+
+    def rate(self, n: int) -> float:
+        """Estimated chance that a draft token from an n-gram match is accepted, given that
+        the ones before it were."""
+        tries = self._tries.get(n, PRIOR_TRIES)
+        return self._hits.get(n, PRIOR_ACCEPT * PRIOR_TRIES) / tries
+
+    def choose(self, n: int, available: int) -> int:
+        a, gain, best, best_k, p = self.rate(n), 1.0, 1.0, 0, 1.0
+        for k in range(1, available + 1):
+            p *= a
+            gain += p
+            value = gain / (1.0 + self.row_cost * k)
+            if value > best:
+                best, best_k = value, k
+        if best_k == 0:  # no draft: let the estimate drift back towards the prior
+            prior_hits = PRIOR_ACCEPT * PRIOR_TRIES
+            self._hits[n] = RELAX * self._hits.get(n, prior_hits) + (1 - RELAX) * prior_hits
+            self._tries[n] = RELAX * self._tries.get(n, PRIOR_TRIES) + (1 - RELAX) * PRIOR_TRIES
+        return best_k
+
+    def update(self, n: int, drafted: int, accepted: int) -> None:
+        """A draft of `drafted` tokens from an n-gram match had its first `accepted` kept:
+        accepted successes, and one failure unless all held."""
+        hits = self._hits.get(n, PRIOR_ACCEPT * PRIOR_TRIES)
+        tries = self._tries.get(n, PRIOR_TRIES)
+        self._hits[n] = DECAY * hits + accepted
+        self._tries[n] = DECAY * tries + accepted + (accepted < drafted)
 
 
 class NgramDrafter:
@@ -76,6 +123,7 @@ class NgramDrafter:
         if not 1 <= min_ngram <= max_ngram:
             raise ValueError("need 1 <= min_ngram <= max_ngram")
         self.tokens: list[int] = []
+        self.match_len = 0  # n-gram length behind the last proposal (0: none)
         self.min_ngram, self.max_ngram = min_ngram, max_ngram
         self._last_end: dict[int, dict[tuple[int, ...], int]] = {
             n: {} for n in range(min_ngram, max_ngram + 1)
@@ -96,6 +144,7 @@ class NgramDrafter:
     def propose(self, k: int) -> list[int]:
         """Up to k tokens that followed the most recent earlier occurrence of the longest
         matching suffix (MAX_NGRAM tokens down to MIN_NGRAM); [] when nothing matches."""
+        self.match_len = 0
         if k <= 0:
             return []
         toks = self.tokens
@@ -104,6 +153,7 @@ class NgramDrafter:
                 continue
             p = self._last_end[n].get(tuple(toks[len(toks) - n :]))
             if p is not None:
+                self.match_len = n
                 return toks[p + 1 : p + 1 + k]
         return []
 
@@ -165,6 +215,7 @@ def speculative_decode(
     t: Timings,
     stats: DraftStats | None = None,
     drafter: NgramDrafter | None = None,
+    row_cost: float = ROW_COST,
 ) -> Iterator[TokenEvent]:
     """`decode_loop` with drafts verified in one forward each: the same events, in order.
 
@@ -172,7 +223,8 @@ def speculative_decode(
     way the loop ends (a finish, an error, the consumer closing it), the cache is left
     holding the prompt and the tokens fed back, as the plain loop leaves it. `stats`, when
     given, counts forwards and draft tokens; `drafter` (default: an NgramDrafter) is
-    extended with the prompt here, then with each token drawn.
+    extended with the prompt here, then with each token drawn; `row_cost` tunes how long
+    a draft is worth verifying (see DraftLength; 0 verifies every proposal in full).
     """
     st = stats if stats is not None else DraftStats()
     if req.max_tokens <= 0:
@@ -182,7 +234,7 @@ def speculative_decode(
     history = list(prompt)
     drafter = drafter if drafter is not None else NgramDrafter()
     drafter.extend(prompt)
-    k = START_DRAFT
+    lengths = DraftLength(row_cost)
     emitted = 0  # tokens yielded; the cache then holds len(prompt) + emitted - 1 positions
     t1 = time.perf_counter()
     rows: torch.Tensor = logits[None]  # logits to draw the next tokens from, one row each
@@ -201,17 +253,18 @@ def speculative_decode(
                 if finish is not None:
                     return
                 if i < len(draft) and token == draft[i]:
+                    st.accepted += 1
                     continue  # the draft token at this position is the model's own choice
                 break
             # drafts whose bits are kept are in the cache; drop the rejected rest
             cache.truncate(len(prompt) + emitted - 1)
-            if draft:
-                accepted = i  # draft tokens that matched before this row's token
-                st.drafted, st.accepted = st.drafted + len(draft), st.accepted + accepted
-                k = min(k + 2, MAX_DRAFT) if accepted == len(draft) else max(1, accepted)
+            if draft:  # row i drew the first token not drafted, or the one after a miss
+                lengths.update(drafter.match_len, len(draft), i)
             # no use drafting past max_tokens or the context: one row per token still to come
-            room = min(k, req.max_tokens - emitted - 1, n_ctx - cache.offset - 2)
+            room = min(MAX_DRAFT, req.max_tokens - emitted - 1, n_ctx - cache.offset - 2)
             draft = drafter.propose(room)
+            draft = draft[: lengths.choose(drafter.match_len, len(draft))] if draft else draft
+            st.drafted += len(draft)
             step = torch.tensor([[token, *draft]], dtype=torch.long)
             rows = model.forward(step, cache, last_only=not draft)[0].cpu()
             st.forwards += 1
