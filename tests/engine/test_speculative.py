@@ -273,17 +273,21 @@ def test_model_generate_same_text_and_prefix_reuse(
 
 @pytest.mark.realmodel
 def test_smollm2_quoting_chat_is_identical_and_accepts_drafts(smollm2_path: Path) -> None:
-    torch.set_num_threads(min(torch.get_num_threads(), 2))
-    model = corral.load(smollm2_path, n_ctx=512)
-    text = (
-        "The old lighthouse stood on the edge of the cliff for more then two hundred years. "
-        "Every night its keeper climbed the narow stairs and lit the great lamp."
-    )
-    ids = model.chat_prompt_ids(
-        [{"role": "user", "content": f"Repeat with the typos fixed:\n\n{text}"}]
-    )
-    req = GenerationRequest(ids, max_tokens=40, sampling=GREEDY, stop_ids=model.tokenizer.eog_ids)
-    want = plain(model.net, req, 512)
-    stats = DraftStats()
-    assert spec(model.net, req, 512, stats=stats) == want
-    assert stats.acceptance > 0.3 and stats.forwards < len(want[0]) * 0.7
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a shared machine: one thread is steadier than two
+    try:
+        model = corral.load(smollm2_path, n_ctx=512)
+        text = (
+            "The old lighthouse stood on the edge of the cliff for more then two hundred years. "
+            "Every night its keeper climbed the narow stairs and lit the great lamp."
+        )
+        msg = {"role": "user", "content": f"Repeat with the typos fixed:\n\n{text}"}
+        ids = model.chat_prompt_ids([msg])
+        eog = model.tokenizer.eog_ids
+        req = GenerationRequest(ids, max_tokens=32, sampling=GREEDY, stop_ids=eog)
+        want = plain(model.net, req, 512)
+        stats = DraftStats()
+        assert spec(model.net, req, 512, stats=stats) == want
+        assert stats.acceptance > 0.3 and stats.forwards < len(want[0]) * 0.7
+    finally:
+        torch.set_num_threads(threads)
