@@ -2,9 +2,9 @@
 
 - Hyper-parameters: `ArgsBase` reads what every causal LM file has (blocks, width, context,
   vocabulary) into a frozen dataclass; `DecoderArgs` adds the attention heads, `RmsRopeArgs`
-  the RMSNorm epsilon and rope of the llama family. An architecture's `ModelArgs` extends
-  one of them: its own fields, read in `read` on top of `super().read`, and its defaults as
-  class constants (CONTEXT_LENGTH...).
+  the RMSNorm epsilon and rope of the llama family, `LayerNormArgs` the LayerNorm epsilon of
+  the GPT-style ones. An architecture's `ModelArgs` extends one of them: its own fields,
+  read in `read` on top of `super().read`, and its defaults as class constants.
 - Construction: `GGUFModel.from_gguf` builds `args_class` from the file and hands it to the
   architecture's `__init__` with a `TensorSource`; `AttentionLM` adds the KV cache.
 - Weights: `GluBlock` loads the pre-norm q/k/v/o + gated-MLP block of the llama family
@@ -111,6 +111,21 @@ class RmsRopeArgs(DecoderArgs):
             "rms_eps": hp.float("attention.layer_norm_rms_epsilon", cls.RMS_EPS),
             "rope_base": hp.float("rope.freq_base", cls.ROPE_BASE),
             "rope_scale": 1.0 / factor if scaling == "linear" else 1.0,
+        }
+
+
+@dataclass(frozen=True)
+class LayerNormArgs(DecoderArgs):
+    """DecoderArgs plus LayerNorm's epsilon, for the GPT-style decoders (head width E / H)."""
+
+    norm_eps: float
+
+    HEAD_DIM_FROM_KEY_LENGTH: ClassVar[bool] = False
+
+    @classmethod
+    def read(cls, hp: HParams, gguf: GGUFFile) -> dict[str, Any]:
+        return super().read(hp, gguf) | {
+            "norm_eps": hp.float("attention.layer_norm_epsilon", 1e-5),
         }
 
 

@@ -10,51 +10,31 @@ approximation here, a difference below 1e-3 per activation.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from corral.engine.device import CPU, Device
-from corral.engine.kv_cache import AttentionCache, KVCache
+from corral.engine.kv_cache import AttentionCache
 from corral.gguf.hparams import HParams
 from corral.gguf.reader import GGUFFile
 from corral.models.alibi import alibi_attention, alibi_slopes
+from corral.models.decoder import AttentionLM, LayerNormArgs, Norm, layer_norm, load_norm
 from corral.models.layers import default_scale
 from corral.models.weights import Linear, TensorSource
 
-Norm = tuple[torch.Tensor, torch.Tensor | None]  # LayerNorm weight, optional bias
-
 
 @dataclass(frozen=True)
-class ModelArgs:
-    n_layers: int
-    n_embd: int
-    n_head: int
-    n_head_kv: int
-    head_dim: int
-    norm_eps: float
+class ModelArgs(LayerNormArgs):
     clamp_kqv: float | None
     max_alibi_bias: float
-    context_length: int
-    vocab_size: int
 
     @classmethod
-    def from_gguf(cls, gguf: GGUFFile) -> ModelArgs:
-        hp = HParams(gguf.metadata, "mpt", gguf.path.name)
-        n_embd = hp.int("embedding_length")
-        n_head = hp.int("attention.head_count")
-        return cls(
-            n_layers=hp.int("block_count"),
-            n_embd=n_embd,
-            n_head=n_head,
-            n_head_kv=hp.int("attention.head_count_kv", n_head),
-            head_dim=n_embd // n_head,
-            norm_eps=hp.float("attention.layer_norm_epsilon", 1e-5),
-            clamp_kqv=hp.float("attention.clamp_kqv", None),
-            max_alibi_bias=hp.float("attention.max_alibi_bias", 8.0),
-            context_length=hp.int("context_length", 2048),
-            vocab_size=len(gguf.get("tokenizer.ggml.tokens", [])) or hp.int("vocab_size"),
-        )
+    def read(cls, hp: HParams, gguf: GGUFFile) -> dict[str, Any]:
+        return super().read(hp, gguf) | {
+            "clamp_kqv": hp.float("attention.clamp_kqv", None),
+            "max_alibi_bias": hp.float("attention.max_alibi_bias", 8.0),
+        }
 
 
 @dataclass
@@ -67,51 +47,31 @@ class Block:
     down: Linear
 
 
-class Model:
+class Model(AttentionLM[ModelArgs]):
     """An MPT decoder built from GGUF tensors."""
 
+    args_class = ModelArgs
+
     def __init__(self, args: ModelArgs, src: TensorSource) -> None:
-        self.args = args
-        self.device = src.device
-        self.vocab_size = args.vocab_size
-        self.context_length = args.context_length
-        self.tok_embd = src.weight("token_embd.weight")
+        super().__init__(args, src)
         self.pos_embd = (
             src.weight("position_embd.weight") if src.has("position_embd.weight") else None
         )
-        self.output = src.weight("output.weight") if src.has("output.weight") else self.tok_embd
-        self.output_norm = self._norm(src, "output_norm")
+        self.output = self.tied_output(src)
+        self.output_norm = load_norm(src, "output_norm")
         self.slopes = alibi_slopes(args.n_head, args.max_alibi_bias)
         self.blocks = [self._block(src, i) for i in range(args.n_layers)]
 
-    @classmethod
-    def from_gguf(cls, gguf: GGUFFile, device: Device = CPU) -> Model:
-        return cls(ModelArgs.from_gguf(gguf), TensorSource(gguf, device))
-
     @staticmethod
-    def _norm(src: TensorSource, name: str) -> Norm:
-        return src.vector(name + ".weight"), src.optional_vector(name + ".bias")
-
-    @classmethod
-    def _block(cls, src: TensorSource, i: int) -> Block:
+    def _block(src: TensorSource, i: int) -> Block:
         p = f"blk.{i}."
         return Block(
-            attn_norm=cls._norm(src, p + "attn_norm"),
+            attn_norm=load_norm(src, p + "attn_norm"),
             wqkv=src.weight(p + "attn_qkv.weight"),
             wo=src.weight(p + "attn_output.weight"),
-            ffn_norm=cls._norm(src, p + "ffn_norm"),
+            ffn_norm=load_norm(src, p + "ffn_norm"),
             up=src.weight(p + "ffn_up.weight"),
             down=src.weight(p + "ffn_down.weight"),
-        )
-
-    def _ln(self, x: torch.Tensor, norm: Norm) -> torch.Tensor:
-        return F.layer_norm(x, (x.shape[-1],), norm[0], norm[1], self.args.norm_eps)
-
-    def make_cache(self, max_len: int, batch: int = 1) -> KVCache:
-        a, d = self.args, self.device
-        kv_dtype = torch.float16 if d.is_cpu else d.dtype  # CPU: float16 as llama.cpp
-        return KVCache(
-            a.n_layers, a.n_head_kv, a.head_dim, max_len, batch, kv_dtype, device=d.torch_device
         )
 
     @torch.inference_mode()
@@ -128,7 +88,7 @@ class Model:
         if self.pos_embd is not None:
             x = x + self.pos_embd.rows(cache.positions(t)).to(x.dtype)
         for i, blk in enumerate(self.blocks):
-            h = self._ln(x, blk.attn_norm)
+            h = layer_norm(x, blk.attn_norm, a.norm_eps)
             qkv = blk.wqkv(h)
             if a.clamp_kqv is not None:
                 qkv = qkv.clamp(-a.clamp_kqv, a.clamp_kqv)
@@ -138,9 +98,9 @@ class Model:
             v = v.reshape(b, t, a.n_head_kv, a.head_dim).transpose(1, 2)
             k, v = cache.update_and_fetch(i, k, v)
             x = x + blk.wo(alibi_attention(q, k, v, mask, scale, self.slopes))
-            h = self._ln(x, blk.ffn_norm)
+            h = layer_norm(x, blk.ffn_norm, a.norm_eps)
             x = x + blk.down(F.gelu(blk.up(h)))
         cache.advance(t)
         if last_only:
             x = x[:, -1:]
-        return self.output(self._ln(x, self.output_norm)).float()
+        return self.output(layer_norm(x, self.output_norm, a.norm_eps)).float()
