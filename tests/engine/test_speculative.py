@@ -232,6 +232,20 @@ def test_seeded_sampling_and_top_logprobs_are_identical(net: CausalLM) -> None:
     assert want[0].top_logprobs is not None
 
 
+def test_a_constraint_sees_only_the_tokens_drawn(net: CausalLM) -> None:
+    from corral.engine.constraints import AllowedTokens
+
+    allowed = set(ids_of("abc "))
+    req = GenerationRequest(ids_of(QUOTING), max_tokens=40, sampling=GREEDY, ignore_eos=True)
+    want, offset = plain(net, replace(req, constraint=AllowedTokens(allowed, 25)))
+    assert want[-1].finish_reason is FinishReason.STOP and len(want) == 25
+    ref = req.prompt_ids + [e.token_id for e in want] + [0] * 20
+    got = spec(
+        net, replace(req, constraint=AllowedTokens(allowed, 25)), drafter=ScriptedDrafter(ref)
+    )
+    assert got == (want, offset)
+
+
 # -- where it applies -----------------------------------------------------------------------
 
 
