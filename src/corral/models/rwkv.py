@@ -15,46 +15,36 @@ kept as (a, b) scaled by e^-p with the running maximum exponent p, as RWKV-LM do
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 
-from corral.engine.device import CPU, Device
 from corral.gguf.hparams import HParams
 from corral.gguf.reader import GGUFFile
+from corral.models.decoder import Norm, layer_norm, load_norm
 from corral.models.rwkv_common import (
+    GatedChannelMix,
     RecurrentLM,
     RecurrentState,
+    RwkvArgs,
     enter_state,
-    layer_norm,
+    flat_vector,
     matmul,
-    token_shift,
 )
 from corral.models.weights import Linear, TensorSource
 
-Norm = tuple[torch.Tensor, torch.Tensor]
-
 
 @dataclass(frozen=True)
-class ModelArgs:
-    n_layers: int
-    n_embd: int
-    norm_eps: float
+class ModelArgs(RwkvArgs):
     rescale_every: int  # halve the residual stream after every this many blocks (0: never)
-    context_length: int
-    vocab_size: int
+
+    CONTEXT_LENGTH: ClassVar[int] = 1024
 
     @classmethod
-    def from_gguf(cls, gguf: GGUFFile) -> ModelArgs:
-        hp = HParams(gguf.metadata, gguf.architecture, gguf.path.name)
-        vocab = hp.int("vocab_size", 0) or len(gguf.get("tokenizer.ggml.tokens", []))
-        return cls(
-            n_layers=hp.int("block_count"),
-            n_embd=hp.int("embedding_length"),
-            norm_eps=hp.float("attention.layer_norm_epsilon", 1e-5),
-            rescale_every=hp.int("rescale_every_n_layers", 0),
-            context_length=hp.int("context_length", 1024),
-            vocab_size=vocab,
-        )
+    def read(cls, hp: HParams, gguf: GGUFFile) -> dict[str, Any]:
+        return super().read(hp, gguf) | {
+            "rescale_every": hp.int("rescale_every_n_layers", 0),
+        }
 
 
 @dataclass
@@ -68,19 +58,7 @@ class Block:
     value: Linear
     receptance: Linear
     output: Linear
-    cm_lerp_k: torch.Tensor
-    cm_lerp_r: torch.Tensor
-    cm_key: Linear
-    cm_value: Linear
-    cm_receptance: Linear
-
-
-def _vec(src: TensorSource, name: str) -> torch.Tensor:
-    return src.vector(name).reshape(-1)
-
-
-def _norm(src: TensorSource, name: str) -> Norm:
-    return src.vector(name + ".weight"), src.vector(name + ".bias")
+    channel_mix: GatedChannelMix
 
 
 def wkv4(
@@ -103,42 +81,29 @@ def wkv4(
     return torch.stack(ys, dim=1)
 
 
-class Model(RecurrentLM):
+class Model(RecurrentLM[ModelArgs]):
     """An RWKV-4 network built from GGUF tensors."""
 
-    def __init__(self, args: ModelArgs, src: TensorSource) -> None:
-        self.args = args
-        self.device = src.device
-        self.vocab_size = args.vocab_size
-        self.context_length = args.context_length
-        self.tok_embd = src.weight("token_embd.weight")
-        self.tok_norm = _norm(src, "token_embd_norm")
-        self.output_norm = _norm(src, "output_norm")
-        self.output = src.weight("output.weight")
-        self.blocks = [self._block(src, f"blk.{i}.") for i in range(args.n_layers)]
+    args_class = ModelArgs
 
-    @classmethod
-    def from_gguf(cls, gguf: GGUFFile, device: Device = CPU) -> Model:
-        return cls(ModelArgs.from_gguf(gguf), TensorSource(gguf, device))
+    def __init__(self, args: ModelArgs, src: TensorSource) -> None:
+        super().__init__(args, src)
+        self.blocks = [self._block(src, f"blk.{i}.") for i in range(args.n_layers)]
 
     @staticmethod
     def _block(src: TensorSource, p: str) -> Block:
-        tm, cm = p + "time_mix_", p + "channel_mix_"
+        tm = p + "time_mix_"
         return Block(
-            attn_norm=_norm(src, p + "attn_norm"),
-            ffn_norm=_norm(src, p + "attn_norm_2"),
-            lerp=torch.stack([_vec(src, tm + f"lerp_{c}.weight") for c in "kvr"]),
-            first=_vec(src, tm + "first.weight"),
-            decay=-torch.exp(_vec(src, tm + "decay.weight")),
+            attn_norm=load_norm(src, p + "attn_norm", optional_bias=False),
+            ffn_norm=load_norm(src, p + "attn_norm_2", optional_bias=False),
+            lerp=torch.stack([flat_vector(src, tm + f"lerp_{c}.weight") for c in "kvr"]),
+            first=flat_vector(src, tm + "first.weight"),
+            decay=-torch.exp(flat_vector(src, tm + "decay.weight")),
             key=src.weight(tm + "key.weight"),
             value=src.weight(tm + "value.weight"),
             receptance=src.weight(tm + "receptance.weight"),
             output=src.weight(tm + "output.weight"),
-            cm_lerp_k=_vec(src, cm + "lerp_k.weight"),
-            cm_lerp_r=_vec(src, cm + "lerp_r.weight"),
-            cm_key=src.weight(cm + "key.weight"),
-            cm_value=src.weight(cm + "value.weight"),
-            cm_receptance=src.weight(cm + "receptance.weight"),
+            channel_mix=GatedChannelMix.load(src, p),
         )
 
     def make_cache(self, max_len: int, batch: int = 1) -> RecurrentState:
@@ -151,20 +116,11 @@ class Model(RecurrentLM):
 
     def _time_mix(self, blk: Block, x: torch.Tensor, st: RecurrentState, i: int) -> torch.Tensor:
         dt = self.device.dtype
-        sx = token_shift(x, st.shift[i, 0]) - x  # [B, T, E]
-        st.shift[i, 0].copy_(x[:, -1])
+        sx = st.token_shift(i, 0, x)  # x_prev - x [B, T, E]
         xk, xv, xr = (x[:, :, None] + sx[:, :, None] * blk.lerp).unbind(2)
         k, v = matmul(blk.key, xk, dt), matmul(blk.value, xv, dt)
         r = torch.sigmoid(matmul(blk.receptance, xr, dt))
         return matmul(blk.output, r * wkv4(k, v, blk.decay, blk.first, st.wkv[i]), dt)
-
-    def _channel_mix(self, blk: Block, x: torch.Tensor, st: RecurrentState, i: int) -> torch.Tensor:
-        dt = self.device.dtype
-        sx = token_shift(x, st.shift[i, 1]) - x
-        st.shift[i, 1].copy_(x[:, -1])
-        r = torch.sigmoid(matmul(blk.cm_receptance, x + sx * blk.cm_lerp_r, dt))
-        k = torch.relu(matmul(blk.cm_key, x + sx * blk.cm_lerp_k, dt)).square()
-        return r * matmul(blk.cm_value, k, dt)
 
     @torch.inference_mode()
     def forward(
@@ -172,17 +128,14 @@ class Model(RecurrentLM):
     ) -> torch.Tensor:
         """tokens [B, T] -> logits [B, T, V] float32 ([B, 1, V] when last_only); the state
         moves on by T tokens (from zero when the cache's offset is 0)."""
-        a = self.args
+        a, dt = self.args, self.device.dtype
         st = enter_state(cache)
-        tokens = tokens.to(self.device.torch_device)
-        x = layer_norm(self.tok_embd.rows(tokens).float(), *self.tok_norm, a.norm_eps)
+        x = self.embed(tokens)  # [B, T, E]
         for i, blk in enumerate(self.blocks):
-            x = x + self._time_mix(blk, layer_norm(x, *blk.attn_norm, a.norm_eps), st, i)
-            x = x + self._channel_mix(blk, layer_norm(x, *blk.ffn_norm, a.norm_eps), st, i)
+            x = x + self._time_mix(blk, layer_norm(x, blk.attn_norm, a.norm_eps), st, i)
+            h = layer_norm(x, blk.ffn_norm, a.norm_eps)
+            x = x + blk.channel_mix(h, st.token_shift(i, 1, h), dt)
             if a.rescale_every and (i + 1) % a.rescale_every == 0:
                 x = x * 0.5
         cache.advance(tokens.shape[1])
-        if last_only:
-            x = x[:, -1:]
-        x = layer_norm(x, *self.output_norm, a.norm_eps)
-        return matmul(self.output, x, self.device.dtype)
+        return self.head(x, last_only)

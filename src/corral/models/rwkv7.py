@@ -19,21 +19,19 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from corral.engine.device import CPU, Device
-from corral.gguf.hparams import HParams
-from corral.gguf.reader import GGUFFile
+from corral.models.decoder import Norm, layer_norm, load_norm
 from corral.models.rwkv_common import (
     RecurrentLM,
     RecurrentState,
+    WkvHeadArgs,
     enter_state,
+    flat_vector,
     group_norm,
-    layer_norm,
+    head_state,
     matmul,
-    token_shift,
 )
 from corral.models.weights import Linear, TensorSource
 
-Norm = tuple[torch.Tensor, torch.Tensor]
 LoRA = tuple[Linear, Linear]  # down [R, E], up [E, R]
 
 # w = exp(-e^-0.5 * sigmoid(.)): the decay of RWKV-7, between exp(-0.6065) and 1
@@ -41,30 +39,8 @@ _DECAY_SCALE = -0.606531
 
 
 @dataclass(frozen=True)
-class ModelArgs:
-    n_layers: int
-    n_embd: int
-    head_size: int
-    norm_eps: float
-    context_length: int
-    vocab_size: int
-
-    @property
-    def n_head(self) -> int:
-        return self.n_embd // self.head_size
-
-    @classmethod
-    def from_gguf(cls, gguf: GGUFFile) -> ModelArgs:
-        hp = HParams(gguf.metadata, gguf.architecture, gguf.path.name)
-        vocab = hp.int("vocab_size", 0) or len(gguf.get("tokenizer.ggml.tokens", []))
-        return cls(
-            n_layers=hp.int("block_count"),
-            n_embd=hp.int("embedding_length"),
-            head_size=hp.int("wkv.head_size"),
-            norm_eps=hp.float("attention.layer_norm_epsilon", 1e-5),
-            context_length=hp.int("context_length", 4096),
-            vocab_size=vocab,
-        )
+class ModelArgs(WkvHeadArgs):
+    """WkvHeadArgs as they are: RWKV-7 has no hyper-parameters of its own here."""
 
 
 @dataclass
@@ -92,14 +68,6 @@ class Block:
     cm_value: Linear
 
 
-def _vec(src: TensorSource, name: str) -> torch.Tensor:
-    return src.vector(name).reshape(-1)
-
-
-def _norm(src: TensorSource, name: str) -> Norm:
-    return src.vector(name + ".weight"), src.vector(name + ".bias")
-
-
 def _lora(src: TensorSource, p: str, n: str) -> LoRA:
     return src.weight(f"{p}{n}1.weight"), src.weight(f"{p}{n}2.weight")
 
@@ -124,58 +92,45 @@ def wkv7(
     return torch.stack(ys, dim=1)
 
 
-class Model(RecurrentLM):
+class Model(RecurrentLM[ModelArgs]):
     """An RWKV-7 network built from GGUF tensors (names as llama.cpp has them)."""
 
-    def __init__(self, args: ModelArgs, src: TensorSource) -> None:
-        self.args = args
-        self.device = src.device
-        self.vocab_size = args.vocab_size
-        self.context_length = args.context_length
-        self.tok_embd = src.weight("token_embd.weight")
-        self.tok_norm = _norm(src, "token_embd_norm")
-        self.output_norm = _norm(src, "output_norm")
-        self.output = src.weight("output.weight")
-        self.blocks = [self._block(src, f"blk.{i}.", args) for i in range(args.n_layers)]
+    args_class = ModelArgs
 
-    @classmethod
-    def from_gguf(cls, gguf: GGUFFile, device: Device = CPU) -> Model:
-        return cls(ModelArgs.from_gguf(gguf), TensorSource(gguf, device))
+    def __init__(self, args: ModelArgs, src: TensorSource) -> None:
+        super().__init__(args, src)
+        self.blocks = [self._block(src, f"blk.{i}.", args) for i in range(args.n_layers)]
 
     @staticmethod
     def _block(src: TensorSource, p: str, args: ModelArgs) -> Block:
         tm = p + "time_mix_"
         has_gate = src.has(tm + "g1.weight")
         return Block(
-            attn_norm=_norm(src, p + "attn_norm"),
-            ffn_norm=_norm(src, p + "attn_norm_2"),
+            attn_norm=load_norm(src, p + "attn_norm", optional_bias=False),
+            ffn_norm=load_norm(src, p + "attn_norm_2", optional_bias=False),
             lerp=src.vector(tm + "lerp_fused.weight").reshape(-1, args.n_embd),
-            w0=_vec(src, tm + "w0.weight"),
+            w0=flat_vector(src, tm + "w0.weight"),
             w_lora=_lora(src, tm, "w"),
-            a0=_vec(src, tm + "a0.weight"),
+            a0=flat_vector(src, tm + "a0.weight"),
             a_lora=_lora(src, tm, "a"),
-            v0=_vec(src, tm + "v0.weight"),
+            v0=flat_vector(src, tm + "v0.weight"),
             v_lora=_lora(src, tm, "v"),
             g_lora=_lora(src, tm, "g") if has_gate else None,
-            k_k=_vec(src, tm + "k_k.weight"),
-            k_a=_vec(src, tm + "k_a.weight"),
-            r_k=_vec(src, tm + "r_k.weight").view(args.n_head, args.head_size),
+            k_k=flat_vector(src, tm + "k_k.weight"),
+            k_a=flat_vector(src, tm + "k_a.weight"),
+            r_k=flat_vector(src, tm + "r_k.weight").view(args.n_head, args.head_size),
             key=src.weight(tm + "key.weight"),
             value=src.weight(tm + "value.weight"),
             receptance=src.weight(tm + "receptance.weight"),
-            ln_x=_norm(src, tm + "ln"),
+            ln_x=load_norm(src, tm + "ln", optional_bias=False),
             output=src.weight(tm + "output.weight"),
-            cm_lerp_k=_vec(src, p + "channel_mix_lerp_k.weight"),
+            cm_lerp_k=flat_vector(src, p + "channel_mix_lerp_k.weight"),
             cm_key=src.weight(p + "channel_mix_key.weight"),
             cm_value=src.weight(p + "channel_mix_value.weight"),
         )
 
     def make_cache(self, max_len: int, batch: int = 1) -> RecurrentState:
-        a = self.args
-        wkv_shape = (a.n_head, a.head_size, a.head_size)
-        return RecurrentState(
-            a.n_layers, a.n_embd, wkv_shape, max_len, batch, self.device.torch_device
-        )
+        return head_state(self.args, self.device, max_len, batch)
 
     def _lora(self, lora: LoRA, x: torch.Tensor, act: str | None = None) -> torch.Tensor:
         dt = self.device.dtype
@@ -194,8 +149,7 @@ class Model(RecurrentLM):
         a, dt = self.args, self.device.dtype
         b, t, e = x.shape
         heads = (b, t, a.n_head, a.head_size)
-        sx = token_shift(x, st.shift[i, 0]) - x  # [B, T, E]
-        st.shift[i, 0].copy_(x[:, -1])
+        sx = st.token_shift(i, 0, x)  # x_prev - x [B, T, E]
         mixed = (x[:, :, None] + sx[:, :, None] * blk.lerp).unbind(2)  # 5 or 6 x [B, T, E]
         xr, xw, xk, xv, xa = mixed[:5]
         r = matmul(blk.receptance, xr, dt)
@@ -212,7 +166,7 @@ class Model(RecurrentLM):
         k = k + (iclr * k * blk.k_a - k * blk.k_a)
         r, k, v, iclr = r.view(heads), k.view(heads), v.view(heads), iclr.view(heads)
         y = wkv7(r, w.view(heads), k, v, -kk, kk * iclr, st.wkv[i])  # [B, T, H, S]
-        y = group_norm(y.reshape(b, t, e), *blk.ln_x, a.head_size)
+        y = group_norm(y.reshape(b, t, e), blk.ln_x, a.head_size)
         bonus = (r * k * blk.r_k).sum(-1, keepdim=True) * v  # [B, T, H, S]
         y = y + bonus.reshape(b, t, e)
         if blk.g_lora is not None:
@@ -221,8 +175,7 @@ class Model(RecurrentLM):
 
     def _channel_mix(self, blk: Block, x: torch.Tensor, st: RecurrentState, i: int) -> torch.Tensor:
         dt = self.device.dtype
-        sx = token_shift(x, st.shift[i, 1]) - x
-        st.shift[i, 1].copy_(x[:, -1])
+        sx = st.token_shift(i, 1, x)
         k = torch.relu(matmul(blk.cm_key, x + sx * blk.cm_lerp_k, dt)).square()
         return matmul(blk.cm_value, k, dt)
 
@@ -234,16 +187,12 @@ class Model(RecurrentLM):
         moves on by T tokens (from zero when the cache's offset is 0)."""
         a = self.args
         st = enter_state(cache)
-        tokens = tokens.to(self.device.torch_device)
-        x = layer_norm(self.tok_embd.rows(tokens).float(), *self.tok_norm, a.norm_eps)
+        x = self.embed(tokens)  # [B, T, E]
         v_first = None
         for i, blk in enumerate(self.blocks):
-            h = layer_norm(x, *blk.attn_norm, a.norm_eps)
+            h = layer_norm(x, blk.attn_norm, a.norm_eps)
             out, v_first = self._time_mix(blk, h, st, i, v_first)
             x = x + out
-            x = x + self._channel_mix(blk, layer_norm(x, *blk.ffn_norm, a.norm_eps), st, i)
+            x = x + self._channel_mix(blk, layer_norm(x, blk.ffn_norm, a.norm_eps), st, i)
         cache.advance(tokens.shape[1])
-        if last_only:
-            x = x[:, -1:]
-        x = layer_norm(x, *self.output_norm, a.norm_eps)
-        return matmul(self.output, x, self.device.dtype)
+        return self.head(x, last_only)

@@ -1,5 +1,7 @@
-"""What the RWKV family shares: the recurrent state that stands in for a KV cache, token
-shift, layer norms, and float32 matmuls on any device.
+"""What the RWKV family shares: hyper-parameters (`RwkvArgs`, `WkvHeadArgs`), the embedding
+and output head around the blocks (`RecurrentLM`), RWKV-4/6's channel-mix, the recurrent
+state that stands in for a KV cache, token shift, group norm, and float32 matmuls on any
+device. Each version's time-mix and forward pass stay in its own file.
 
 An RWKV layer carries two things from one token to the next: the normalized input of its
 time-mix and of its channel-mix (token shift), and the WKV state (a matrix per head for
@@ -12,17 +14,77 @@ StaticCache; `enter_state` unwraps that. Continuous batching (slots) is not offe
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self, TypeVar
+
 import torch
 import torch.nn.functional as F
 
 from corral.engine.cuda_graph import StaticCache
+from corral.engine.device import Device
 from corral.errors import UnsupportedError
-from corral.models.weights import Linear
+from corral.gguf.hparams import HParams
+from corral.gguf.reader import GGUFFile
+from corral.models.decoder import ArgsBase, GGUFModel, Norm, layer_norm, load_norm, plus
+from corral.models.weights import Linear, TensorSource
 
 
-class RecurrentLM:
-    """Base of the RWKV models: marks a network whose cache is a RecurrentState, which the
+@dataclass(frozen=True)
+class RwkvArgs(ArgsBase):
+    """ArgsBase plus the LayerNorm epsilon every RWKV file has."""
+
+    norm_eps: float
+
+    CONTEXT_LENGTH: ClassVar[int] = 4096
+    VOCAB_FROM_METADATA: ClassVar[bool] = True
+
+    @classmethod
+    def read(cls, hp: HParams, gguf: GGUFFile) -> dict[str, Any]:
+        return super().read(hp, gguf) | {
+            "norm_eps": hp.float("attention.layer_norm_epsilon", 1e-5),
+        }
+
+
+@dataclass(frozen=True)
+class WkvHeadArgs(RwkvArgs):
+    """RwkvArgs plus the WKV head width (RWKV-6 and 7: a matrix state per head)."""
+
+    head_size: int
+
+    @property
+    def n_head(self) -> int:
+        return self.n_embd // self.head_size
+
+    @classmethod
+    def read(cls, hp: HParams, gguf: GGUFFile) -> dict[str, Any]:
+        return super().read(hp, gguf) | {"head_size": hp.int("wkv.head_size")}
+
+
+R = TypeVar("R", bound=RwkvArgs)
+
+
+class RecurrentLM(GGUFModel[R]):
+    """Base of the RWKV models: the embeddings with their LayerNorm and the output head with
+    its own. It also marks a network whose cache is a RecurrentState, which the
     continuous-batching scheduler refuses (it needs slots and prefix copies)."""
+
+    def __init__(self, args: R, src: TensorSource) -> None:
+        super().__init__(args, src)
+        self.tok_norm = load_norm(src, "token_embd_norm", optional_bias=False)
+        self.output_norm = load_norm(src, "output_norm", optional_bias=False)
+        self.output = src.weight("output.weight")
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens [B, T] -> the normalized float32 embeddings [B, T, E] (ln0)."""
+        tokens = tokens.to(self.device.torch_device)
+        return layer_norm(self.tok_embd.rows(tokens).float(), self.tok_norm, self.args.norm_eps)
+
+    def head(self, x: torch.Tensor, last_only: bool) -> torch.Tensor:
+        """The residual stream [B, T, E] -> logits [B, T, V] ([B, 1, V] when last_only)."""
+        if last_only:
+            x = x[:, -1:]
+        x = layer_norm(x, self.output_norm, self.args.norm_eps)
+        return matmul(self.output, x, self.device.dtype)
 
 
 class RecurrentState:
@@ -71,6 +133,13 @@ class RecurrentState:
         if n < self.offset:
             self.reset()
 
+    def token_shift(self, layer: int, mix: int, x: torch.Tensor) -> torch.Tensor:
+        """x [B, T, E], the input of `layer`'s time-mix (mix 0) or channel-mix (1) ->
+        x_prev - x [B, T, E]; the state keeps x's last row for the next call."""
+        sx = token_shift(x, self.shift[layer, mix]) - x
+        self.shift[layer, mix].copy_(x[:, -1])
+        return sx
+
     def nbytes(self) -> int:
         return sum(x.numel() * x.element_size() for x in (self.shift, self.wkv))
 
@@ -106,18 +175,55 @@ def token_shift(x: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
     return torch.cat([prev[:, None], x[:, :-1]], dim=1)
 
 
-def layer_norm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float) -> torch.Tensor:
-    return F.layer_norm(x, (x.shape[-1],), w, b, eps)
+def head_state(args: WkvHeadArgs, device: Device, max_len: int, batch: int = 1) -> RecurrentState:
+    """A zero RecurrentState with a [head_size, head_size] WKV matrix per head (v6, v7)."""
+    wkv_shape = (args.n_head, args.head_size, args.head_size)
+    return RecurrentState(
+        args.n_layers, args.n_embd, wkv_shape, max_len, batch, device.torch_device
+    )
 
 
-def group_norm(
-    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, head_size: int, eps: float = 64e-5
-) -> torch.Tensor:
-    """Per-head layer norm of x [B, T, E] (heads of head_size), then w, b [E]; llama.cpp's
-    eps for the WKV output (64e-5) is the default."""
+def flat_vector(src: TensorSource, name: str) -> torch.Tensor:
+    """A GGUF vector (stored [1, 1, E] by llama.cpp's converter) as [E]."""
+    return src.vector(name).reshape(-1)
+
+
+@dataclass
+class GatedChannelMix:
+    """RWKV-4/6's channel-mix: a squared-ReLU MLP gated by a sigmoid, on a lerp of each
+    token's input towards the previous one's."""
+
+    lerp_k: torch.Tensor  # [E]
+    lerp_r: torch.Tensor  # [E]
+    key: Linear
+    value: Linear
+    receptance: Linear
+
+    @classmethod
+    def load(cls, src: TensorSource, p: str) -> Self:
+        """Block prefix p's channel_mix_* tensors."""
+        cm = p + "channel_mix_"
+        return cls(
+            lerp_k=flat_vector(src, cm + "lerp_k.weight"),
+            lerp_r=flat_vector(src, cm + "lerp_r.weight"),
+            key=src.weight(cm + "key.weight"),
+            value=src.weight(cm + "value.weight"),
+            receptance=src.weight(cm + "receptance.weight"),
+        )
+
+    def __call__(self, x: torch.Tensor, sx: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """x [B, T, E] (normalized), sx = x_prev - x -> [B, T, E]."""
+        r = torch.sigmoid(matmul(self.receptance, x + sx * self.lerp_r, dtype))
+        k = torch.relu(matmul(self.key, x + sx * self.lerp_k, dtype)).square()
+        return r * matmul(self.value, k, dtype)
+
+
+def group_norm(x: torch.Tensor, norm: Norm, head_size: int, eps: float = 64e-5) -> torch.Tensor:
+    """Per-head layer norm of x [B, T, E] (heads of head_size), then norm's weight and bias
+    [E]; llama.cpp's eps for the WKV output (64e-5) is the default."""
     bt = x.shape[:-1]
     h = F.layer_norm(x.reshape(*bt, -1, head_size), (head_size,), eps=eps)
-    return h.reshape(*bt, -1) * w + b
+    return plus(h.reshape(*bt, -1) * norm[0], norm[1])
 
 
 def matmul(w: Linear, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
