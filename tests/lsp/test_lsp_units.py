@@ -35,8 +35,13 @@ def test_cut_to_shape() -> None:
     body = classify("def f(a):\n    ", "\n    return b\n")
     # back at the block's indentation: the body is over
     assert cut("b = a\n    c = b\ndef g():\n", body) == ("b = a\n    c = b", True)
+    # ... seen as soon as the next line starts: its rest need not be generated
+    assert cut("b = a\nd", body) == ("b = a", True)
+    assert cut("b = a\n  ", body) == ("b = a\n  ", False)  # blanks: indentation not settled
+    assert cut("b = a\n    c", body) == ("b = a\n    c", False)
     # the code after the cursor written again: over too
     assert cut("b = a * 2\n    return b\n", body) == ("b = a * 2", True)
+    assert cut("b = a * 2\n    return b", body)[1] is False  # may go on: "return bb"
     assert finish("b = a\n    c = 2\n\n", body) == "b = a\n    c = 2"
 
 

@@ -75,15 +75,18 @@ def cut(text: str, cursor: Cursor) -> tuple[str, bool]:
         line, nl, _ = text.partition("\n")
         return line.rstrip() if nl else line, bool(nl)
     lines = text.split("\n")
-    complete = lines[:-1]  # the last one may still grow
-    for i, line in enumerate(complete):
+    for i, line in enumerate(lines):
         if i == 0:
             continue  # the rest of the cursor's own line
         if not line.strip():
             continue
+        # a line's indentation is settled by its first visible character, so backing out
+        # is seen as soon as a line starts: the tokens of its rest are not generated
         back_out = cursor.block_indent >= 0 and _indent(line) <= cursor.block_indent
-        # a model that writes the code after the hole again is done with the hole
-        repeats = bool(cursor.next_line) and line.strip() == cursor.next_line
+        # a model that writes the code after the hole again is done with the hole; the
+        # last line may still grow, so it must be complete to count
+        complete = i < len(lines) - 1
+        repeats = complete and bool(cursor.next_line) and line.strip() == cursor.next_line
         if back_out or repeats:
             return "\n".join(lines[:i]).rstrip(), True
     return text, False
