@@ -39,7 +39,10 @@ def _logits(model: corral.Model) -> np.ndarray:
 
 
 def _close(got: np.ndarray, want: np.ndarray) -> None:
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    # adapted and merged weights differ by float32 rounding (~1e-7); the float16 KV cache
+    # and attention roundings (llama.cpp's) can turn one such flip into ~1e-3 downstream.
+    # A wrong scale or a missed target moves logits by far more than this (checked below).
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=2e-3)
 
 
 def test_gguf_adapter_matches_merged_weights(base: Path, tmp_path: Path) -> None:
@@ -108,7 +111,9 @@ def test_peft_folder_matches_merged_weights(base: Path, tmp_path: Path) -> None:
     updates["token_embd.weight"] = scale * (emb_a.astype(np.float64) @ emb_b.T.astype(np.float64))
     merged = write_merged(base, tmp_path / "m.gguf", updates)
     model = corral.load(base, adapters=[(folder, 0.8)])
-    _close(_logits(model), _logits(corral.load(merged)))
+    got = _logits(model)
+    _close(got, _logits(corral.load(merged)))
+    assert np.abs(got - _logits(corral.load(base))).max() > 0.05  # the adapter does act
 
 
 def test_peft_rslora_and_alpha_pattern(base: Path, tmp_path: Path) -> None:
