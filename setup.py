@@ -30,5 +30,12 @@ setup(
             extra_link_args=["-fopenmp"] if _gnu else [],
             optional=True,
         ),
+        # per-row RMS norm and rotary embedding (corral.kernels.rowops)
+        Extension(
+            "corral._rowops",
+            ["src/corral/kernels/rowops.c"],
+            extra_compile_args=_args,
+            optional=True,
+        ),
     ]
 )

@@ -86,21 +86,25 @@ def child_corral(path: str, a: argparse.Namespace) -> dict:
     net.forward(torch.tensor([prompt]), cache, last_only=True)
     prompt_s = time.perf_counter() - t
 
-    def decode(start: list[int]) -> float:
+    def decode(start: list[int], speculative: bool = False) -> float:
+        # llama.cpp decodes one token per step: compare like with like, and report
+        # corral's prompt-lookup speculation (on by default for greedy) on its own
+        os.environ["CORRAL_SPECULATIVE"] = "1" if speculative else "0"
+        model._cached_ids = []  # no prefix reuse between the measurements
         r = model.generate(start, max_tokens=a.decode_tokens, temperature=0, ignore_eos=True)
         return r.timings.decode_tps
 
     first = [model.tokenizer.bos_id or prompt[0]]
-    model._cached_ids = []  # no prefix reuse between the measurements
     decode_tps = decode(first)
-    model._cached_ids = []
     fill = model.tokenize(TEXT * 80, add_special=False)[: a.ctx_fill]
     decode_ctx_tps = decode(fill)
+    decode_spec_tps = decode(first, speculative=True)
     return {
         "load_s": load_s,
         "prompt_tps": len(prompt) / prompt_s,
         "decode_tps": decode_tps,
         "decode_ctx_tps": decode_ctx_tps,
+        "decode_speculative_tps": decode_spec_tps,
         "peak_rss_mb": peak_rss_mb(),
         "kv_cache_mb": model._kv().nbytes() / 2**20,
     }

@@ -14,14 +14,29 @@ from enum import Enum
 import torch
 import torch.nn.functional as F
 
+from corral.kernels import rowops
+
 # CORRAL_EXACT=1: plain float32 everywhere (none of llama.cpp's float16 roundings below), for
 # comparing with reference implementations such as transformers.
 _EXACT = os.environ.get("CORRAL_EXACT", "") not in ("", "0")
+_ROWOPS = rowops.available()
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """x [..., E] normalised by its root mean square, times weight [E] (float32 inside;
-    the result has x's dtype)."""
+    the result has x's dtype).
+
+    On the CPU as ggml computes it, in one C call (kernels.rowops): squares summed in
+    float64, the mean rounded to float32, 1 / sqrtf(mean + eps). Elsewhere (GPUs,
+    CORRAL_EXACT, no extension) in torch's float32."""
+    if (
+        _ROWOPS
+        and x.dtype == torch.float32
+        and x.device.type == "cpu"
+        and not _EXACT
+        and weight.numel() == x.shape[-1]
+    ):
+        return rowops.rms_norm(x, weight, eps)
     xf = x.float()
     return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps) * weight).to(x.dtype)
 
@@ -61,7 +76,10 @@ def rope_cos_sin(
 def apply_rope(
     x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, style: RopeStyle
 ) -> torch.Tensor:
-    """x [B, H, T, D]; cos/sin [B, 1, T, D/2]. Rotates the first 2 * D/2 dims."""
+    """x [B, H, T, D]; cos/sin [B, 1, T, D/2]. Rotates the first 2 * D/2 dims (on the CPU
+    in one C call, bit-identical to the torch formula below)."""
+    if _ROWOPS and x.dtype == torch.float32 and x.device.type == "cpu" and cos.dtype == x.dtype:
+        return rowops.rope(x, cos, sin, style is RopeStyle.NEOX)
     rot = cos.shape[-1] * 2
     xr, rest = x[..., :rot], x[..., rot:]
     if style is RopeStyle.NORM:

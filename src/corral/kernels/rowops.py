@@ -1,0 +1,50 @@
+"""Per-row RMS norm and rotary embedding in C (`corral._rowops`), one call instead of the
+6-10 torch ops each costs in a decode step. `available()` is False where the extension
+could not be built; corral.models.layers then computes the same in torch."""
+
+from __future__ import annotations
+
+import torch
+
+try:  # torch first (shared OpenMP runtime, as the other extensions)
+    from corral import _rowops as _ext
+except ImportError:  # pragma: no cover - the extension is built by pip install
+    _ext = None
+
+__all__ = ["available", "rms_norm", "rope"]
+
+
+def available() -> bool:
+    """Whether the C extension is importable."""
+    return _ext is not None
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
+    """x [..., n] float32 CPU -> (x * 1/sqrt(mean(x^2) + eps)) * weight, as ggml computes it
+    (squares summed in float64, mean rounded to float32). weight [n] float32 or None."""
+    assert _ext is not None
+    n = x.shape[-1]
+    xc = x.contiguous()
+    out = torch.empty_like(xc)
+    w = 0
+    if weight is not None:
+        weight = weight.contiguous()
+        w = weight.data_ptr()
+    _ext.rms_norm(xc.data_ptr(), w, out.data_ptr(), xc.numel() // n if n else 0, n, float(eps))
+    return out
+
+
+def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, neox: bool) -> torch.Tensor:
+    """x [B, H, T, D] float32 CPU; cos/sin [B, 1, T, R/2] -> x with its first R dims of
+    each head rotated (NEOX: i with i + R/2; else 2i with 2i + 1), in a new tensor."""
+    assert _ext is not None
+    b, h, t, d = x.shape
+    xc = x.contiguous()
+    c = cos.expand(b, 1, t, cos.shape[-1]).contiguous()
+    s = sin.expand(b, 1, t, sin.shape[-1]).contiguous()
+    out = torch.empty_like(xc)
+    _ext.rope(
+        xc.data_ptr(), c.data_ptr(), s.data_ptr(), out.data_ptr(), b, h, t, d, 2 * c.shape[-1],
+        int(neox),
+    )  # fmt: skip
+    return out

@@ -1,0 +1,41 @@
+"""The C row operations against their torch formulas."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from corral.kernels import rowops
+from corral.models import layers
+
+pytestmark = pytest.mark.skipif(not rowops.available(), reason="corral._rowops not built")
+
+
+@pytest.mark.parametrize("style", [layers.RopeStyle.NORM, layers.RopeStyle.NEOX])
+@pytest.mark.parametrize(("b", "h", "t", "d", "r"), [(1, 9, 1, 64, 64), (2, 4, 5, 64, 32)])
+def test_rope_is_bit_identical_to_the_torch_formula(
+    monkeypatch: pytest.MonkeyPatch, style: layers.RopeStyle, b: int, h: int, t: int, d: int, r: int
+) -> None:
+    torch.manual_seed(b * t + r)
+    x = torch.randn(b, t, h, d).transpose(1, 2) * 3  # a view, as the models pass it
+    cos, sin = layers.rope_cos_sin(
+        layers.rope_inv_freq(r, 10000.0), torch.arange(7, 7 + t).expand(b, t)
+    )
+    got = rowops.rope(x, cos, sin, style is layers.RopeStyle.NEOX)
+    monkeypatch.setattr(layers, "_ROWOPS", False)
+    assert torch.equal(got, layers.apply_rope(x, cos, sin, style))
+
+
+def test_rms_norm_as_ggml() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 576) * 4
+    w = torch.rand(576) + 0.5
+    got = rowops.rms_norm(x, w, 1e-5)
+    # ggml: float32 squares summed in float64, mean rounded to float32, 1/sqrtf
+    sq = (x * x).double().sum(-1, keepdim=True)
+    mean = (sq / 576).float()
+    want = (x * (1.0 / torch.sqrt(mean + 1e-5))) * w
+    torch.testing.assert_close(got, want, atol=0, rtol=2e-7)
+    assert torch.equal(rowops.rms_norm(x[1:2], w, 1e-5), got[1:2])  # rows are independent
+    no_w = rowops.rms_norm(x, None, 1e-5)
+    torch.testing.assert_close(no_w * w, got, atol=0, rtol=2e-7)
