@@ -39,3 +39,16 @@ def test_rms_norm_as_ggml() -> None:
     assert torch.equal(rowops.rms_norm(x[1:2], w, 1e-5), got[1:2])  # rows are independent
     no_w = rowops.rms_norm(x, None, 1e-5)
     torch.testing.assert_close(no_w * w, got, atol=0, rtol=2e-7)
+
+
+def test_gelu_is_ggml_table() -> None:
+    x = torch.cat([torch.linspace(-12, 12, 20001), torch.tensor([-10.0, 10.0, 0.0])])
+    got = rowops.gelu(x)
+    exact = torch.nn.functional.gelu(x.double(), approximate="tanh").float()
+    inside = x.abs() < 10
+    # a float16 table indexed by the float16 input: within two float16 steps of exact
+    torch.testing.assert_close(got[inside], exact[inside], atol=2e-3, rtol=2e-3)
+    assert torch.equal(got[x >= 10], x[x >= 10]) and bool((got[x <= -10] == 0).all())
+    assert torch.equal(got[inside], got[inside].half().float())  # float16 table values
+    g = torch.rand_like(x)
+    assert torch.equal(rowops.gelu(x, g), got * g)

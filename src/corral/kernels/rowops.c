@@ -6,6 +6,9 @@
  *
  *   rms_norm  as ggml computes it on the CPU: float32 squares summed in float64, the mean
  *             rounded to float32, scale = 1 / sqrtf(mean + eps), y = (x * scale) * w.
+ *   gelu      GELU (tanh form) as ggml's CPU backend computes it: looked up in a table of
+ *             65536 float16 results indexed by the float16-rounded input; 0 below -10 and
+ *             the input itself above 10.
  *   rope      rotation of pairs (NORM: adjacent, NEOX: first half against second) with
  *             cos/sin given per position; out = x0 cos - x1 sin, x0 sin + x1 cos, each
  *             product rounded (no FMA contraction: -ffp-contract=off), which is what the
@@ -17,6 +20,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 /* x, y [rows, n]; w [n] (or NULL: no weight). y may be x. */
 static void rms_norm_rows(const float *x, const float *w, float *y, long rows, long n, float eps) {
@@ -56,6 +60,70 @@ static void rope_rows(const float *x, const float *cs, const float *sn, float *y
                 }
                 for (long i = R; i < D; i++) yr[i] = xr[i];
             }
+}
+
+static inline float h2f(uint16_t h) {
+    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    const uint32_t exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
+    uint32_t u;
+    float f;
+    if (exp == 0) {
+        f = (float)mant * 0x1p-24f;
+        memcpy(&u, &f, 4);
+        u |= sign;
+    } else if (exp == 31) {
+        u = sign | 0x7f800000u | (mant << 13);
+    } else {
+        u = sign | ((exp + 112u) << 23) | (mant << 13);
+    }
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* float32 -> float16, round to nearest even (as F16C and ggml's conversion) */
+static inline uint16_t f2h(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    const uint32_t sign = u & 0x80000000u;
+    u ^= sign;
+    uint16_t o;
+    if (u >= 0x47800000u) {
+        o = u > 0x7f800000u ? 0x7e00 : 0x7c00;
+    } else if (u < 0x38800000u) {
+        const uint32_t mu = 126u << 23;
+        float magic, v;
+        memcpy(&magic, &mu, 4);
+        memcpy(&v, &u, 4);
+        v += magic;
+        uint32_t vu;
+        memcpy(&vu, &v, 4);
+        o = (uint16_t)(vu - mu);
+    } else {
+        const uint32_t odd = (u >> 13) & 1u;
+        u += 0xc8000fffu;
+        u += odd;
+        o = (uint16_t)(u >> 13);
+    }
+    return o | (uint16_t)(sign >> 16);
+}
+
+static float g_gelu[1 << 16];
+
+static void gelu_table_init(void) {
+    for (uint32_t i = 0; i < (1u << 16); i++) {
+        const float x = h2f((uint16_t)i);
+        const float y = 0.5f * x * (1.0f + tanhf(0.79788456080286535587989211986876f * x * (1.0f + 0.044715f * x * x)));
+        g_gelu[i] = h2f(f2h(y));
+    }
+}
+
+/* y[i] = gelu(x[i]) (times g[i] when g is given: the gated form) */
+static void gelu_rows(const float *x, const float *g, float *y, long n) {
+    for (long i = 0; i < n; i++) {
+        const float v = x[i];
+        const float a = v <= -10.0f ? 0.0f : v >= 10.0f ? v : g_gelu[f2h(v)];
+        y[i] = g ? a * g[i] : a;
+    }
 }
 
 static int get_ptrs(PyObject *const *args, int n, unsigned long long *out, int nullable_mask) {
@@ -102,7 +170,21 @@ static PyObject *py_rope(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     Py_RETURN_NONE;
 }
 
+static PyObject *py_gelu(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 4) return PyErr_Format(PyExc_TypeError, "gelu takes 4 arguments, got %zd", nargs);
+    unsigned long long p[3];
+    if (!get_ptrs(args, 3, p, 1 << 1)) return NULL;
+    const long long n = PyLong_AsLongLong(args[3]);
+    if (PyErr_Occurred()) return NULL;
+    if (n < 0) return PyErr_Format(PyExc_ValueError, "bad size n=%lld", n);
+    gelu_rows((const float *)(uintptr_t)p[0], (const float *)(uintptr_t)p[1], (float *)(uintptr_t)p[2], (long)n);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"gelu", (PyCFunction)(void (*)(void))py_gelu, METH_FASTCALL,
+     "gelu(x, g_or_0, y, n): ggml's table GELU of x (times g) into y (raw addresses)."},
     {"rms_norm", (PyCFunction)(void (*)(void))py_rms_norm, METH_FASTCALL,
      "rms_norm(x, w_or_0, y, rows, n, eps): ggml's RMS norm of rows of x into y (raw addresses)."},
     {"rope", (PyCFunction)(void (*)(void))py_rope, METH_FASTCALL,
@@ -115,4 +197,7 @@ static struct PyModuleDef module = {
     -1, methods, NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__rowops(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__rowops(void) {
+    gelu_table_init();
+    return PyModule_Create(&module);
+}

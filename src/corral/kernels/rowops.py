@@ -11,7 +11,7 @@ try:  # torch first (shared OpenMP runtime, as the other extensions)
 except ImportError:  # pragma: no cover - the extension is built by pip install
     _ext = None
 
-__all__ = ["available", "rms_norm", "rope"]
+__all__ = ["available", "gelu", "rms_norm", "rope"]
 
 
 def available() -> bool:
@@ -47,4 +47,18 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, neox: bool) -> t
         xc.data_ptr(), c.data_ptr(), s.data_ptr(), out.data_ptr(), b, h, t, d, 2 * c.shape[-1],
         int(neox),
     )  # fmt: skip
+    return out
+
+
+def gelu(x: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:
+    """GELU (tanh form) of x float32 CPU as ggml computes it (a float16 table; 0 below -10,
+    x above 10), times `gate` (same shape) when given."""
+    assert _ext is not None
+    xc = x.contiguous()
+    out = torch.empty_like(xc)
+    g = 0
+    if gate is not None:
+        gate = gate.contiguous()
+        g = gate.data_ptr()
+    _ext.gelu(xc.data_ptr(), g, out.data_ptr(), xc.numel())
     return out
