@@ -62,6 +62,9 @@ def child_corral(path: str, a: argparse.Namespace) -> dict:
     import torch
 
     torch.set_num_threads(a.threads)
+    # one token per step, as llama.cpp decodes (prompt-lookup speculation is measured
+    # on its own by bench/speculative.py)
+    os.environ["CORRAL_SPECULATIVE"] = "0"
     import corral
 
     t0 = time.perf_counter()
