@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from corral.grammar.mask import apply_bitmask, bitmask_words
-from corral.grammar.spec import GrammarError, GrammarSpec, to_llguidance
+from corral.grammar.numbers import NumberLimit
+from corral.grammar.spec import GrammarError, GrammarKind, GrammarSpec, to_llguidance
 from corral.grammar.vocab import llg_tokenizer
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 class GrammarConstraint:
     """Allows only tokens that keep the output inside a grammar; done when it is complete."""
 
-    def __init__(self, tokenizer: Tokenizer, grammar: str) -> None:
+    def __init__(self, tokenizer: Tokenizer, grammar: str, json_numbers: bool = False) -> None:
         import llguidance
 
         self._lltok = llg_tokenizer(tokenizer)
@@ -34,6 +35,8 @@ class GrammarConstraint:
         self._bitmask = torch.full((bitmask_words(tokenizer.vocab_size),), -1, dtype=torch.int32)
         # what to allow when the matcher failed (it never should): end the generation
         self._end_ids = torch.tensor(sorted(tokenizer.eog_ids) or [0], dtype=torch.long)
+        # JSON output: number literals bounded as llama.cpp's schema grammars bound them
+        self._numbers = NumberLimit(tokenizer) if json_numbers else None
 
     def mask(self, logits: torch.Tensor) -> torch.Tensor:
         m = self._matcher
@@ -42,10 +45,13 @@ class GrammarConstraint:
             out = torch.full_like(logits, float("-inf"))
             out[self._end_ids] = logits[self._end_ids]
             return out
-        return apply_bitmask(logits, self._bitmask)
+        out = apply_bitmask(logits, self._bitmask)
+        return out if self._numbers is None else self._numbers.mask(out)
 
     def accept(self, token: int) -> None:
         self._matcher.consume_token(token)
+        if self._numbers is not None:
+            self._numbers.accept(token)
 
     def is_done(self) -> bool:
         return self._matcher.is_stopped()
@@ -54,6 +60,8 @@ class GrammarConstraint:
         """Advance past text produced outside the mask (as tokens llguidance chooses);
         False, leaving the matcher failed, if the grammar does not allow it."""
         ids = self._lltok.tokenize_bytes(data)
+        if self._numbers is not None:
+            self._numbers.feed(data)
         return self._matcher.consume_tokens(ids)
 
     @property
@@ -67,8 +75,16 @@ class GrammarConstraint:
         return self._matcher.get_error()
 
 
-def make_constraint(tokenizer: Tokenizer, spec: GrammarSpec | str) -> GrammarConstraint:
+def make_constraint(
+    tokenizer: Tokenizer, spec: GrammarSpec | str, json_numbers: bool | None = None
+) -> GrammarConstraint:
     """A fresh constraint for one request: `spec`, or llguidance grammar text already
-    checked by `to_llguidance`. Raises GrammarError for a bad spec."""
+    checked by `to_llguidance`. Raises GrammarError for a bad spec. `json_numbers` bounds
+    the digits of JSON numbers (default: for JSON schema / JSON object specs)."""
     grammar = spec if isinstance(spec, str) else to_llguidance(spec)
-    return GrammarConstraint(tokenizer, grammar)
+    if json_numbers is None:
+        json_numbers = isinstance(spec, GrammarSpec) and spec.kind in _JSON_KINDS
+    return GrammarConstraint(tokenizer, grammar, json_numbers)
+
+
+_JSON_KINDS = (GrammarKind.JSON_SCHEMA, GrammarKind.JSON_OBJECT)

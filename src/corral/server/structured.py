@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from corral.errors import InvalidRequestError
 from corral.grammar import GrammarError, GrammarSpec, make_constraint, to_llguidance
+from corral.grammar.spec import GrammarKind
 from corral.server.errors import ApiError, bad_request
 
 if TYPE_CHECKING:
@@ -95,10 +96,11 @@ def constraint_factory(
     tok = entry.model.tokenizer
     try:
         grammar = to_llguidance(spec)
-        make_constraint(tok, grammar)  # builds the tokenizer info once, checks the grammar
+        json_numbers = spec.kind in (GrammarKind.JSON_SCHEMA, GrammarKind.JSON_OBJECT)
+        make_constraint(tok, grammar, json_numbers)  # builds the tokenizer info once, checks
     except GrammarError as e:
         raise grammar_error(e, param) from None
-    return lambda: make_constraint(tok, grammar)
+    return lambda: make_constraint(tok, grammar, json_numbers)
 
 
 def tool_plan(
