@@ -15,6 +15,7 @@ setup(
         Extension(
             "corral._qkernels",
             ["src/corral/kernels/qkernels.c"],
+            depends=["src/corral/kernels/half.h"],
             extra_compile_args=_args,
             extra_link_args=["-fopenmp"] if _gnu else [],
             # a platform without a C compiler still installs corral (the model code then
@@ -26,6 +27,7 @@ setup(
         Extension(
             "corral._attn",
             ["src/corral/kernels/attention.c"],
+            depends=["src/corral/kernels/half.h"],
             extra_compile_args=_args,
             extra_link_args=["-fopenmp"] if _gnu else [],
             optional=True,
@@ -34,6 +36,7 @@ setup(
         Extension(
             "corral._rowops",
             ["src/corral/kernels/rowops.c"],
+            depends=["src/corral/kernels/half.h"],
             extra_compile_args=_args,
             optional=True,
         ),

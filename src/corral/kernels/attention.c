@@ -41,36 +41,7 @@
 #define AT_X86 0
 #endif
 
-static inline uint32_t f2u(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
-static inline float u2f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
-
-static inline float h2f(uint16_t h) {
-    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    const uint32_t exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
-    if (exp == 0) return u2f(f2u((float)mant * 0x1p-24f) | sign);
-    if (exp == 31) return u2f(sign | 0x7f800000u | (mant << 13));
-    return u2f(sign | ((exp + 112u) << 23) | (mant << 13));
-}
-
-/* float32 -> float16 -> float32, round to nearest even (F16C's vcvtps2ph imm 0) */
-static inline float round_f16(float f) {
-    uint32_t u = f2u(f);
-    const uint32_t sign = u & 0x80000000u;
-    u ^= sign;
-    uint16_t o;
-    if (u >= 0x47800000u) {
-        o = u > 0x7f800000u ? 0x7e00 : 0x7c00;
-    } else if (u < 0x38800000u) {
-        const float magic = u2f(126u << 23);
-        o = (uint16_t)(f2u(u2f(u) + magic) - f2u(magic));
-    } else {
-        const uint32_t odd = (u >> 13) & 1u;
-        u += 0xc8000fffu;
-        u += odd;
-        o = (uint16_t)(u >> 13);
-    }
-    return h2f(o | (uint16_t)(sign >> 16));
-}
+#include "half.h"
 
 typedef struct {
     const float *q;

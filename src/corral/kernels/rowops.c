@@ -62,50 +62,7 @@ static void rope_rows(const float *x, const float *cs, const float *sn, float *y
             }
 }
 
-static inline float h2f(uint16_t h) {
-    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    const uint32_t exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
-    uint32_t u;
-    float f;
-    if (exp == 0) {
-        f = (float)mant * 0x1p-24f;
-        memcpy(&u, &f, 4);
-        u |= sign;
-    } else if (exp == 31) {
-        u = sign | 0x7f800000u | (mant << 13);
-    } else {
-        u = sign | ((exp + 112u) << 23) | (mant << 13);
-    }
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-/* float32 -> float16, round to nearest even (as F16C and ggml's conversion) */
-static inline uint16_t f2h(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    const uint32_t sign = u & 0x80000000u;
-    u ^= sign;
-    uint16_t o;
-    if (u >= 0x47800000u) {
-        o = u > 0x7f800000u ? 0x7e00 : 0x7c00;
-    } else if (u < 0x38800000u) {
-        const uint32_t mu = 126u << 23;
-        float magic, v;
-        memcpy(&magic, &mu, 4);
-        memcpy(&v, &u, 4);
-        v += magic;
-        uint32_t vu;
-        memcpy(&vu, &v, 4);
-        o = (uint16_t)(vu - mu);
-    } else {
-        const uint32_t odd = (u >> 13) & 1u;
-        u += 0xc8000fffu;
-        u += odd;
-        o = (uint16_t)(u >> 13);
-    }
-    return o | (uint16_t)(sign >> 16);
-}
+#include "half.h"
 
 static float g_gelu[1 << 16];
 
