@@ -216,26 +216,31 @@ async def completion(request: Request) -> Response:
         lease.release()
         raise
 
+    return await completion_response(request, run, lease, entry.name, body.stream)
+
+
+async def completion_response(
+    request: Request, run: Run, lease: Lease, model: str, stream: bool
+) -> Response:
+    """A submitted /completion or /infill run as llama.cpp answers it: streamed events, or
+    one JSON answer once done; the run is cancelled and the model's lease released either
+    way (a client that leaves frees its slot)."""
+
     def close() -> None:
         run.cancel()
         lease.release()
 
-    if body.stream:
-        return EventStream(completion_stream(run, entry.name), SSE_MEDIA_TYPE, close)
+    if stream:
+        return EventStream(completion_stream(run, model), SSE_MEDIA_TYPE, close)
     try:
         done = await until_disconnect(request, run.collect())
     finally:
         close()
+    t = done.timings
     return JSONResponse(
         completion_answer(
-            entry.name,
-            done.text,
-            done.finish_reason,
-            run,
-            done.completion_tokens,
-            done.timings.cached_tokens,
-            done.timings,
-        )  # fmt: skip
+            model, done.text, done.finish_reason, run, done.completion_tokens, t.cached_tokens, t
+        )
     )
 
 

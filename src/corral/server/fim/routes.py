@@ -34,14 +34,13 @@ from corral.fim import (
 from corral.server.body import parse_body
 from corral.server.errors import ApiError, bad_request, from_corral_error
 from corral.server.fim import protocol as p
-from corral.server.llamacpp import completion_answer, completion_stream
+from corral.server.llamacpp import completion_response
 from corral.server.loras import LoraScale
 from corral.server.manager import Lease, LoadedModel
 from corral.server.options import GenOptions
 from corral.server.prompts import text_ids
 from corral.server.runs import Run, until_disconnect
 from corral.server.state import ServerState, get_state
-from corral.server.streaming import SSE_MEDIA_TYPE, EventStream
 
 router = APIRouter()
 TABBY_MAX_TOKENS = 64  # Tabby's own default (max_decoding_tokens)
@@ -132,27 +131,7 @@ async def infill(request: Request) -> Response:
         lease.release()
         raise
 
-    def close() -> None:
-        run.cancel()
-        lease.release()
-
-    if body.stream:
-        return EventStream(completion_stream(run, entry.name), SSE_MEDIA_TYPE, close)
-    try:
-        done = await until_disconnect(request, run.collect())
-    finally:
-        close()
-    return JSONResponse(
-        completion_answer(
-            entry.name,
-            done.text,
-            done.finish_reason,
-            run,
-            done.completion_tokens,
-            done.timings.cached_tokens,
-            done.timings,
-        )  # fmt: skip
-    )
+    return await completion_response(request, run, lease, entry.name, body.stream)
 
 
 # -- Tabby /v1/completions (segments) --------------------------------------------------------
