@@ -178,7 +178,7 @@ def plot(report: dict, png: Path) -> None:
                     label=engine)  # fmt: skip
     ax.set_xlabel("tokens already in context")
     ax.set_ylabel("decode tokens/s")
-    ax.set_title(f"{report['file']}: {report['threads']} threads, "
+    ax.set_title(f"{report['model']}: {report['threads']} threads, "
                  f"{report['decode_tokens']} tokens per point, median of {report['runs']}",
                  fontsize=9)  # fmt: skip
     ax.set_ylim(bottom=0)
