@@ -23,8 +23,8 @@ from gguf import MODEL_ARCH, MODEL_TENSOR, GGUFWriter, SpecialVocab, TokenType, 
 
 from corral.convert.base import ArchConverter
 from corral.convert.checkpoint import Checkpoint, ConvertError
-from corral.convert.spm_proto import _fields, read_pieces
-from corral.convert.vocab import _looks_special, add_spm_vocab
+from corral.convert.spm_proto import _fields
+from corral.convert.vocab import add_spm_vocab, overlay_added_tokens, spm_pieces
 
 T = MODEL_TENSOR
 _EMBEDDINGS = ("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
@@ -62,39 +62,6 @@ def read_spm_settings(path: Path) -> dict[str, Any]:
                 elif f == 4 and isinstance(v, int):
                     out["remove_extra_whitespaces"] = bool(v)
     return out
-
-
-def _added_tokens(folder: Path, tokens: list[bytes], scores: list[float], types: list[int]) -> None:
-    """Overlay added_tokens.json (user-defined, as llama.cpp) and tokenizer_config.json's
-    added_tokens_decoder (control when special: <pad>, </s>, <extra_id_N>)."""
-    n = len(tokens)
-    added_file = folder / "added_tokens.json"
-    if added_file.is_file():
-        for text, i in json.loads(added_file.read_text(encoding="utf-8")).items():
-            if i < n:
-                tokens[i], scores[i], types[i] = text.encode(), -1000.0, TokenType.USER_DEFINED
-    config_file = folder / "tokenizer_config.json"
-    if config_file.is_file():
-        decoder = json.loads(config_file.read_text(encoding="utf-8")).get("added_tokens_decoder")
-        for key, data in (decoder or {}).items():
-            i, text = int(key), data["content"]
-            if i >= n or types[i] in (TokenType.CONTROL, TokenType.UNKNOWN):
-                continue
-            special = data.get("special") or _looks_special(text)
-            tokens[i] = text.encode()
-            types[i] = TokenType.CONTROL if special else TokenType.USER_DEFINED
-            scores[i] = -1000.0
-
-
-def _spm_unigram(path: Path, n: int | None) -> tuple[list[bytes], list[float], list[int]]:
-    pieces = read_pieces(path)
-    n = n or len(pieces)
-    tokens = [f"[PAD{i}]".encode() for i in range(n)]
-    scores = [-10000.0] * n
-    types = [int(TokenType.UNUSED)] * n
-    for i, p in enumerate(pieces[:n]):
-        tokens[i], scores[i], types[i] = p.text.encode("utf-8"), p.score, p.type
-    return tokens, scores, types
 
 
 def _json_unigram(tj: dict[str, Any], n: int | None) -> tuple[list[bytes], list[float], list[int]]:
@@ -148,7 +115,7 @@ def add_t5_vocab(w: GGUFWriter, folder: Path, vocab_size: int | None) -> None:
             return
         if settings["model_type"] != _UNIGRAM:
             raise ConvertError(f"{spm}: SentencePiece model type {settings['model_type']}")
-        tokens, scores, types = _spm_unigram(spm, vocab_size)
+        tokens, scores, types = spm_pieces(spm, vocab_size)
         prefix, folds = settings["add_dummy_prefix"], settings["remove_extra_whitespaces"]
         charsmap = settings["precompiled_charsmap"]
     elif (folder / "tokenizer.json").is_file():
@@ -166,7 +133,7 @@ def add_t5_vocab(w: GGUFWriter, folder: Path, vocab_size: int | None) -> None:
         raise ConvertError(
             f"{folder}: no tokenizer (spiece.model, tokenizer.model, tokenizer.json)"
         )
-    _added_tokens(folder, tokens, scores, types)
+    overlay_added_tokens(folder, tokens, scores, types, keep_control=True, unescape_spaces=False)
     w.add_tokenizer_model("t5")
     w.add_tokenizer_pre("default")
     w.add_token_list(tokens)

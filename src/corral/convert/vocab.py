@@ -147,16 +147,28 @@ def add_bpe_vocab(
     SpecialVocab(folder, load_merges=True, n_vocab=n).add_to_gguf(w, quiet=True)
 
 
-def spm_tokens(folder: Path, vocab_size: int | None) -> tuple[list[bytes], list[float], list[int]]:
-    """Tokens, scores and types of a SentencePiece vocabulary plus the folder's added tokens,
-    padded to vocab_size as llama.cpp pads it."""
-    pieces = read_pieces(folder / "tokenizer.model")
+def spm_pieces(path: Path, vocab_size: int | None) -> tuple[list[bytes], list[float], list[int]]:
+    """Tokens, scores and types of a SentencePiece model file, padded to vocab_size as
+    llama.cpp pads it ([PADn], unused)."""
+    pieces = read_pieces(path)
     n = vocab_size or len(pieces)
     tokens = [f"[PAD{i}]".encode() for i in range(n)]
     scores = [-10000.0] * n
     types = [int(TokenType.UNUSED)] * n
     for i, p in enumerate(pieces[:n]):
         tokens[i], scores[i], types[i] = p.text.encode("utf-8"), p.score, p.type
+    return tokens, scores, types
+
+
+def overlay_added_tokens(
+    folder: Path, tokens: list[bytes], scores: list[float], types: list[int],
+    *, keep_control: bool = False, unescape_spaces: bool = True,
+) -> None:  # fmt: skip
+    """Overlay the folder's added_tokens.json (user-defined, as llama.cpp) and
+    tokenizer_config.json's added_tokens_decoder (control when special) on a vocabulary.
+    keep_control: leave tokens the model file already marks control or unknown as they are;
+    unescape_spaces: user-defined texts get "\u2581" back as spaces."""
+    n = len(tokens)
     added_file = folder / "added_tokens.json"
     if added_file.is_file():
         for text, i in json.loads(added_file.read_text(encoding="utf-8")).items():
@@ -167,13 +179,21 @@ def spm_tokens(folder: Path, vocab_size: int | None) -> tuple[list[bytes], list[
         decoder = json.loads(config_file.read_text(encoding="utf-8")).get("added_tokens_decoder")
         for key, data in (decoder or {}).items():
             i, text = int(key), data["content"]
-            if i >= n:
+            if i >= n or (keep_control and types[i] in (TokenType.CONTROL, TokenType.UNKNOWN)):
                 continue
             if data.get("special") or _looks_special(text):
                 tokens[i], types[i] = text.encode(), TokenType.CONTROL
             else:
-                tokens[i], types[i] = text.replace("\u2581", " ").encode(), TokenType.USER_DEFINED
+                plain = text.replace("\u2581", " ") if unescape_spaces else text
+                tokens[i], types[i] = plain.encode(), TokenType.USER_DEFINED
             scores[i] = -1000.0
+
+
+def spm_tokens(folder: Path, vocab_size: int | None) -> tuple[list[bytes], list[float], list[int]]:
+    """Tokens, scores and types of a SentencePiece vocabulary plus the folder's added tokens,
+    padded to vocab_size as llama.cpp pads it."""
+    tokens, scores, types = spm_pieces(folder / "tokenizer.model", vocab_size)
+    overlay_added_tokens(folder, tokens, scores, types)
     return tokens, scores, types
 
 
