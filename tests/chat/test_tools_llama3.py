@@ -14,6 +14,7 @@ import corral
 from corral.chat.tools import ToolCallParser, ToolChoiceMode, ToolFormat, ToolPlan, parse_tools
 from corral.chat.tools.parse import ArgsDelta, CallEnd, CallStart, ContentDelta
 from tiny_gguf import write_tiny
+from tool_fixtures import WEATHER
 
 # the tool part of Llama 3.1's own template (tools in the user turn, JSON calls back)
 LLAMA31_TEMPLATE = (
@@ -27,17 +28,6 @@ LLAMA31_TEMPLATE = (
     "{% endfor %}{% else %}{{ m.content }}{% endif %}<|eot_id|>{% endfor %}"
     "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
 )
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string", "maxLength": 12}},
-            "required": ["city"],
-        },
-    },
-}
 
 
 def _plan(choice: str = "auto") -> ToolPlan:

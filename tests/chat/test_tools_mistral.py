@@ -26,6 +26,7 @@ from corral.chat.tools import (
 from corral.chat.tools.formats import SPECS
 from corral.chat.tools.parse import ArgsDelta, CallEnd, CallStart, ContentDelta
 from tiny_gguf import write_tiny
+from tool_fixtures import WEATHER
 
 NAMES = frozenset({"get_weather", "add"})
 V3_TEMPLATE = "{{ bos_token }}[AVAILABLE_TOOLS] {{ tools|tojson }}[/AVAILABLE_TOOLS][TOOL_CALLS]"
@@ -110,17 +111,6 @@ def test_v11_plain_text_streams_at_once_when_names_are_known() -> None:
     assert p.push("Sure") == [ContentDelta("Sure")]  # no tool name starts so
 
 
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string", "maxLength": 12}},
-            "required": ["city"],
-        },
-    },
-}
 ADD = {
     "type": "function",
     "function": {
