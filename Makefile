@@ -7,7 +7,7 @@ MODEL ?= smollm2
 
 .PHONY: run test install models browser lint bench clean
 
-$(STAMP): pyproject.toml setup.py src/corral/kernels/qkernels.c src/corral/kernels/attention.c src/corral/kernels/rowops.c src/corral/kernels/half.h
+$(STAMP): pyproject.toml setup.py src/corral/kernels/qkernels.c src/corral/kernels/attention.c src/corral/kernels/rowops.c src/corral/kernels/half.h src/corral/gguf/strings.c
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch pinned first: an unpinned torch pulls a multi-GB CUDA build

@@ -40,5 +40,12 @@ setup(
             extra_compile_args=_args,
             optional=True,
         ),
+        # GGUF string arrays (vocabularies) parsed in one call (corral.gguf.reader)
+        Extension(
+            "corral._gguf_strings",
+            ["src/corral/gguf/strings.c"],
+            extra_compile_args=["-O2"],
+            optional=True,
+        ),
     ]
 )

@@ -21,7 +21,7 @@ from corral.engine.constraints import LogitsConstraint
 from corral.engine.device import resolve_device
 from corral.engine.generate import GenerationRequest, Timings, fit_prompt, generate_tokens
 from corral.engine.kv_cache import KVCache
-from corral.engine.memory import release_free_memory, tune_allocator
+from corral.engine.memory import gc_paused, release_free_memory, tune_allocator
 from corral.engine.sampling import SamplingParams
 from corral.engine.seq2seq import EncoderDecoderLM, generate_seq2seq_tokens, seq2seq_logits
 from corral.errors import CorralError
@@ -302,6 +302,19 @@ def load(
         path, shown = ref.path, f"{ref.name}:{ref.tag}"
     else:
         shown = path.stem
+    with gc_paused():
+        return _load_file(path, shown, n_ctx, name, device, adapters, t0)
+
+
+def _load_file(
+    path: Path,
+    shown: str,
+    n_ctx: int | None,
+    name: str | None,
+    device: str | None,
+    adapters: Sequence[tuple[str | os.PathLike[str], float]] | None,
+    t0: float,
+) -> Model:
     gguf = open_gguf(path)
     try:
         check_architecture(gguf)

@@ -137,3 +137,34 @@ def test_unsupported_tensor_type_is_named(tmp_path: Path) -> None:
         match=r"iq.gguf: tensor 'blk.0.attn_q.weight' has type IQ2_XXS, which is not supported",
     ):
         corral.load(p)
+
+
+def _string_array_file(path: Path, strings: list[bytes]) -> bytes:
+    """A GGUF with one string-array key (raw bytes, invalid UTF-8 allowed) and no tensors."""
+    key = b"tokenizer.ggml.tokens"
+    head = b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", len(key)) + key
+    arr = struct.pack("<IIQ", 9, 8, len(strings))  # ARRAY of STRING
+    arr += b"".join(struct.pack("<Q", len(s)) + s for s in strings)
+    data = head + arr
+    path.write_bytes(data)
+    return data
+
+
+@pytest.mark.parametrize("c_parser", [True, False])
+def test_string_arrays_parse_and_cut_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, c_parser: bool
+) -> None:
+    from corral.gguf import reader
+
+    if not c_parser:
+        monkeypatch.setattr(reader, "_strings_ext", None)
+    else:
+        assert reader._strings_ext is not None, "corral._gguf_strings was not built"
+    strings = [b"", b"a", "\u00e9t\u00e9".encode(), b"\xff\xfebad", b"x" * 300]
+    data = _string_array_file(tmp_path / "s.gguf", strings)
+    got = open_gguf(tmp_path / "s.gguf").metadata["tokenizer.ggml.tokens"]
+    assert got == [s.decode("utf-8", "replace") for s in strings]
+    # cut inside the last string: the error names that string and the key
+    (tmp_path / "cut.gguf").write_bytes(data[:-10])
+    with pytest.raises(GGUFError, match=r"cut.gguf: truncated .*string 4 of 'tokenizer.ggml"):
+        open_gguf(tmp_path / "cut.gguf")

@@ -48,9 +48,8 @@ class ModelFacts:
 
 def read_facts(path: Path) -> ModelFacts:
     """Read a model's facts from its GGUF header (fast: tensor data stay unread)."""
-    from gguf import LlamaFileType
-
     from corral.gguf import open_gguf
+    from corral.gguf.consts import LlamaFileType
 
     with open_gguf(path) as g:
         meta = g.metadata

@@ -8,9 +8,12 @@ makes such blocks go straight back to the kernel.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
+import gc
 import sys
+from collections.abc import Iterator
 
 _M_MMAP_THRESHOLD = -3
 _THRESHOLD_BYTES = 256 * 1024
@@ -43,3 +46,21 @@ def release_free_memory() -> None:
     libc = _libc()
     if libc is not None and hasattr(libc, "malloc_trim"):
         libc.malloc_trim(0)
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for a block that builds many long-lived
+    objects (a model load: ~300k vocabulary strings, merge pairs and tensors).
+
+    Each 700 new tuples start a collection, and the older generations hold all of torch's
+    objects: on SmolLM2 the collector took ~0.1 s of a 0.3 s load. Reference counting still
+    frees everything that is not in a cycle; the state before the block is restored after it.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()

@@ -19,9 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 
 from corral.errors import GGUFError, UnsupportedError
+from corral.gguf.consts import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
+
+try:
+    from corral import _gguf_strings as _strings_ext
+except ImportError:  # pragma: no cover - built by pip install; the loop below does the same
+    _strings_ext = None
 
 GGUF_MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
@@ -131,7 +136,15 @@ class _Cursor:
         return s
 
     def strings(self, count: int, key: str) -> list[str]:
-        """An array of `count` strings (vocabularies: ~100k of them, so one tight loop)."""
+        """An array of `count` strings (vocabularies: ~100k of them: one C call, or one
+        tight loop where the extension is not built)."""
+        if _strings_ext is not None:
+            got, off = _strings_ext.strings(self.mv, self.off, count)
+            if isinstance(got, int):  # string `got` runs past the end: string() says so
+                self.off = off
+                self.string(f"string {got} of '{key}'")
+            self.off = off
+            return got
         mv, off, size = self.mv, self.off, self.size
         length = _U64.unpack_from
         out: list[str] = []

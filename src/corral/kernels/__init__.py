@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from typing import Final
 
 import torch
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+from corral.gguf.consts import GGML_QUANT_SIZES, GGMLQuantizationType
 
 try:  # torch first: its libgomp.so.1 then also serves our OpenMP (one thread pool)
     from corral import _qkernels as _ext

@@ -18,11 +18,11 @@ from typing import Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
-from gguf import GGMLQuantizationType as Q
 
 from corral import kernels
 from corral.engine.device import CPU, Device
 from corral.errors import GGUFError, UnsupportedError
+from corral.gguf.consts import GGMLQuantizationType as Q
 from corral.gguf.reader import GGUFFile, TensorInfo
 from corral.quant import SUPPORTED_TYPES, dequantize, dequantize_rows, is_supported
 from corral.quant.activations import ACT_QUANT_FOR, ActQuant, round_activations

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from gguf import GGMLQuantizationType
 
 from corral.errors import UnsupportedError
+from corral.gguf.consts import GGMLQuantizationType
 from corral.quant import floats, k_quants, legacy  # noqa: F401 - importing registers them
 from corral.quant.base import REGISTRY, QuantFormat
 

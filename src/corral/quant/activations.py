@@ -12,7 +12,8 @@ from __future__ import annotations
 from enum import Enum
 
 import torch
-from gguf import GGMLQuantizationType as Q
+
+from corral.gguf.consts import GGMLQuantizationType as Q
 
 
 class ActQuant(Enum):

@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+from corral.gguf.consts import GGML_QUANT_SIZES, GGMLQuantizationType
 
 # ggml type -> the format class that dequantizes it, in declaration order.
 REGISTRY: dict[GGMLQuantizationType, type[QuantFormat]] = {}

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-from gguf import GGMLQuantizationType
 
+from corral.gguf.consts import GGMLQuantizationType
 from corral.quant.base import QuantFormat
 
 

@@ -12,8 +12,8 @@ or 8 (1-bit) consecutive 32-element runs, one bit-field each, lowest bits first.
 from __future__ import annotations
 
 import torch
-from gguf import GGMLQuantizationType
 
+from corral.gguf.consts import GGMLQuantizationType
 from corral.quant.base import QuantFormat, bit_planes, f16_field, nibbles
 
 

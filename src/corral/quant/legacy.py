@@ -9,8 +9,8 @@ high one. The 5th bits of Q5 sit in a little-endian 32-bit word, bit i for eleme
 from __future__ import annotations
 
 import torch
-from gguf import GGMLQuantizationType
 
+from corral.gguf.consts import GGMLQuantizationType
 from corral.quant.base import QuantFormat, f16_field, nibbles
 
 _BIT_SHIFTS = torch.arange(8, dtype=torch.uint8)

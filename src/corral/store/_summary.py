@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gguf import LlamaFileType
-
 from corral.errors import UnsupportedError
 from corral.gguf import open_gguf
+from corral.gguf.consts import LlamaFileType
 
 
 def gguf_summary(path: Path) -> dict[str, Any]:
