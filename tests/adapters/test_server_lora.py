@@ -179,7 +179,7 @@ def test_serve_refuses_a_missing_adapter_file(files, capsys: pytest.CaptureFixtu
     assert "'x' is not a number" in capsys.readouterr().err
 
 
-def test_create_reloads_idle_adapter_instances_and_explains_blob_adapters(
+def test_create_reloads_idle_adapter_instances_and_names_a_missing_adapter_blob(
     client: TestClient,
 ) -> None:
     st = client.app.state.corral  # type: ignore[attr-defined]
@@ -192,4 +192,4 @@ def test_create_reloads_idle_adapter_instances_and_explains_blob_adapters(
     r = client.post("/api/create", json={"model": "x", "from": "tiny",
                                          "adapters": {"a.gguf": "sha256:" + "0" * 64}})  # fmt: skip
     assert r.status_code == 400
-    assert "ADAPTER line" in r.json()["error"] and "--lora" in r.json()["error"]
+    assert "no uploaded blob sha256:" + "0" * 64 in r.json()["error"]

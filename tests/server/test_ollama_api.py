@@ -214,7 +214,7 @@ def test_create_errors(client: TestClient) -> None:
         ({"model": "x", "from": "tiny", "template": "{% if %}"}, 400, "template"),
         ({"model": "x", "from": "tiny", "parameters": {"bogus": 1}}, 400, "bogus"),
         ({"model": "Bad Name!", "from": "tiny"}, 400, "invalid model name"),
-        ({"model": "x", "from": "tiny", "files": {"a.gguf": "sha256:00"}}, 400, "not supported"),
+        ({"model": "x", "files": {"a.gguf": "sha256:00"}}, 400, "invalid digest"),
     ]
     for body, status, needle in cases:
         r = client.post("/api/create", json=body)

@@ -15,6 +15,8 @@ from corral.server.errors import ApiError, error_body, family_of
 from corral.server.metrics import Metrics
 
 OPEN_PATHS = frozenset({"/health"})  # answered without an API key (load balancers probe it)
+# bodies the route streams to disk itself, of any size (ollama's blob uploads are whole models)
+STREAMED_PREFIXES = ("/api/blobs/",)
 
 
 async def send_error(scope: Scope, send: Send, err: ApiError) -> None:
@@ -53,15 +55,19 @@ class BodyLimitMiddleware:
     """Reject bodies over `limit` bytes with 413, before any route parses them.
 
     The body is read here (bounded) and replayed to the app; later `receive` calls go to
-    the server so the app still hears about a disconnect.
+    the server so the app still hears about a disconnect. Paths under `streamed` pass
+    through unread: their routes stream the body to disk.
     """
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(
+        self, app: ASGIApp, limit: int, streamed: tuple[str, ...] = STREAMED_PREFIXES
+    ) -> None:
         self.app = app
         self.limit = limit
+        self.streamed = streamed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"].startswith(self.streamed):
             await self.app(scope, receive, send)
             return
         length = dict(scope["headers"]).get(b"content-length")

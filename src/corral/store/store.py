@@ -273,13 +273,7 @@ class Store:
         digest = f"sha256:{sha256.lower()}"
         blob = self.blob_path(digest)
         with self._lock():
-            self.blobs_dir.mkdir(parents=True, exist_ok=True)
-            if blob.is_file() and blob.stat().st_size == size:
-                file.unlink()  # same digest already stored: content-addressing dedupes it
-            else:
-                file.chmod(0o444)  # blobs are immutable; mmap readers rely on it
-                os.replace(file, blob)
-                fsync_dir(self.blobs_dir)
+            self._place_blob(file, blob, size)
             manifest = {
                 "schema": MANIFEST_SCHEMA,
                 "name": model,
@@ -295,6 +289,26 @@ class Store:
             }
             self._write_manifest(model, tag, manifest)
         return ModelRef(model, tag, blob, digest, size, manifest)
+
+    def add_blob(self, file: Path, sha256: str) -> Path:
+        """Move a complete, fsynced, checksum-verified `file` (on this file system) into the
+        store as blob `sha256`, with no manifest naming it yet (an upload that a model made
+        later will use); return the blob's path. An unused blob goes at the next collection.
+        """
+        blob = self.blob_path(sha256)
+        with self._lock():
+            self._place_blob(file, blob, file.stat().st_size)
+        return blob
+
+    def _place_blob(self, file: Path, blob: Path, size: int) -> None:
+        # Caller holds the lock.
+        self.blobs_dir.mkdir(parents=True, exist_ok=True)
+        if blob.is_file() and blob.stat().st_size == size:
+            file.unlink()  # same digest already stored: content-addressing dedupes it
+        else:
+            file.chmod(0o444)  # blobs are immutable; mmap readers rely on it
+            os.replace(file, blob)
+            fsync_dir(self.blobs_dir)
 
     def tag(self, src: ModelRef, name: str, extra: dict[str, Any] | None = None) -> ModelRef:
         """Point manifest `name` at the blob of `src` (no bytes copied)."""
@@ -429,9 +443,22 @@ class Store:
         with self._lock():
             return self._collect()
 
+    def _digests_used(self, ref: ModelRef) -> set[str | None]:
+        """The blobs a manifest keeps: its own, and the LoRA adapters its "modelfile" entry
+        applies from blobs/ (uploaded through ollama's /api/blobs)."""
+        used: set[str | None] = {ref.digest}
+        entry = ref.manifest.get("modelfile")
+        adapters = entry.get("adapters") if isinstance(entry, dict) else None
+        blobs = self.blobs_dir.resolve()
+        for adapter in adapters if isinstance(adapters, list) else []:
+            path = Path(str(adapter.get("path", ""))) if isinstance(adapter, dict) else None
+            if path is not None and path.parent == blobs and path.name.startswith("sha256-"):
+                used.add("sha256:" + path.name.removeprefix("sha256-"))
+        return used
+
     def _collect(self) -> list[str]:
         # Caller holds the lock, so no commit can be between its blob and its manifest.
-        used = {ref.digest for ref in self.list()}
+        used = {digest for ref in self.list() for digest in self._digests_used(ref)}
         removed = []
         if self.blobs_dir.is_dir():
             for blob in self.blobs_dir.iterdir():

@@ -1,5 +1,8 @@
 """ollama model management: /api/tags, /api/show, /api/ps, /api/pull, /api/create,
-/api/copy, /api/delete. These read and write the store; generation is in routes.py."""
+/api/copy, /api/delete. These read and write the store; generation is in routes.py.
+
+/api/create takes a Modelfile text or ollama's JSON fields; its `files` (one GGUF) and
+`adapters` (GGUF LoRA files) name blobs uploaded first through /api/blobs (blobs.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import asyncio
 import math
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter
@@ -16,13 +20,14 @@ from starlette.responses import JSONResponse, Response
 from corral.errors import CorralError
 from corral.server.body import parse_body
 from corral.server.durations import rfc3339
-from corral.server.errors import ApiError, bad_request, from_corral_error, not_supported
+from corral.server.errors import bad_request, from_corral_error, not_supported
 from corral.server.modelfile import Modelfile, create_model, parameters_text, parse_modelfile
 from corral.server.ollama import protocol as p
+from corral.server.ollama.blobs import uploaded_blob
 from corral.server.options import OPTION_NAMES, coerce
 from corral.server.state import get_state
 from corral.server.streaming import NDJSON_MEDIA_TYPE, ndjson_line
-from corral.store import ModelRef
+from corral.store import ModelRef, Store
 
 router = APIRouter()
 
@@ -213,22 +218,13 @@ def _stream_statuses(
 async def create(request: Request) -> Response:
     st = get_state(request)
     body = await parse_body(request, p.CreateRequest)
-    if body.files:
-        raise not_supported("creating from uploaded files is", "files")
-    if body.adapters:
-        # ollama's adapters name uploaded blobs (POST /api/blobs), which corral does not take:
-        # an ADAPTER line with a path on the server, or `serve --lora`, does the same job
-        raise ApiError(
-            400,
-            "adapters from uploaded blobs are not supported: use an ADAPTER line with a "
-            "server-side path in 'modelfile', or 'corral serve --lora' and a request's "
-            "'lora' field",
-            code="unsupported",
-            param="adapters",
-        )
     if body.quantize:
         raise not_supported("quantize is", "quantize")
+    if body.files and (body.from_ or body.modelfile):
+        raise bad_request("give 'files' or 'from' (or a modelfile's FROM), not both", "files")
     spec = parse_modelfile(body.modelfile) if body.modelfile else _spec(body)
+    if body.files or body.adapters:
+        await asyncio.to_thread(_use_uploads, st.store, body, spec)
     ref = await asyncio.to_thread(create_model, st.store, body.model, spec)
     # its defaults changed: reload on next use (every idle instance, one per adapter set)
     for entry in st.manager.loaded():
@@ -261,6 +257,41 @@ def _spec(body: p.CreateRequest) -> Modelfile:
         messages.append({"role": m.role, "content": m.content or ""})
     licence = [body.license] if isinstance(body.license, str) else list(body.license or [])
     return Modelfile(body.from_, params, body.template, body.system, messages, licence)
+
+
+def _use_uploads(store: Store, body: p.CreateRequest, spec: Modelfile) -> None:
+    """Point `spec` at the uploaded blobs (POST /api/blobs) the request names: the one GGUF
+    of `files` becomes its FROM, each GGUF LoRA of `adapters` an ADAPTER at scale 1."""
+    if body.files:
+        if len(body.files) != 1:
+            raise bad_request(
+                f"'files' names {len(body.files)} files: corral creates a model from one GGUF",
+                "files",
+            )
+        ((name, digest),) = body.files.items()
+        spec.from_ = str(_gguf_blob(store, name, digest, "files"))
+    adapters = [
+        (str(_gguf_blob(store, name, digest, "adapters")), 1.0)
+        for name, digest in (body.adapters or {}).items()
+    ]
+    if adapters and body.files:
+        from corral.adapters import check_adapters
+
+        # create_model stores a FROM file before it checks the adapters: check them first,
+        # so a bad adapter does not leave the name pointing at the bare base
+        check_adapters(str(spec.from_), adapters)
+    spec.adapters += adapters
+
+
+def _gguf_blob(store: Store, name: str, digest: str, param: str) -> Path:
+    """The uploaded blob `digest` given for file `name`; a 400 unless it is a GGUF file."""
+    from corral.gguf import sniff_format
+
+    path = uploaded_blob(store, digest, name, param)
+    kind = sniff_format(path)
+    if kind != "GGUF":
+        raise bad_request(f"{param} '{name}' is not a GGUF file (it looks like {kind})", param)
+    return path
 
 
 @router.post("/api/copy")

@@ -1,8 +1,9 @@
 """ollama generation routes: /api/generate, /api/chat (+ /api/version; embeddings: embed.py).
 
 Model management (/api/tags, show, ps, pull, create, copy, delete) is in models.py and
-joins this router. Answers stream as NDJSON by default (`"stream": false` for one object);
-durations are nanoseconds; the last object carries the statistics.
+blob uploads (/api/blobs) in blobs.py; both join this router. Answers stream as NDJSON by
+default (`"stream": false` for one object); durations are nanoseconds; the last object
+carries the statistics.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from corral.server.body import parse_body
 from corral.server.durations import parse_keep_alive
 from corral.server.errors import ApiError, Family, bad_request, error_body, not_supported
 from corral.server.manager import Lease, LoadedModel, make_template
+from corral.server.ollama import blobs as blob_routes
 from corral.server.ollama import models as model_routes
 from corral.server.ollama import protocol as p
 from corral.server.options import GenOptions, apply_options, coerce
@@ -42,6 +44,7 @@ from corral.server.structured import (
 
 router = APIRouter()
 router.include_router(model_routes.router)
+router.include_router(blob_routes.router)
 
 # The ollama API level these routes follow; some clients compare it before using features.
 OLLAMA_API_VERSION = "0.9.0"
