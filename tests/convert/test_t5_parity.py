@@ -195,19 +195,23 @@ def test_tokenizer_matches_hf_unigram(converted: tuple[Any, Path]) -> None:
     assert ours.decode(ours.encode("the house is wonderful.")) == "the house is wonderful."
 
 
-def test_cli_convert_and_scheduler_refusal(tmp_path: Path) -> None:
+def test_cli_convert_and_scheduler(tmp_path: Path) -> None:
     import corral
     from corral.cli.main import main
-    from corral.engine.scheduler import Scheduler
-    from corral.errors import UnsupportedError
+    from corral.engine.sampling import SamplingParams
+    from corral.engine.scheduler import Request, Scheduler
 
     save_tiny_t5(tmp_path / "hf", "flan-t5")
     out = tmp_path / "m.gguf"
     assert main(["convert", str(tmp_path / "hf"), "-o", str(out), "--outtype", "q8_0"]) == 0
     model = corral.load(out, n_ctx=32)
-    assert len(model.generate([5, 6, 7, EOS], max_tokens=3, temperature=0).text) >= 0
-    with pytest.raises(UnsupportedError, match="encoder-decoder"):
-        Scheduler(model)
+    want = model.generate([5, 6, 7, EOS], max_tokens=3, temperature=0, ignore_eos=True)
+    sched = Scheduler(model)  # served one decoder cache per slot (engine/slots.py)
+    try:
+        req = Request([5, 6, 7, EOS], 3, SamplingParams(temperature=0), ignore_eos=True)
+        assert [e.token_id for e in sched.submit(req)] == want.token_ids
+    finally:
+        sched.close()
 
 
 def test_precompiled_charsmap() -> None:

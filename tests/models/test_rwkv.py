@@ -93,10 +93,15 @@ def test_continuous_batching_is_refused_in_one_line(case: tuple) -> None:
         assert "\n" not in str(err.value) and "RWKV" in str(err.value)
 
 
-def test_scheduler_refuses_rwkv_in_one_line(case: tuple) -> None:
-    from corral.engine.scheduler import Scheduler
+def test_scheduler_greedy_tokens_match_llama_cpp(case: tuple) -> None:
+    from corral.engine.sampling import SamplingParams
+    from corral.engine.scheduler import Request, Scheduler
 
-    model, _, _ = case
-    with pytest.raises(UnsupportedError) as err:
-        Scheduler(model)
-    assert "\n" not in str(err.value) and "RWKV" in str(err.value)
+    model, ref, _ = case
+    sched = Scheduler(model, slots=2)  # a recurrent state per slot (engine/slots.py)
+    try:
+        prompt = ref["prompt_ids"].tolist()
+        req = Request(prompt, 16, SamplingParams(temperature=0), ignore_eos=True)
+        assert [e.token_id for e in sched.submit(req)] == ref["greedy_ids"].tolist()
+    finally:
+        sched.close()

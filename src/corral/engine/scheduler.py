@@ -1,14 +1,18 @@
 """Requests from many clients <-> one model, with continuous batching and a prompt cache.
 
-A worker thread owns a KV cache of `slots` rows. Each step it (1) admits waiting requests into
+A worker thread owns `slots` sequence places. Each step it (1) admits waiting requests into
 free slots, (2) runs one prefill chunk for a request whose prompt is not yet in its slot, and
-(3) runs one decode step for every request that is generating, all rows in one forward pass
-(`SlotBatch`), each at its own length. Requests join and leave between steps.
+(3) runs one decode step for every request that is generating, each at its own length.
+Requests join and leave between steps.
 
-Prompt cache: each slot remembers the tokens its cache holds. A new request goes to the free
-slot sharing the longest prefix with its prompt, or copies that prefix from a busy slot, and
-only computes the rest: a follow-up chat turn, or a second request with the same long system
-prompt, skips the shared part.
+This module is the request lifecycle, the same for every model: queueing, admission,
+sampling (and grammar constraints), stop strings, cancellation, stats. How a model's caches
+are laid out and run lives in engine/slots.py (`make_slots`): decoder-only models share one
+KV cache whose rows decode in one forward pass and reuse cached prompt prefixes (a follow-up
+chat turn, or a second request with the same long system prompt, skips the shared part);
+RWKV models keep a recurrent state per slot, batched for decode steps; encoder-decoder
+models (t5) keep a decoder cache per slot and decode one slot at a time. The last two have
+no prefix reuse.
 
 Clients get a `RequestHandle` to iterate (threads) or async-iterate (asyncio); the queue is
 bounded (`QueueFullError`), and a cancelled request (a client that went away) frees its slot
@@ -31,7 +35,6 @@ import torch
 
 from corral.engine.constraints import LogitsConstraint
 from corral.engine.generate import (
-    PREFILL_CHUNK,
     FinishReason,
     GenerationRequest,
     Timings,
@@ -40,12 +43,10 @@ from corral.engine.generate import (
     fit_prompt,
     token_event,
 )
-from corral.engine.kv_cache import KVCache, SlotBatch
 from corral.engine.sampling import Sampler, SamplingParams, make_sampler
-from corral.engine.seq2seq import EncoderDecoderLM
-from corral.errors import InvalidRequestError, QueueFullError, UnsupportedError
+from corral.engine.slots import make_slots
+from corral.errors import InvalidRequestError, QueueFullError
 from corral.generation import GenerationEvent, TextStream
-from corral.models.rwkv_common import RecurrentLM
 
 if TYPE_CHECKING:
     from corral.model import Model
@@ -148,21 +149,12 @@ class _Seq:
     text: TextStream
     history: list[int]
     todo: list[int]  # prompt tokens not yet in the slot's cache
-    offset: int  # positions filled in the slot
+    offset: int  # positions filled in the slot (t5: the decoder's)
     timings: Timings = field(default_factory=Timings)
     step: int = 0
     next_token: int = -1
     started: float = field(default_factory=time.perf_counter)
     decode_start: float = 0.0
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 class Scheduler:
@@ -171,24 +163,12 @@ class Scheduler:
     def __init__(
         self, model: Model, max_queue: int = 64, slots: int = 4, n_ctx: int | None = None
     ) -> None:
-        if isinstance(model.net, EncoderDecoderLM):
-            raise UnsupportedError(
-                f"{model.info.architecture}: encoder-decoder models are not served by the "
-                "batching scheduler yet (use Model.generate)"
-            )
-        if isinstance(model.net, RecurrentLM):
-            raise UnsupportedError(
-                f"{model.info.architecture}: recurrent-state (RWKV) models are not served by "
-                "the batching scheduler yet (use Model.generate)"
-            )
         self.model = model
         self.max_queue = max_queue
         self.n_ctx = n_ctx or model.info.n_ctx
         self.n_slots = slots
         self.stats = SchedulerStats()
-        self._kv: KVCache | None = None  # made on first use: pages cost nothing until written
-        self._slot_tokens: list[list[int]] = [[] for _ in range(slots)]
-        self._slot_used: list[float] = [0.0] * slots
+        self._slots = make_slots(model, slots, self.n_ctx)
         self._seqs: dict[int, _Seq] = {}  # slot -> sequence holding it
         self._waiting: deque[RequestHandle] = deque()
         self._cv = threading.Condition()
@@ -205,6 +185,12 @@ class Scheduler:
     @property
     def active(self) -> int:
         return len(self._seqs)
+
+    @property
+    def _slot_tokens(self) -> list[list[int]]:
+        """The tokens each slot's cache holds (bench/complete.py clears them to measure
+        without the prompt cache)."""
+        return self._slots.held
 
     def submit(
         self, request: Request, loop: asyncio.AbstractEventLoop | None = None
@@ -274,7 +260,7 @@ class Scheduler:
                 handle._put(GenerationEvent("", None, None, FinishReason.LENGTH, Timings()))
                 handle._put(_DONE)
                 continue
-            slot, reuse, source = self._place(handle.request.prompt_ids, free)
+            slot, reuse = self._slots.place(handle.request.prompt_ids, free, list(self._seqs))
             free.remove(slot)
             r = handle.request
             req = GenerationRequest(
@@ -284,82 +270,49 @@ class Scheduler:
             )  # fmt: skip
             seq = _Seq(
                 handle, req, slot, make_sampler(r.sampling),
-                TextStream(self.model.tokenizer, r.stop), list(r.prompt_ids),
+                TextStream(self.model.tokenizer, r.stop), self._slots.history(r.prompt_ids),
                 todo=list(r.prompt_ids[reuse:]), offset=reuse,
             )  # fmt: skip
             seq.timings.cached_tokens = reuse
-            if source is not None and reuse:
-                self._cache().copy_slot(source, slot, reuse)
-            self._slot_tokens[slot] = list(r.prompt_ids[:reuse])
             self._seqs[slot] = seq
             admitted.append(seq)
         return admitted
-
-    def _place(self, prompt: list[int], free: list[int]) -> tuple[int, int, int | None]:
-        """(slot, tokens reusable, slot to copy them from or None)."""
-        # keep one token to compute: its logits start the generation
-        limit = len(prompt) - 1
-        best_free = max(
-            free,
-            key=lambda i: (
-                min(_common_prefix(self._slot_tokens[i], prompt), limit),
-                -self._slot_used[i],
-            ),
-        )
-        reuse_free = min(_common_prefix(self._slot_tokens[best_free], prompt), limit)
-        busy = [i for i in self._seqs]
-        if busy:
-            best_busy = max(busy, key=lambda i: _common_prefix(self._slot_tokens[i], prompt))
-            reuse_busy = min(_common_prefix(self._slot_tokens[best_busy], prompt), limit)
-            if reuse_busy > reuse_free:
-                target = min(free, key=lambda i: self._slot_used[i])  # least recently used
-                return target, reuse_busy, best_busy
-        return best_free, reuse_free, None
-
-    def _cache(self) -> KVCache:
-        if self._kv is None:
-            self._kv = self.model.net.make_cache(self.n_ctx, batch=self.n_slots)
-        return self._kv
 
     def _start(self, seq: _Seq) -> None:
         self.stats.prompt_tokens_total += len(seq.todo)
         self.stats.cached_prompt_tokens_total += seq.timings.cached_tokens
 
     def _step(self) -> None:
-        kv = self._cache()
         prefilling = [s for s in self._seqs.values() if s.todo]
         for s in list(self._seqs.values()):
             if s.handle.cancelled:
                 self.stats.requests_cancelled += 1
                 self._release(s)
         if prefilling and not prefilling[0].handle.cancelled:
-            self._prefill_chunk(kv, prefilling[0])
+            self._prefill_chunk(prefilling[0])
         decoding = [s for s in self._seqs.values() if not s.todo and s.next_token >= 0]
         if decoding:
-            self._decode(kv, decoding)
+            self._decode(decoding)
 
-    def _prefill_chunk(self, kv: KVCache, seq: _Seq) -> None:
+    def _prefill_chunk(self, seq: _Seq) -> None:
         t0 = time.perf_counter()
-        chunk, seq.todo = seq.todo[:PREFILL_CHUNK], seq.todo[PREFILL_CHUNK:]
-        view = kv.slot(seq.slot, seq.offset)
-        logits = self.model.net.forward(torch.tensor([chunk]), view, last_only=True)[0, -1].cpu()
-        seq.offset += len(chunk)
-        self._slot_tokens[seq.slot].extend(chunk)
+        n = self._slots.chunk
+        chunk, seq.todo = seq.todo[:n], seq.todo[n:]
+        logits, seq.offset = self._slots.prefill(seq.slot, seq.offset, chunk)  # [V]
         seq.timings.prompt_tokens += len(chunk)
         seq.timings.prompt_s += time.perf_counter() - t0
         if not seq.todo:
             seq.decode_start = time.perf_counter()
             self._emit(seq, logits)
 
-    def _decode(self, kv: KVCache, seqs: list[_Seq]) -> None:
-        tokens = torch.tensor([[s.next_token] for s in seqs])
-        view = SlotBatch(kv, [s.slot for s in seqs], [s.offset for s in seqs])
-        logits = self.model.net.forward(tokens, view, last_only=True)[:, -1].cpu()  # [B, V]
+    def _decode(self, seqs: list[_Seq]) -> None:
+        logits = self._slots.decode(
+            [s.slot for s in seqs], [s.offset for s in seqs], [s.next_token for s in seqs]
+        )  # [B, V]
         self.stats.decode_steps += 1
         self.stats.decode_rows += len(seqs)
         for row, s in enumerate(seqs):
             s.offset += 1
-            self._slot_tokens[s.slot].append(s.next_token)
             self._emit(s, logits[row])
 
     def _emit(self, seq: _Seq, logits: torch.Tensor) -> None:
@@ -384,5 +337,5 @@ class Scheduler:
 
     def _release(self, seq: _Seq) -> None:
         seq.handle._put(_DONE)
-        self._slot_used[seq.slot] = time.perf_counter()
+        self._slots.release(seq.slot)
         self._seqs.pop(seq.slot, None)
