@@ -11,7 +11,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from corral.convert import classic, decoders, rwkv, t5  # noqa: F401  (register the converters)
+from corral.convert import (  # noqa: F401  (register the converters)
+    classic,
+    decoders,
+    rwkv,
+    rwkv6,
+    rwkv7,
+    t5,
+)
 from corral.convert.base import CONVERTERS, converter_for
 from corral.convert.checkpoint import Checkpoint, ConvertError
 from corral.convert.writer import OutType, write_gguf

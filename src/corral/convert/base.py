@@ -51,6 +51,8 @@ class ArchConverter:
     # GGUF tensors (".weight") a file must have: once, and in every block
     required: ClassVar[tuple[MODEL_TENSOR, ...]] = (MODEL_TENSOR.TOKEN_EMBD,)
     required_per_block: ClassVar[tuple[MODEL_TENSOR, ...]] = ()
+    # GGUF tensors llama.cpp's converter keeps in F32 whatever the outtype
+    f32_tensors: ClassVar[tuple[MODEL_TENSOR, ...]] = ()
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
@@ -149,6 +151,12 @@ class ArchConverter:
         if new is None:
             raise _Unmapped(name)
         return new
+
+    def keeps_f32(self, name: str) -> bool:
+        """Whether the GGUF tensor `name` is one of `f32_tensors` (stored F32 always)."""
+        m = re.match(r"blk\.(\d+)\.", name)
+        bid = int(m.group(1)) if m else None
+        return any(name == self.gguf_name(t, bid) for t in self.f32_tensors)
 
     def modify(
         self, name: str, t: torch.Tensor, bid: int | None

@@ -100,7 +100,7 @@ def write_gguf(conv: ArchConverter, out: Path, outtype: OutType, name: str | Non
     plan: list[tuple[str, GGMLQuantizationType]] = []
     for tname, t in conv.tensors(conv.ckpt.meta):
         shape = tuple(t.shape)
-        qtype = tensor_type(tname, shape, outtype)
+        qtype = Q.F32 if conv.keeps_f32(tname) else tensor_type(tname, shape, outtype)
         plan.append((tname, qtype))
         w.add_tensor_info(tname, *_info_args(shape, qtype), raw_dtype=qtype)
     conv.check_complete({n for n, _ in plan})
