@@ -238,8 +238,10 @@ def test_qmatmul_many_equals_separate_calls(m: int) -> None:
     many = [mats[0]] * 11  # more than one C call's worth
     assert all(torch.equal(y, outs[0]) for y in qmatmul_many(x, many))
     assert qmatmul_many(x, []) == []
-    big = make_x(70, k)  # prompt-sized: each matrix's dense route, as a single call
-    dense_mats = [QMatrix(qm.w, qm.ggml_type, qm.n_out, k, dense_rows=64) for qm in mats[:3]]
+    # prompt-sized: each matrix's dense route, as a single call (types that share an
+    # activation block share one rounding of x: Q5_0/Q8_0/Q4_0, Q4_1/Q5_1, the k-quants)
+    big = make_x(70, k)
+    dense_mats = [QMatrix(qm.w, qm.ggml_type, qm.n_out, k, dense_rows=64) for qm in mats]
     for qm, y in zip(dense_mats, qmatmul_many(big, dense_mats), strict=True):
         assert torch.equal(y, qm(big))
     with pytest.raises(ValueError):

@@ -52,3 +52,16 @@ def test_gelu_is_ggml_table() -> None:
     assert torch.equal(got[inside], got[inside].half().float())  # float16 table values
     g = torch.rand_like(x)
     assert torch.equal(rowops.gelu(x, g), got * g)
+
+
+@pytest.mark.parametrize("n", [0, 7, 8, 1001])
+def test_round_f16_equals_half_then_float(n: int) -> None:
+    g = torch.Generator().manual_seed(n)
+    x = torch.randn(n, generator=g) * torch.logspace(-9, 6, n)
+    special = torch.tensor([float("inf"), -float("inf"), 65519.0, 65520.0, 7e4, 1e-8, -0.0, 3e-5])
+    x = torch.cat([x, special])
+    want = x.half().float()
+    assert torch.equal(rowops.round_f16(x), want)
+    y = x.clone()
+    assert rowops.round_f16(y, out=y) is y and torch.equal(y, want)
+    assert torch.isnan(rowops.round_f16(torch.tensor([float("nan")]))).all()

@@ -354,12 +354,13 @@ class QMatrix:
         )
         return out.view(*idx.shape, self.k)
 
-    def _dense(self, x: torch.Tensor, m: int, nth: int) -> torch.Tensor:
-        """y [m, n] via float32 GEMM on the dequantized weight, a slice of rows at a time."""
-        k, n = self.k, self.n_out
+    def _round(self, x: torch.Tensor, m: int, nth: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x [m, k] -> (the activation values this type's kernels dot with [m, k], and for
+        Q4_1/Q5_1 the per-block sums [m, k/32] their mins meet, else None). The same for
+        every weight type with the same activation block (see _ACT_BLOCK)."""
+        k = self.k
         xr = torch.empty(m, k)
-        has_min = self._tid in _WITH_MIN
-        corr = torch.empty(m, k // 32) if has_min else None
+        corr = torch.empty(m, k // 32) if self._tid in _WITH_MIN else None
         _ext.round_activations(  # type: ignore[union-attr]
             self._tid,
             x.data_ptr(),
@@ -370,7 +371,20 @@ class QMatrix:
             nth,
             _FORCE_SCALAR,
         )
-        if has_min and self._mins_t is None:
+        return xr, corr
+
+    def _dense(
+        self,
+        x: torch.Tensor,
+        m: int,
+        nth: int,
+        rounded: tuple[torch.Tensor, torch.Tensor | None] | None = None,
+    ) -> torch.Tensor:
+        """y [m, n] via float32 GEMM on the dequantized weight, a slice of rows at a time;
+        `rounded`: what _round gives for x, when a sibling matrix already computed it."""
+        k, n = self.k, self.n_out
+        xr, corr = rounded if rounded is not None else self._round(x, m, nth)
+        if corr is not None and self._mins_t is None:
             self._mins_t = self._block_mins().T.contiguous()  # [k/32, n]
         step = max(1, _DENSE_SLICE // k)
         y = torch.empty(m, n) if step < n else None
@@ -419,9 +433,14 @@ def qmatmul_many(
     nth = torch.get_num_threads() if n_threads is None else _threads(n_threads)
     outs = [torch.empty(0) for _ in mats]
     groups: dict[tuple[int, int], list[int]] = {}
+    rounded: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor | None]] = {}
     for i, qm in enumerate(mats):
         if m >= qm.dense_rows:  # prompt-sized: that matrix's dense route
-            outs[i] = qm(x.view(m, k), n_threads=nth)
+            xm = x.view(m, k)
+            kind = _ACT_BLOCK[qm._tid]  # q/k/v (gate/up) of one kind round x once
+            if kind not in rounded:
+                rounded[kind] = qm._round(xm, m, nth)
+            outs[i] = qm._dense(xm, m, nth, rounded[kind])
         else:
             outs[i] = torch.empty(m, qm.n_out)
             groups.setdefault(_ACT_BLOCK[qm._tid], []).append(i)

@@ -11,7 +11,7 @@ try:  # torch first (shared OpenMP runtime, as the other extensions)
 except ImportError:  # pragma: no cover - the extension is built by pip install
     _ext = None
 
-__all__ = ["available", "gelu", "rms_norm", "rope"]
+__all__ = ["available", "gelu", "rms_norm", "rope", "round_f16"]
 
 
 def available() -> bool:
@@ -61,4 +61,15 @@ def gelu(x: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:
         gate = gate.contiguous()
         g = gate.data_ptr()
     _ext.gelu(xc.data_ptr(), g, out.data_ptr(), xc.numel())
+    return out
+
+
+def round_f16(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """x float32 CPU rounded to float16 precision, as `x.half().float()`, in one pass; into
+    `out` (a contiguous float32 tensor of x's size; may be x itself) or a new tensor."""
+    assert _ext is not None
+    xc = x.contiguous()
+    if out is None:
+        out = torch.empty_like(xc)
+    _ext.round_f16(xc.data_ptr(), out.data_ptr(), xc.numel())
     return out

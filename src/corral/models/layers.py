@@ -122,14 +122,26 @@ def attention(
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
         return out.transpose(1, 2).reshape(b, t, h * d)
     # the r query heads of a group share one kv head: fold them into the query axis
-    qg = (q if _EXACT else q.half().float()).reshape(b, hkv, r * t, d)
-    scores = (qg @ k.transpose(-1, -2)).view(b, h, t, -1) * scale  # [B, H, T, S]
+    qg = (q if _EXACT else _round_f16(q)).reshape(b, hkv, r * t, d)
+    scores = (qg @ k.transpose(-1, -2)).view(b, h, t, -1)  # [B, H, T, S], a new tensor
+    scores.mul_(scale)  # in place from here on: a prompt's scores are the largest tensor
     if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
+        scores.masked_fill_(~mask, float("-inf"))
     p = scores.softmax(-1)
-    p = (p if _EXACT else p.half().float()).view(b, hkv, r * t, -1)
-    out = (p @ v).view(b, h, t, d)
+    if not _EXACT:
+        p = _round_f16(p, inplace=True)
+    out = (p.view(b, hkv, r * t, -1) @ v).view(b, h, t, d)
     return out.transpose(1, 2).reshape(b, t, h * d)
+
+
+def _round_f16(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """x float32 rounded to float16 precision (`x.half().float()`), in one C pass where the
+    row-op kernels are built; in place when asked and x is contiguous."""
+    if not _ROWOPS or x.dtype is not torch.float32:
+        return x.half().to(x.dtype)
+    if inplace and x.is_contiguous():
+        return rowops.round_f16(x, out=x)
+    return rowops.round_f16(x)
 
 
 def cached_attention(
