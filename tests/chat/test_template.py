@@ -46,6 +46,8 @@ EXPECTED = {
         "### Instruction:\n2+2?\n\n### Response:\n"
     ),
     "vicuna": "Be brief. USER: Hi! ASSISTANT: Hello.</s>USER: 2+2? ASSISTANT:",
+    # llama.cpp's own format (src/llama-chat.cpp); more in test_llamacpp_names.py
+    "rwkv-world": "System: Be brief.\n\nUser: Hi!\n\nAssistant: Hello.\n\nUser: 2+2?\n\nAssistant:",
 }
 
 

@@ -1,6 +1,8 @@
-"""Built-in chat templates for GGUF files that carry no `tokenizer.chat_template`.
+"""Built-in chat templates for GGUF files that carry no `tokenizer.chat_template`, or
+carry the *name* of one of llama.cpp's built-in formats there instead of Jinja2 text.
 
-Each format is written here as a Jinja2 template from its published layout. Convention
+Each format is written here as a Jinja2 template from its published layout (rwkv-world from
+llama.cpp's own code, src/llama-chat.cpp, since llama.cpp defines that format). Convention
 shared by all of them: the prompt never *starts* with BOS, because the tokenizer adds it
 (`tokenizer.ggml.add_bos_token`), which is also how llama.cpp renders its built-in
 formats; a BOS needed *inside* the prompt (llama-2's later turns) uses `bos_token`.
@@ -8,7 +10,9 @@ Message content may be a string, None, or a list of OpenAI-style parts, whose
 `{"type": "text"}` parts are joined.
 
 `builtin_for(metadata)` picks the format a file was most likely trained with;
-`template_for(metadata)` prefers the file's own template and falls back to it.
+`template_for(metadata)` prefers the file's own template and falls back to it. A file
+whose `tokenizer.chat_template` is a llama.cpp template name (llama.cpp's converter writes
+"rwkv-world" for RWKV world-vocabulary models) gets that format, as llama.cpp renders it.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class BuiltinTemplate(StrEnum):
     GEMMA = "gemma"
     ALPACA = "alpaca"
     VICUNA = "vicuna"
+    RWKV_WORLD = "rwkv-world"
 
 
 # Text of a message's content: a string, None, or a list of {"type": "text", ...} parts.
@@ -189,6 +194,29 @@ _VICUNA = (
 """.replace("DEFAULT_SYSTEM", repr(_VICUNA_SYSTEM))
 )
 
+# llama.cpp's C++ isspace() in the C locale: what its trim() strips (not Unicode spaces).
+_C_SPACE = " \t\n\v\f\r"
+
+# llama.cpp's LLM_CHAT_TEMPLATE_RWKV_WORLD (the model needs "\n\n" as its EOT token):
+# "System: sys\n\nUser: user\n\nAssistant: answer\n\nUser: user\n\nAssistant:", every
+# content trimmed, other roles left out. llama.cpp writes "Assistant:" after a final user
+# message whatever add_ass says; here add_generation_prompt=False leaves it off.
+_RWKV_WORLD = r"""
+{%- for message in messages -%}
+  {%- set content = text(message['content']) | trim(C_SPACE) -%}
+  {%- if message['role'] == 'system' -%}
+    {{- 'System: ' + content + '\n\n' -}}
+  {%- elif message['role'] == 'user' -%}
+    {{- 'User: ' + content + '\n\n' -}}
+    {%- if loop.last and add_generation_prompt -%}
+      {{- 'Assistant:' -}}
+    {%- endif -%}
+  {%- elif message['role'] == 'assistant' -%}
+    {{- 'Assistant: ' + content + '\n\n' -}}
+  {%- endif -%}
+{%- endfor -%}
+""".replace("C_SPACE", repr(_C_SPACE))
+
 _SOURCES: dict[BuiltinTemplate, str] = {
     BuiltinTemplate.CHATML: _CHATML,
     BuiltinTemplate.LLAMA2: _LLAMA2,
@@ -197,6 +225,7 @@ _SOURCES: dict[BuiltinTemplate, str] = {
     BuiltinTemplate.GEMMA: _GEMMA,
     BuiltinTemplate.ALPACA: _ALPACA,
     BuiltinTemplate.VICUNA: _VICUNA,
+    BuiltinTemplate.RWKV_WORLD: _RWKV_WORLD,
 }
 
 # (bos, eos) as text when the caller has none from a file.
@@ -218,6 +247,47 @@ def parse_builtin(name: str | BuiltinTemplate) -> BuiltinTemplate:
     except ValueError:
         known = ", ".join(t.value for t in BuiltinTemplate)
         raise TemplateError(f"unknown chat template {name!r}; built-in ones: {known}") from None
+
+
+# llama.cpp's built-in template names (LLM_CHAT_TEMPLATES in its src/llama-chat.cpp). A GGUF
+# may store one as `tokenizer.chat_template` in place of Jinja2 text; llama.cpp then renders
+# that format with its own code (llm_chat_apply_template), matching the name exactly.
+LLAMA_CPP_TEMPLATE_NAMES = frozenset({
+    "chatml", "llama2", "llama2-sys", "llama2-sys-bos", "llama2-sys-strip", "mistral-v1",
+    "mistral-v3", "mistral-v3-tekken", "mistral-v7", "mistral-v7-tekken", "phi3", "phi4",
+    "falcon3", "zephyr", "monarch", "gemma", "orion", "openchat", "vicuna", "vicuna-orca",
+    "deepseek", "deepseek2", "deepseek3", "command-r", "llama3", "chatglm3", "chatglm4",
+    "glmedge", "minicpm", "exaone3", "exaone4", "rwkv-world", "granite", "gigachat", "megrez",
+    "yandex", "bailing", "bailing-think", "bailing2", "llama4", "smolvlm", "hunyuan-moe",
+    "gpt-oss", "hunyuan-dense", "kimi-k2", "seed_oss", "grok-2", "pangu-embedded",
+})  # fmt: skip
+
+# The llama.cpp names whose format corral renders exactly as llama.cpp does. Others are
+# refused: corral's own "llama2", "vicuna", "zephyr", "gemma" and "mistral-v1" follow the
+# published layouts, which differ from llama.cpp's renderings of those names.
+_LLAMA_CPP_FORMATS: dict[str, BuiltinTemplate] = {
+    "chatml": BuiltinTemplate.CHATML,
+    "rwkv-world": BuiltinTemplate.RWKV_WORLD,
+}
+
+
+def llama_cpp_builtin(source: str) -> BuiltinTemplate | None:
+    """The format a `tokenizer.chat_template` value names, if it is a llama.cpp template
+    name (exact text, as llama.cpp matches it) rather than Jinja2 source; else None.
+
+    A llama.cpp name corral does not render as llama.cpp does raises TemplateError, rather
+    than rendering the name itself as a one-line "template".
+    """
+    if source not in LLAMA_CPP_TEMPLATE_NAMES:
+        return None
+    which = _LLAMA_CPP_FORMATS.get(source)
+    if which is None:
+        known = ", ".join(sorted(_LLAMA_CPP_FORMATS))
+        raise TemplateError(
+            f"GGUF chat template is llama.cpp's built-in format {source!r}, which corral does"
+            f" not render; llama.cpp formats it renders: {known}"
+        )
+    return which
 
 
 def builtin_source(which: BuiltinTemplate) -> str:
@@ -253,10 +323,13 @@ def _present_markers(tokens: Iterable[Any]) -> set[str]:
 def builtin_for(metadata: Mapping[str, Any]) -> BuiltinTemplate:
     """The built-in format that best fits a GGUF file, from its metadata.
 
-    Chat special tokens in the vocabulary decide first (a ChatML fine-tune of Mistral
+    An RWKV world vocabulary (`tokenizer.ggml.model` = "rwkv") means rwkv-world. Then
+    chat special tokens in the vocabulary decide (a ChatML fine-tune of Mistral
     has `<|im_start|>`), then the architecture (every Gemma uses turns), then the model's
     name; ChatML, the most common format and llama.cpp's default too, is the fallback.
     """
+    if metadata.get("tokenizer.ggml.model") == "rwkv":
+        return BuiltinTemplate.RWKV_WORLD  # the world vocabulary: llama.cpp's converter's pick
     markers = _present_markers(metadata.get("tokenizer.ggml.tokens") or ())
     if "<|im_start|>" in markers:
         return BuiltinTemplate.CHATML
@@ -292,7 +365,8 @@ def template_for(
     metadata: Mapping[str, Any], *, limits: RenderLimits | None = None
 ) -> ChatTemplate:
     """The chat template for a GGUF file: its own `tokenizer.chat_template` if it has
-    one, else the built-in format `builtin_for` picks.
+    one (the format it names, if it is a llama.cpp built-in template name such as
+    "rwkv-world"), else the built-in format `builtin_for` picks.
 
     A file template that does not compile raises TemplateError rather than silently
     falling back; callers that prefer a fallback can use `builtin_for` themselves.
@@ -301,5 +375,8 @@ def template_for(
     eos = _token_text(metadata, "tokenizer.ggml.eos_token_id")
     source = metadata.get("tokenizer.chat_template")
     if isinstance(source, str) and source.strip():
+        named = llama_cpp_builtin(source)
+        if named is not None:
+            return ChatTemplate.named(named, bos, eos, limits=limits)
         return ChatTemplate(source, bos or "", eos or "", limits=limits)
     return ChatTemplate.named(builtin_for(metadata), bos, eos, limits=limits)

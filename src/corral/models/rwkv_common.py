@@ -9,7 +9,10 @@ v6/v7, running sums for v4). `RecurrentState` holds them for `batch` rows and pl
 of the KV cache for the engine: `offset` counts the tokens consumed, a forward pass at offset
 0 starts from a zero state (a fresh generation), and `truncate` can keep the whole history
 or none of it, since a state cannot be rewound. The CUDA-graph decoder wraps it in its
-StaticCache; `enter_state` unwraps that. Continuous batching (slots) is not offered.
+StaticCache; `enter_state` unwraps that. The continuous-batching scheduler serves these
+models with one RecurrentState (batch 1) per slot, stacking the states of the generating slots
+into one batch for each decode step (engine/slots.py, `RecurrentSlots`); a state has no
+KV-cache slot views or prefix copies, so no prompt prefix is shared between requests.
 """
 
 from __future__ import annotations
@@ -65,8 +68,9 @@ R = TypeVar("R", bound=RwkvArgs)
 
 class RecurrentLM(GGUFModel[R]):
     """Base of the RWKV models: the embeddings with their LayerNorm and the output head with
-    its own. It also marks a network whose cache is a RecurrentState, which the
-    continuous-batching scheduler refuses (it needs slots and prefix copies)."""
+    its own. It also marks a network whose cache is a RecurrentState: the scheduler gives
+    such a model a state per slot (engine/slots.py, `RecurrentSlots`) instead of the slots
+    and prefix copies of a shared KV cache."""
 
     def __init__(self, args: R, src: TensorSource) -> None:
         super().__init__(args, src)
@@ -151,8 +155,8 @@ class RecurrentState:
 
 
 _NO_SLOTS = (
-    "RWKV models keep a recurrent state, which continuous batching does not support yet; "
-    "use corral.load(...).generate()"
+    "an RWKV recurrent state has no KV-cache slot views or prefix copies; "
+    "the scheduler keeps one RecurrentState per slot instead (engine/slots.py)"
 )
 
 
@@ -165,7 +169,9 @@ def enter_state(cache: object) -> RecurrentState:
         if isinstance(state, RecurrentState):
             return state
     if not isinstance(cache, RecurrentState):
-        raise UnsupportedError(_NO_SLOTS)
+        raise UnsupportedError(
+            f"RWKV models run on a RecurrentState (their make_cache()), not {type(cache).__name__}"
+        )
     cache.begin()
     return cache
 

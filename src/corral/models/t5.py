@@ -182,7 +182,10 @@ class T5Cache(KVCache):
         return bool(self.cross_k)
 
     def slot(self, index: int, offset: int) -> KVCache:  # type: ignore[override]
-        raise CorralError("t5 models are not served by the batching scheduler (use generate)")
+        raise CorralError(
+            "a T5Cache holds one sequence (its decoder cache and encoding) and has no slot"
+            " views; the scheduler keeps one T5Cache per slot instead (engine/slots.py)"
+        )
 
 
 def _attention(src: TensorSource, p: str, kind: str) -> Attention:
