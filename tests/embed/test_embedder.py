@@ -10,12 +10,12 @@ import gguf
 import numpy as np
 import pytest
 import torch
-from tiny_encoders import CONFIGS, N_CTX, N_EMBD, random_state, write_folder, write_gguf
 
 import corral
 from corral.embed import Embedder, Pooling, Truncation, load_embedder
-from corral.embed.batching import pad, plan_batches
+from corral.embed.batching import DEFAULT_FORWARD_TOKENS, pad, plan_batches, split_for_forward
 from corral.errors import ContextOverflowError, InvalidRequestError
+from tiny_encoders import CONFIGS, N_CTX, N_EMBD, random_state, write_folder, write_gguf
 
 TEXTS = [
     "Hello world!",
@@ -86,6 +86,11 @@ def test_batching_does_not_change_results(emb: Embedder) -> None:
     for tokens, size in ((16, 64), (64, 2), (10_000, 1)):
         small = emb.embed(texts, max_batch_tokens=tokens, max_batch_size=size)
         np.testing.assert_allclose(small, one_batch, atol=1e-5)
+    emb.forward_tokens = 8  # a batch split into several forward passes
+    try:
+        np.testing.assert_allclose(emb.embed(texts), one_batch, atol=1e-5)
+    finally:
+        emb.forward_tokens = DEFAULT_FORWARD_TOKENS
 
 
 def test_plan_batches_respects_budget_and_covers_all() -> None:
@@ -98,6 +103,20 @@ def test_plan_batches_respects_budget_and_covers_all() -> None:
         assert len(b.indices) <= 3
         assert len(b.indices) == 1 or len(b.indices) * b.length <= 64
     assert any(b.indices == (5,) for b in batches)  # over budget alone: runs by itself
+
+
+def test_split_for_forward_keeps_order_and_budget() -> None:
+    lengths = [5, 60, 7, 7, 30, 200, 1, 1, 1]
+    (whole,) = plan_batches(lengths, max_batch_tokens=10_000, max_batch_size=100)
+    assert split_for_forward(whole, lengths, 10_000) == [whole]
+    parts = split_for_forward(whole, lengths, 64)
+    assert [i for p in parts for i in p.indices] == list(whole.indices)  # same order
+    for p in parts:
+        assert p.length == lengths[p.indices[0]] == max(lengths[i] for i in p.indices)
+        assert len(p.indices) == 1 or len(p.indices) * p.length <= 64
+    assert parts[0].indices == (5,) and parts[1].indices == (1,)  # 200 and 60 run alone
+    with pytest.raises(ValueError):
+        split_for_forward(whole, lengths, 0)
 
 
 def test_truncation_sides_and_error(emb: Embedder) -> None:

@@ -15,6 +15,11 @@ import torch
 
 DEFAULT_MAX_BATCH_TOKENS = 16384  # padded tokens in one forward pass (TEI's default)
 DEFAULT_MAX_BATCH_SIZE = 64
+# Padded tokens the CPU runs in one forward pass, whatever the batch (llama.cpp's physical
+# "ubatch" under its logical batch): past ~2k rows a GEMM runs no faster per row, while the
+# activations of a bigger pass (tokens x 4 x hidden floats per MLP) fall out of the caches.
+# MiniLM, 2,000 sentences, batch 128 on 2 vCPUs: 12.7 s in one pass per batch, 9.7 s so.
+DEFAULT_FORWARD_TOKENS = 2048
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,28 @@ def plan_batches(
     if current:
         batches.append(Batch(tuple(current), longest))
     return batches
+
+
+def split_for_forward(batch: Batch, lengths: Sequence[int], forward_tokens: int) -> list[Batch]:
+    """`batch` (longest text first, as plan_batches makes them) cut into consecutive runs
+    whose padded size stays within `forward_tokens`; a longer text runs alone."""
+    if forward_tokens < 1:
+        raise ValueError("forward_tokens must be at least 1")
+    if len(batch.indices) * batch.length <= forward_tokens:
+        return [batch]
+    out: list[Batch] = []
+    current: list[int] = []
+    longest = 0
+    for i in batch.indices:
+        if current and (len(current) + 1) * longest > forward_tokens:
+            out.append(Batch(tuple(current), longest))
+            current = []
+        if not current:
+            longest = lengths[i]
+        current.append(i)
+    if current:
+        out.append(Batch(tuple(current), longest))
+    return out
 
 
 def pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,10 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from corral.embed.batching import (
+    DEFAULT_FORWARD_TOKENS,
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_MAX_BATCH_TOKENS,
     pad,
     plan_batches,
+    split_for_forward,
 )
 from corral.embed.pooling import Pooling, check_dimensions, l2_normalize, matryoshka, pool
 from corral.embed.text import TextEncoder, Truncation
@@ -61,6 +63,8 @@ class Embedder:
         self.model = model
         self.text = text
         self.info = info
+        # padded tokens per forward pass: batches bigger than this run in several passes
+        self.forward_tokens = DEFAULT_FORWARD_TOKENS
         self._lock = threading.Lock()
 
     @property
@@ -153,7 +157,12 @@ class Embedder:
         out = np.empty((len(ids), width), dtype=np.float32)
         lengths = [len(s) for s in ids]
         with self._lock:
-            for batch in plan_batches(lengths, max_batch_tokens, max_batch_size):
+            passes = (
+                part
+                for planned in plan_batches(lengths, max_batch_tokens, max_batch_size)
+                for part in split_for_forward(planned, lengths, self.forward_tokens)
+            )
+            for batch in passes:
                 tokens, mask = pad([ids[i] for i in batch.indices], self.text.pad_id)
                 hidden = self.model.forward(tokens, mask)
                 vecs = matryoshka(pool(hidden, mask, pooling), dimensions)
