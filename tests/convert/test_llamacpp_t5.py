@@ -18,11 +18,10 @@ Tolerances are relative to the largest logit (about 30 for the Flan-T5 model, 4 
 one). With float32 KV caches on both sides, T5 (ReLU) agrees to 1e-6; Flan-T5 to 3e-5 of its
 scale here, within 1.2e-4 over the seeds 0-9: llama.cpp looks GELU up in a float16 table, as
 corral does on the CPU, and a gate value that the two sum in different orders lands now and
-then on the other side of a float16 rounding step. With the default float16 KV caches the
-logits differ by up to 4e-4 of the scale: llama.cpp rounds the decoder's self-attention
-queries and softmax weights to float16 against its float16 cache, which corral's t5 attention
-(models/t5.py, `attend`) does not; with those two roundings added there, this path agrees as
-closely as the float32 one (checked by hand, not here).
+then on the other side of a float16 rounding step. With the default float16 KV caches
+llama.cpp rounds the decoder's self-attention queries and softmax weights to float16 against
+its cache, and corral's t5 attention (models/t5.py, `attend`) does the same: T5 agrees to
+1e-6 there too, Flan-T5 to 5e-5 of its scale (before corral rounded them: 4e-4).
 """
 
 from __future__ import annotations
@@ -194,7 +193,7 @@ def test_llama_cpp_runs_converted_t5(tmp_path: Path) -> None:
         name, got = Path(path).stem, theirs[path]
         assert got["start"] == mine["start"] == 0, name
         assert got["tokens"] == mine["tokens"], name
-        for kv, rel in ((F32, 2e-4), (F16, 1e-3)):
+        for kv, rel in ((F32, 2e-4), (F16, 2e-4)):
             ref = torch.tensor(got[str(kv)]["rows"])
             scale = float(ref.abs().max())
             for how in ("whole", "steps"):

@@ -122,19 +122,19 @@ def attention(
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
         return out.transpose(1, 2).reshape(b, t, h * d)
     # the r query heads of a group share one kv head: fold them into the query axis
-    qg = (q if _EXACT else _round_f16(q)).reshape(b, hkv, r * t, d)
+    qg = (q if _EXACT else round_f16(q)).reshape(b, hkv, r * t, d)
     scores = (qg @ k.transpose(-1, -2)).view(b, h, t, -1)  # [B, H, T, S], a new tensor
     scores.mul_(scale)  # in place from here on: a prompt's scores are the largest tensor
     if mask is not None:
         scores.masked_fill_(~mask, float("-inf"))
     p = scores.softmax(-1)
     if not _EXACT:
-        p = _round_f16(p, inplace=True)
+        p = round_f16(p, inplace=True)
     out = (p.view(b, hkv, r * t, -1) @ v).view(b, h, t, d)
     return out.transpose(1, 2).reshape(b, t, h * d)
 
 
-def _round_f16(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+def round_f16(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     """x float32 rounded to float16 precision (`x.half().float()`), in one C pass where the
     row-op kernels are built; in place when asked and x is contiguous."""
     if not _ROWOPS or x.dtype is not torch.float32:

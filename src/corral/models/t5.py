@@ -30,7 +30,7 @@ from corral.engine.kv_cache import KVCache
 from corral.errors import CorralError
 from corral.gguf.hparams import HParams
 from corral.gguf.reader import GGUFFile
-from corral.models.layers import gelu_tanh, rms_norm
+from corral.models.layers import gelu_tanh, rms_norm, round_f16
 from corral.models.weights import Linear, TensorSource
 
 # llama.cpp fixes the distance beyond which all relative positions share a bucket; so do all
@@ -112,16 +112,26 @@ def attend(
     v: torch.Tensor,
     bias: torch.Tensor | None,
     mask: torch.Tensor | None,
+    half_cache: bool = False,
 ) -> torch.Tensor:
     """q [B, H, T, D], k/v [B, H, S, D], bias [1, H, T, S], mask bool broadcastable to
-    [B, H, T, S] -> [B, T, H*D]. T5 does not scale the scores by 1/sqrt(D)."""
+    [B, H, T, S] -> [B, T, H*D]. T5 does not scale the scores by 1/sqrt(D).
+
+    half_cache: k/v came from a float16 KV cache on the CPU, where llama.cpp meets them with
+    the queries and the softmax weights rounded to float16 (its decoder self-attention);
+    rounded the same here, corral's logits stay within ~1e-5 of llama.cpp's instead of ~1e-3.
+    """
     b, h, t, d = q.shape
-    scores = q.float() @ k.float().transpose(-1, -2)  # [B, H, T, S]
+    qf = round_f16(q.float()) if half_cache else q.float()
+    scores = qf @ k.float().transpose(-1, -2)  # [B, H, T, S]
     if bias is not None:
         scores = scores + bias
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
-    out = scores.softmax(-1) @ v.float()  # [B, H, T, D]
+    p = scores.softmax(-1)
+    if half_cache:
+        p = round_f16(p)
+    out = p @ v.float()  # [B, H, T, D]
     return out.to(q.dtype).transpose(1, 2).reshape(b, t, h * d)
 
 
@@ -300,6 +310,7 @@ class Model:
         k_pos = torch.arange(cache.offset + t, device=tokens.device)
         buckets = relative_buckets(q_pos, k_pos, a.n_buckets, bidirectional=False)  # [T, S]
         mask = cache.mask(t, None)
+        half_cache = tokens.device.type == "cpu" and cache.k[0].dtype == torch.float16
         x = self.tok_embd.rows(tokens).to(self.device.dtype)  # [B, T, E]
         for i, blk in enumerate(self.dec):
             bias = position_bias(self._rel_table(self.dec, i), buckets)  # [1, H, T, S]
@@ -307,7 +318,7 @@ class Model:
             h = rms_norm(x, at.norm, a.rms_eps)
             q, k, v = self._heads(at.wq(h)), self._heads(at.wk(h)), self._heads(at.wv(h))
             k, v = cache.update_and_fetch(i, k, v)  # [B, H, S, D]
-            x = x + at.wo(attend(q, k, v, bias, mask))
+            x = x + at.wo(attend(q, k, v, bias, mask, half_cache))
             cr = blk.cross
             h = rms_norm(x, cr.norm, a.rms_eps)
             q = self._heads(cr.wq(h))
