@@ -38,6 +38,7 @@ setup(
             ["src/corral/kernels/rowops.c"],
             depends=["src/corral/kernels/half.h"],
             extra_compile_args=_args,
+            extra_link_args=["-fopenmp"] if _gnu else [],
             optional=True,
         ),
         # GGUF string arrays (vocabularies) parsed in one call (corral.gguf.reader)

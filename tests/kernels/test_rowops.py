@@ -65,3 +65,41 @@ def test_round_f16_equals_half_then_float(n: int) -> None:
     y = x.clone()
     assert rowops.round_f16(y, out=y) is y and torch.equal(y, want)
     assert torch.isnan(rowops.round_f16(torch.tensor([float("nan")]))).all()
+
+
+def test_gelu_vector_path_equals_scalar_path() -> None:
+    # the AVX2 path (8 at a time) against the scalar tail (a call of one value)
+    x = torch.cat([torch.linspace(-11, 11, 4099), torch.tensor([-10.0, 10.0, -0.0, 9.999])])
+    g = torch.rand_like(x)
+    whole, gated = rowops.gelu(x), rowops.gelu(x, g)
+    one = torch.cat([rowops.gelu(x[i : i + 1]) for i in range(len(x))])
+    assert torch.equal(whole, one)
+    assert torch.equal(
+        gated, torch.cat([rowops.gelu(x[i : i + 1], g[i : i + 1]) for i in range(len(x))])
+    )
+
+
+def test_results_do_not_depend_on_the_thread_count() -> None:
+    torch.manual_seed(3)
+    x = torch.randn(2, 4, 96, 64) * 3  # [B, H, T, D], past the parallel threshold
+    w = torch.rand(64) + 0.5
+    cos, sin = layers.rope_cos_sin(
+        layers.rope_inv_freq(64, 10000.0), torch.arange(96).expand(2, 96)
+    )
+    before = torch.get_num_threads()
+    outs = []
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            outs.append(
+                (
+                    rowops.rms_norm(x, w, 1e-6),
+                    rowops.gelu(x),
+                    rowops.rope(x, cos, sin, True),
+                    rowops.round_f16(x * 1e-3),
+                )
+            )
+    finally:
+        torch.set_num_threads(before)
+    for other in outs[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(outs[0], other, strict=True))

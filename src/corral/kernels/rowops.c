@@ -17,7 +17,9 @@
  *             `x.half().float()` gives, in one pass (F16C where the CPU has it) instead of
  *             two full copies; llama.cpp's attention meets queries and softmax weights as
  *             float16.
- * Layouts are contiguous float32, described below each function.
+ * Layouts are contiguous float32, described below each function. Prompt-sized calls (at least
+ * PAR_MIN values) split their rows over `nth` OpenMP threads; each row is computed exactly as
+ * on one thread, so results do not depend on the thread count.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -26,24 +28,57 @@
 #include <stdint.h>
 #include <string.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define ROWOPS_X86 1
 #endif
 
-/* x, y [rows, n]; w [n] (or NULL: no weight). y may be x. */
-static void rms_norm_rows(const float *x, const float *w, float *y, long rows, long n, float eps) {
-    for (long r = 0; r < rows; r++) {
-        const float *xr = x + r * n;
-        float *yr = y + r * n;
-        double sum = 0.0;
-        for (long i = 0; i < n; i++) sum += (double)(xr[i] * xr[i]);
-        const float mean = (float)(sum / (double)n);
-        const float scale = 1.0f / sqrtf(mean + eps);
-        if (w) {
-            for (long i = 0; i < n; i++) yr[i] = (xr[i] * scale) * w[i];
+#define PAR_MIN 32768L
+
+/* y = (x * scale) * w for one row of n (w NULL: no weight). */
+static inline void rms_scale_row(const float *xr, const float *w, float *yr, long n, double sum, float eps) {
+    const float mean = (float)(sum / (double)n);
+    const float scale = 1.0f / sqrtf(mean + eps);
+    if (w) {
+        for (long i = 0; i < n; i++) yr[i] = (xr[i] * scale) * w[i];
+    } else {
+        for (long i = 0; i < n; i++) yr[i] = xr[i] * scale;
+    }
+}
+
+/* x, y [rows, n]; w [n] (or NULL: no weight). y may be x. Each row's float64 sum runs in
+ * order, as ggml's does (reordering it could change the last bit of the mean); four rows are
+ * summed side by side so that four chains of dependent additions overlap. */
+static void rms_norm_rows(const float *x, const float *w, float *y, long rows, long n, float eps, int nth) {
+    const long groups = (rows + 3) / 4;
+    (void)nth;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nth) schedule(static) if (nth > 1 && rows * n >= PAR_MIN)
+#endif
+    for (long gi = 0; gi < groups; gi++) {
+        const long r0 = gi * 4;
+        if (rows - r0 >= 4) {
+            const float *a = x + r0 * n, *b = a + n, *c = b + n, *d = c + n;
+            double sa = 0.0, sb = 0.0, sc = 0.0, sd = 0.0;
+            for (long i = 0; i < n; i++) {
+                sa += (double)(a[i] * a[i]);
+                sb += (double)(b[i] * b[i]);
+                sc += (double)(c[i] * c[i]);
+                sd += (double)(d[i] * d[i]);
+            }
+            const double sums[4] = {sa, sb, sc, sd};
+            for (int k = 0; k < 4; k++) rms_scale_row(x + (r0 + k) * n, w, y + (r0 + k) * n, n, sums[k], eps);
         } else {
-            for (long i = 0; i < n; i++) yr[i] = xr[i] * scale;
+            for (long r = r0; r < rows; r++) {
+                const float *xr = x + r * n;
+                double sum = 0.0;
+                for (long i = 0; i < n; i++) sum += (double)(xr[i] * xr[i]);
+                rms_scale_row(xr, w, y + r * n, n, sum, eps);
+            }
         }
     }
 }
@@ -51,8 +86,12 @@ static void rms_norm_rows(const float *x, const float *w, float *y, long rows, l
 /* x, y [B, H, T, D]; cos, sin [B, T, R/2]: the first R dims of each head rotate, the rest
  * are copied. neox: pairs (i, i + R/2); else (2i, 2i + 1). y may be x. */
 static void rope_rows(const float *x, const float *cs, const float *sn, float *y, long B, long H,
-                      long T, long D, long R, int neox) {
+                      long T, long D, long R, int neox, int nth) {
     const long half = R / 2;
+    (void)nth;
+#ifdef _OPENMP
+#pragma omp parallel for collapse(3) num_threads(nth) schedule(static) if (nth > 1 && B * H * T * D >= PAR_MIN)
+#endif
     for (long b = 0; b < B; b++)
         for (long h = 0; h < H; h++)
             for (long t = 0; t < T; t++) {
@@ -83,13 +122,67 @@ static void gelu_table_init(void) {
     }
 }
 
-/* y[i] = gelu(x[i]) (times g[i] when g is given: the gated form) */
-static void gelu_rows(const float *x, const float *g, float *y, long n) {
-    for (long i = 0; i < n; i++) {
-        const float v = x[i];
-        const float a = v <= -10.0f ? 0.0f : v >= 10.0f ? v : g_gelu[f2h(v)];
-        y[i] = g ? a * g[i] : a;
+static inline float gelu_one(float v) { return v <= -10.0f ? 0.0f : v >= 10.0f ? v : g_gelu[f2h(v)]; }
+
+#ifdef ROWOPS_X86
+/* 8 at a time: F16C rounds to the table index (the same bits as f2h), a gather looks up. */
+__attribute__((target("avx2,f16c"))) static void gelu_span_avx2(const float *x, const float *g, float *y, long n) {
+    const __m256 lo = _mm256_set1_ps(-10.0f), hi = _mm256_set1_ps(10.0f), zero = _mm256_setzero_ps();
+    long i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        const __m256i idx = _mm256_cvtepu16_epi32(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+        __m256 a = _mm256_i32gather_ps(g_gelu, idx, 4);
+        a = _mm256_blendv_ps(a, v, _mm256_cmp_ps(v, hi, _CMP_GE_OQ));
+        a = _mm256_blendv_ps(a, zero, _mm256_cmp_ps(v, lo, _CMP_LE_OQ));
+        if (g) a = _mm256_mul_ps(a, _mm256_loadu_ps(g + i));
+        _mm256_storeu_ps(y + i, a);
     }
+    for (; i < n; i++) y[i] = g ? gelu_one(x[i]) * g[i] : gelu_one(x[i]);
+}
+#endif
+
+static int g_avx2_f16c = -1;
+
+static int has_avx2_f16c(void) {
+#ifdef ROWOPS_X86
+    if (g_avx2_f16c < 0) g_avx2_f16c = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+    return g_avx2_f16c;
+#else
+    return 0;
+#endif
+}
+
+static void gelu_span(const float *x, const float *g, float *y, long n) {
+#ifdef ROWOPS_X86
+    if (has_avx2_f16c()) {
+        gelu_span_avx2(x, g, y, n);
+        return;
+    }
+#endif
+    for (long i = 0; i < n; i++) y[i] = g ? gelu_one(x[i]) * g[i] : gelu_one(x[i]);
+}
+
+#define SPAN 4096L /* values per parallel work item of the element-wise ops */
+
+/* y[i] = gelu(x[i]) (times g[i] when g is given: the gated form) */
+static void gelu_rows(const float *x, const float *g, float *y, long n, int nth) {
+    const long spans = (n + SPAN - 1) / SPAN;
+    (void)nth;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nth) schedule(static) if (nth > 1 && n >= PAR_MIN)
+#endif
+    for (long sp = 0; sp < spans; sp++) {
+        const long i0 = sp * SPAN, m = n - i0 < SPAN ? n - i0 : SPAN;
+        gelu_span(x + i0, g ? g + i0 : NULL, y + i0, m);
+    }
+}
+
+/* The thread count argument: at least 1; -1 with an exception set on a bad value. */
+static int get_nth(PyObject *arg) {
+    const long v = PyLong_AsLong(arg);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    return v < 1 ? 1 : v > 1024 ? 1024 : (int)v;
 }
 
 static int get_ptrs(PyObject *const *args, int n, unsigned long long *out, int nullable_mask) {
@@ -106,7 +199,9 @@ static int get_ptrs(PyObject *const *args, int n, unsigned long long *out, int n
 
 static PyObject *py_rms_norm(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 6) return PyErr_Format(PyExc_TypeError, "rms_norm takes 6 arguments, got %zd", nargs);
+    if (nargs != 7) return PyErr_Format(PyExc_TypeError, "rms_norm takes 7 arguments, got %zd", nargs);
+    const int nth = get_nth(args[6]);
+    if (nth < 0) return NULL;
     unsigned long long p[3];
     if (!get_ptrs(args, 3, p, 1 << 1)) return NULL;
     const long long rows = PyLong_AsLongLong(args[3]), n = PyLong_AsLongLong(args[4]);
@@ -114,13 +209,15 @@ static PyObject *py_rms_norm(PyObject *self, PyObject *const *args, Py_ssize_t n
     if (PyErr_Occurred()) return NULL;
     if (rows < 0 || n < 1) return PyErr_Format(PyExc_ValueError, "bad shape rows=%lld n=%lld", rows, n);
     rms_norm_rows((const float *)(uintptr_t)p[0], (const float *)(uintptr_t)p[1], (float *)(uintptr_t)p[2],
-                  (long)rows, (long)n, (float)eps);
+                  (long)rows, (long)n, (float)eps, nth);
     Py_RETURN_NONE;
 }
 
 static PyObject *py_rope(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 10) return PyErr_Format(PyExc_TypeError, "rope takes 10 arguments, got %zd", nargs);
+    if (nargs != 11) return PyErr_Format(PyExc_TypeError, "rope takes 11 arguments, got %zd", nargs);
+    const int nth = get_nth(args[10]);
+    if (nth < 0) return NULL;
     unsigned long long p[4];
     if (!get_ptrs(args, 4, p, 0)) return NULL;
     long long v[6];
@@ -132,19 +229,21 @@ static PyObject *py_rope(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     if (B < 0 || H < 1 || T < 0 || D < 1 || R < 0 || R > D || R % 2)
         return PyErr_Format(PyExc_ValueError, "bad shape B=%lld H=%lld T=%lld D=%lld R=%lld", B, H, T, D, R);
     rope_rows((const float *)(uintptr_t)p[0], (const float *)(uintptr_t)p[1], (const float *)(uintptr_t)p[2],
-              (float *)(uintptr_t)p[3], (long)B, (long)H, (long)T, (long)D, (long)R, v[5] != 0);
+              (float *)(uintptr_t)p[3], (long)B, (long)H, (long)T, (long)D, (long)R, v[5] != 0, nth);
     Py_RETURN_NONE;
 }
 
 static PyObject *py_gelu(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 4) return PyErr_Format(PyExc_TypeError, "gelu takes 4 arguments, got %zd", nargs);
+    if (nargs != 5) return PyErr_Format(PyExc_TypeError, "gelu takes 5 arguments, got %zd", nargs);
+    const int nth = get_nth(args[4]);
+    if (nth < 0) return NULL;
     unsigned long long p[3];
     if (!get_ptrs(args, 3, p, 1 << 1)) return NULL;
     const long long n = PyLong_AsLongLong(args[3]);
     if (PyErr_Occurred()) return NULL;
     if (n < 0) return PyErr_Format(PyExc_ValueError, "bad size n=%lld", n);
-    gelu_rows((const float *)(uintptr_t)p[0], (const float *)(uintptr_t)p[1], (float *)(uintptr_t)p[2], (long)n);
+    gelu_rows((const float *)(uintptr_t)p[0], (const float *)(uintptr_t)p[1], (float *)(uintptr_t)p[2], (long)n, nth);
     Py_RETURN_NONE;
 }
 
@@ -160,11 +259,9 @@ __attribute__((target("avx2,f16c"))) static void round_f16_f16c(const float *x, 
 }
 #endif
 
-static void round_f16_rows(const float *x, float *y, long n) {
+static void round_f16_span(const float *x, float *y, long n) {
 #ifdef ROWOPS_X86
-    static int f16c = -1;
-    if (f16c < 0) f16c = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
-    if (f16c) {
+    if (has_avx2_f16c()) {
         round_f16_f16c(x, y, n);
         return;
     }
@@ -172,27 +269,41 @@ static void round_f16_rows(const float *x, float *y, long n) {
     for (long i = 0; i < n; i++) y[i] = round_f16(x[i]);
 }
 
+static void round_f16_rows(const float *x, float *y, long n, int nth) {
+    const long spans = (n + SPAN - 1) / SPAN;
+    (void)nth;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nth) schedule(static) if (nth > 1 && n >= PAR_MIN)
+#endif
+    for (long sp = 0; sp < spans; sp++) {
+        const long i0 = sp * SPAN;
+        round_f16_span(x + i0, y + i0, n - i0 < SPAN ? n - i0 : SPAN);
+    }
+}
+
 static PyObject *py_round_f16(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 3) return PyErr_Format(PyExc_TypeError, "round_f16 takes 3 arguments, got %zd", nargs);
+    if (nargs != 4) return PyErr_Format(PyExc_TypeError, "round_f16 takes 4 arguments, got %zd", nargs);
+    const int nth = get_nth(args[3]);
+    if (nth < 0) return NULL;
     unsigned long long p[2];
     if (!get_ptrs(args, 2, p, 0)) return NULL;
     const long long n = PyLong_AsLongLong(args[2]);
     if (PyErr_Occurred()) return NULL;
     if (n < 0) return PyErr_Format(PyExc_ValueError, "bad size n=%lld", n);
-    round_f16_rows((const float *)(uintptr_t)p[0], (float *)(uintptr_t)p[1], (long)n);
+    round_f16_rows((const float *)(uintptr_t)p[0], (float *)(uintptr_t)p[1], (long)n, nth);
     Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
     {"gelu", (PyCFunction)(void (*)(void))py_gelu, METH_FASTCALL,
-     "gelu(x, g_or_0, y, n): ggml's table GELU of x (times g) into y (raw addresses)."},
+     "gelu(x, g_or_0, y, n, nth): ggml's table GELU of x (times g) into y (raw addresses)."},
     {"rms_norm", (PyCFunction)(void (*)(void))py_rms_norm, METH_FASTCALL,
-     "rms_norm(x, w_or_0, y, rows, n, eps): ggml's RMS norm of rows of x into y (raw addresses)."},
+     "rms_norm(x, w_or_0, y, rows, n, eps, nth): ggml's RMS norm of rows of x into y (raw addresses)."},
     {"round_f16", (PyCFunction)(void (*)(void))py_round_f16, METH_FASTCALL,
-     "round_f16(x, y, n): y = x rounded to float16 precision (raw addresses; y may be x)."},
+     "round_f16(x, y, n, nth): y = x rounded to float16 precision (raw addresses; y may be x)."},
     {"rope", (PyCFunction)(void (*)(void))py_rope, METH_FASTCALL,
-     "rope(x, cos, sin, y, B, H, T, D, R, neox): rotary embedding of x [B,H,T,D] into y."},
+     "rope(x, cos, sin, y, B, H, T, D, R, neox, nth): rotary embedding of x [B,H,T,D] into y."},
     {NULL, NULL, 0, NULL},
 };
 

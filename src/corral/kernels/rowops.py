@@ -14,6 +14,9 @@ except ImportError:  # pragma: no cover - the extension is built by pip install
 __all__ = ["available", "gelu", "rms_norm", "rope", "round_f16"]
 
 
+_nth = torch.get_num_threads  # prompt-sized calls split their rows over torch's threads
+
+
 def available() -> bool:
     """Whether the C extension is importable."""
     return _ext is not None
@@ -30,7 +33,9 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.
     if weight is not None:
         weight = weight.contiguous()
         w = weight.data_ptr()
-    _ext.rms_norm(xc.data_ptr(), w, out.data_ptr(), xc.numel() // n if n else 0, n, float(eps))
+    _ext.rms_norm(
+        xc.data_ptr(), w, out.data_ptr(), xc.numel() // n if n else 0, n, float(eps), _nth()
+    )
     return out
 
 
@@ -45,7 +50,7 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, neox: bool) -> t
     out = torch.empty_like(xc)
     _ext.rope(
         xc.data_ptr(), c.data_ptr(), s.data_ptr(), out.data_ptr(), b, h, t, d, 2 * c.shape[-1],
-        int(neox),
+        int(neox), _nth(),
     )  # fmt: skip
     return out
 
@@ -60,7 +65,7 @@ def gelu(x: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:
     if gate is not None:
         gate = gate.contiguous()
         g = gate.data_ptr()
-    _ext.gelu(xc.data_ptr(), g, out.data_ptr(), xc.numel())
+    _ext.gelu(xc.data_ptr(), g, out.data_ptr(), xc.numel(), _nth())
     return out
 
 
@@ -71,5 +76,5 @@ def round_f16(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     xc = x.contiguous()
     if out is None:
         out = torch.empty_like(xc)
-    _ext.round_f16(xc.data_ptr(), out.data_ptr(), xc.numel())
+    _ext.round_f16(xc.data_ptr(), out.data_ptr(), xc.numel(), _nth())
     return out
