@@ -12,6 +12,8 @@ length: the decode step of continuous batching.
 
 from __future__ import annotations
 
+import math
+import mmap
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -72,6 +74,26 @@ class AttentionCache(Protocol):
         ...
 
 
+_LAZY_MIN_BYTES = 1 << 20
+
+
+def lazy_zeros(
+    shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str
+) -> torch.Tensor:
+    """torch.zeros(shape) whose CPU memory is committed only where it is written.
+
+    A KV cache is sized for the whole context but a request fills it from the front:
+    torch.zeros writes every page (a 7B model's 1,024-token cache: 128 MB resident before
+    the first token). Anonymous mmap pages read as zero until written, so unwritten positions
+    cost no memory and still read as zeros (masked-out attention weights of 0 times garbage
+    could be NaN; times zero they are 0). The tensor keeps the mapping alive.
+    """
+    n_bytes = math.prod(shape) * dtype.itemsize
+    if torch.device(device).type != "cpu" or n_bytes < _LAZY_MIN_BYTES:
+        return torch.zeros(shape, dtype=dtype, device=device)
+    return torch.frombuffer(mmap.mmap(-1, n_bytes), dtype=dtype).view(shape)
+
+
 def causal_mask(q_pos: torch.Tensor, k_len: int, window: int | None) -> torch.Tensor:
     """q_pos [B, T] -> [B, 1, T, S]: key k is visible from query position p when k <= p and,
     under a sliding window, p - k < window."""
@@ -104,11 +126,11 @@ class KVCache:
         self.max_len = max_len
         self.batch = batch
         self.k = [
-            torch.zeros(batch, h, max_len, d, dtype=dtype, device=device)
+            lazy_zeros((batch, h, max_len, d), dtype, device)
             for h, d in zip(heads, dims, strict=True)
         ]
         self.v = [
-            torch.zeros(batch, h, max_len, d, dtype=dtype, device=device)
+            lazy_zeros((batch, h, max_len, d), dtype, device)
             for h, d in zip(heads, vdims, strict=True)
         ]
         self.device = torch.device(device)
