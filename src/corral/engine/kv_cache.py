@@ -41,14 +41,17 @@ def _decode_route(buf: torch.Tensor, q: torch.Tensor) -> bool:
 
 def _attn_decode(
     q: torch.Tensor, kb: torch.Tensor, vb: torch.Tensor, slots: torch.Tensor,
-    lengths: torch.Tensor, scale: float, window: int | None, exact: bool,
+    lengths: torch.Tensor, longest: int, scale: float, window: int | None, exact: bool,
 ) -> torch.Tensor:  # fmt: skip
-    """q [B, H, T, D]; slots/lengths [B*T] (row-major over B, T) -> [B, T, H*D]."""
+    """q [B, H, T, D]; slots/lengths [B*T] (row-major over B, T), longest = max(lengths)
+    already checked against the buffers -> [B, T, H*D]."""
     from corral.kernels.attention import decode_attention
 
     b, h, t, d = q.shape
     rows = q if t == 1 else q.transpose(1, 2).reshape(b * t, h, 1, d)
-    out = decode_attention(rows, kb, vb, slots, lengths, scale, window, exact=exact)
+    out = decode_attention(
+        rows, kb, vb, slots, lengths, scale, window, exact=exact, checked_max=longest
+    )
     return out.view(b, t, h * d).to(q.dtype)
 
 
@@ -179,7 +182,9 @@ class KVCache:
                 ends.repeat(self.batch),
             )
         _, slots, lengths = self._rows
-        return _attn_decode(q, self.k[layer], self.v[layer], slots, lengths, scale, window, exact)
+        return _attn_decode(
+            q, self.k[layer], self.v[layer], slots, lengths, end, scale, window, exact
+        )
 
     def advance(self, n: int) -> None:
         self.offset += n
@@ -214,7 +219,7 @@ class SlotBatch:
         self._contiguous = self.slots == list(range(lo, lo + len(self.slots)))
         self._slot_t = torch.tensor(self.slots, dtype=torch.long, device=cache.device)
         # decode_attention's (T, positions [B, T], slot and length per query row [B*T])
-        self._rows: tuple[int, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._rows: tuple[int, torch.Tensor, torch.Tensor, torch.Tensor, int] | None = None
 
     def positions(self, t: int) -> torch.Tensor:
         return self.offsets[:, None] + torch.arange(t, device=self.offsets.device)
@@ -260,15 +265,17 @@ class SlotBatch:
         b, _, t, _ = k.shape
         if self._rows is None or self._rows[0] != t:
             pos = self.positions(t)  # [B, T]
-            if int(pos.max()) >= self.cache.max_len:
+            longest = int(pos.max()) + 1
+            if longest > self.cache.max_len:
                 raise IndexError("KV cache slot is full")
-            self._rows = (t, pos, self._slot_t.repeat_interleave(t), (pos + 1).reshape(-1))
-        _, pos, slots, lengths = self._rows
+            rows_t = self._slot_t.repeat_interleave(t)
+            self._rows = (t, pos, rows_t, (pos + 1).reshape(-1), longest)
+        _, pos, slots, lengths, longest = self._rows
         # advanced indices (slot, :, position) around a slice put [B, T] first
         rows = self._slot_t[:, None].expand(b, t)
         kb[rows, :, pos] = k.transpose(1, 2).to(kb.dtype)
         vb[rows, :, pos] = v.transpose(1, 2).to(vb.dtype)
-        return _attn_decode(q, kb, vb, slots, lengths, scale, window, exact)
+        return _attn_decode(q, kb, vb, slots, lengths, longest, scale, window, exact)
 
     def advance(self, t: int) -> None:
         self.offsets += t

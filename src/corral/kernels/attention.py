@@ -34,6 +34,7 @@ def decode_attention(
     *,
     exact: bool = False,
     n_threads: int | None = None,
+    checked_max: int | None = None,
     _scalar: bool = False,
 ) -> torch.Tensor:
     """q [B, H, 1, D] float32; k_buf/v_buf [slots, Hkv, L, D] float16 (one layer's cache,
@@ -41,6 +42,8 @@ def decode_attention(
     has lengths[b] positions, the new one included (already written). -> [B, 1, H*D].
 
     `window`: only the last `window` positions are visible. `exact`: no float16 roundings.
+    `checked_max`: max(lengths), from a caller that checked it against the buffers once per
+    step (the KV caches); saves a reduction and a host sync per layer.
     """
     if _ext is None:
         raise RuntimeError("corral._attn is not built (reinstall corral: pip install -e .)")
@@ -52,7 +55,10 @@ def decode_attention(
     if k_buf.stride() != v_buf.stride() or k_buf.stride(-1) != 1:
         raise ValueError("k and v buffers must share strides, with unit stride on D")
     hkv = k_buf.shape[1]
-    if lengths.numel() and int(lengths.max()) > k_buf.shape[2]:
+    longest = (
+        checked_max if checked_max is not None else int(lengths.max()) if lengths.numel() else 0
+    )
+    if longest > k_buf.shape[2]:
         raise IndexError("KV cache slot is full")
     qc = q.reshape(b, h, d).to(torch.float32).contiguous()
     slots = slots.to(torch.int64).contiguous()
