@@ -37,7 +37,7 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from test_t5_parity import CONFIGS, VOCAB, write_spiece  # noqa: E402
+from test_t5_parity import CONFIGS, save_tiny_t5  # noqa: E402
 
 from corral.convert import convert_hf  # noqa: E402
 from corral.gguf import open_gguf  # noqa: E402
@@ -122,27 +122,6 @@ print(json.dumps(out))
 """.replace("F32", str(F32)).replace("F16", str(F16))
 
 
-def save_t5(folder: Path, variant: str) -> None:
-    """A random T5ForConditionalGeneration, 3 encoder and 2 decoder layers, with
-    test_t5_parity's tiny spiece.model."""
-    folder.mkdir(parents=True)
-    config = transformers.T5Config(
-        vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=64, num_layers=3, num_decoder_layers=2,
-        num_heads=4, relative_attention_num_buckets=8, decoder_start_token_id=0,
-        pad_token_id=0, eos_token_id=1, **CONFIGS[variant],
-    )  # fmt: skip
-    torch.manual_seed(0)
-    model = transformers.T5ForConditionalGeneration(config)
-    with torch.no_grad():  # random norms and a strong position bias, so that both matter
-        for name, p in model.named_parameters():
-            if p.dim() == 1:
-                p.copy_(torch.randn_like(p) * 0.1 + 1.0)
-            elif "relative_attention_bias" in name:
-                p.copy_(torch.randn_like(p))
-    model.eval().save_pretrained(folder)
-    write_spiece(folder / "spiece.model")
-
-
 def _corral(path: Path) -> dict[Any, Any]:
     """What the peer script reports, from corral: logits with a float32 and the default
     (float16) KV cache, for the whole decoder input at once and one token at a time; greedy
@@ -180,7 +159,7 @@ def _corral(path: Path) -> dict[Any, Any]:
 def test_llama_cpp_runs_converted_t5(tmp_path: Path) -> None:
     ours = {}
     for variant in sorted(CONFIGS):
-        save_t5(tmp_path / variant, variant)
+        save_tiny_t5(tmp_path / variant, variant, encoder_layers=3, decoder_layers=2)
         path = convert_hf(tmp_path / variant, tmp_path / f"{variant}.gguf", "f32")
         ours[str(path)] = _corral(path)
     run = subprocess.run(

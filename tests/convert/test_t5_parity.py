@@ -51,11 +51,15 @@ CONFIGS = {
 }
 
 
-def save_tiny_t5(folder: Path, variant: str) -> Any:
-    """A random T5ForConditionalGeneration (3 decoder layers against 2 encoder ones)."""
+def save_tiny_t5(
+    folder: Path, variant: str, encoder_layers: int = 2, decoder_layers: int = 3
+) -> Any:
+    """A random T5ForConditionalGeneration (by default 3 decoder layers against 2 encoder
+    ones, so that t5.decoder_block_count matters) with the tiny spiece.model."""
     folder.mkdir(parents=True)
     config = transformers.T5Config(
-        vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=3,
+        vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=64, num_layers=encoder_layers,
+        num_decoder_layers=decoder_layers,
         num_heads=4, relative_attention_num_buckets=8, decoder_start_token_id=0,
         pad_token_id=0, eos_token_id=EOS, **CONFIGS[variant],
     )  # fmt: skip

@@ -8,7 +8,7 @@ the budget bounds the memory of one forward pass (attention scores grow with cou
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -30,22 +30,17 @@ class Batch:
     length: int
 
 
-def plan_batches(
-    lengths: Sequence[int],
-    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
-    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+def _greedy(
+    order: Sequence[int], lengths: Sequence[int], fits: Callable[[int, int], bool]
 ) -> list[Batch]:
-    """Batches covering every index once; a text longer than the budget runs alone."""
-    if max_batch_tokens < 1 or max_batch_size < 1:
-        raise ValueError("max_batch_tokens and max_batch_size must be at least 1")
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    """Consecutive runs of `order` (longest text first): a run grows while fits(count,
+    padded length) holds; a text that fits nothing runs alone."""
     batches: list[Batch] = []
     current: list[int] = []
     longest = 0
     for i in order:
         # sorted longest first: the batch's padded length is its first text's
-        size = len(current) + 1
-        if current and (size > max_batch_size or size * longest > max_batch_tokens):
+        if current and not fits(len(current) + 1, longest):
             batches.append(Batch(tuple(current), longest))
             current = []
         if not current:
@@ -56,6 +51,18 @@ def plan_batches(
     return batches
 
 
+def plan_batches(
+    lengths: Sequence[int],
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+) -> list[Batch]:
+    """Batches covering every index once; a text longer than the budget runs alone."""
+    if max_batch_tokens < 1 or max_batch_size < 1:
+        raise ValueError("max_batch_tokens and max_batch_size must be at least 1")
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return _greedy(order, lengths, lambda n, t: n <= max_batch_size and n * t <= max_batch_tokens)
+
+
 def split_for_forward(batch: Batch, lengths: Sequence[int], forward_tokens: int) -> list[Batch]:
     """`batch` (longest text first, as plan_batches makes them) cut into consecutive runs
     whose padded size stays within `forward_tokens`; a longer text runs alone."""
@@ -63,19 +70,7 @@ def split_for_forward(batch: Batch, lengths: Sequence[int], forward_tokens: int)
         raise ValueError("forward_tokens must be at least 1")
     if len(batch.indices) * batch.length <= forward_tokens:
         return [batch]
-    out: list[Batch] = []
-    current: list[int] = []
-    longest = 0
-    for i in batch.indices:
-        if current and (len(current) + 1) * longest > forward_tokens:
-            out.append(Batch(tuple(current), longest))
-            current = []
-        if not current:
-            longest = lengths[i]
-        current.append(i)
-    if current:
-        out.append(Batch(tuple(current), longest))
-    return out
+    return _greedy(batch.indices, lengths, lambda n, t: n * t <= forward_tokens)
 
 
 def pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
