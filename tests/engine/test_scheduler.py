@@ -10,7 +10,8 @@ import pytest
 import corral
 from corral.engine.sampling import SamplingParams
 from corral.engine.scheduler import Request, Scheduler
-from corral.errors import ContextOverflowError, QueueFullError
+from corral.errors import ContextOverflowError
+from queue_check import check_queue_bound
 from tiny_gguf import write_tiny
 
 GREEDY = SamplingParams(temperature=0)
@@ -35,27 +36,9 @@ def test_results_equal_direct_generation(model: corral.Model) -> None:
 
 def test_queue_bound(model: corral.Model) -> None:
     s = Scheduler(model, max_queue=1, slots=1)
-    gate = threading.Event()
-    real = model.net.forward
-
-    def slow(*a, **k):  # type: ignore[no-untyped-def]
-        gate.wait(5)
-        return real(*a, **k)
-
-    model.net.forward = slow  # type: ignore[method-assign]
     try:
-        first = s.submit(Request([5, 6], 2, GREEDY, ignore_eos=True))
-        for _ in range(500):  # wait until the worker has taken the first one into its slot
-            if s.active:
-                break
-            threading.Event().wait(0.01)
-        second = s.submit(Request([5, 6], 2, GREEDY, ignore_eos=True))
-        with pytest.raises(QueueFullError, match="server busy"):
-            s.submit(Request([5, 6], 2, GREEDY))
-        gate.set()
-        assert len(list(first)) == 2 and len(list(second)) == 2
+        check_queue_bound(s, model, [[5, 6], [5, 6]], 2)
     finally:
-        model.net.forward = real  # type: ignore[method-assign]
         s.close()
 
 

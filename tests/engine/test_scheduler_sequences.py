@@ -21,6 +21,7 @@ from corral.engine.sampling import SamplingParams
 from corral.engine.scheduler import Request, Scheduler
 from corral.errors import QueueFullError
 from corral.generation import GenerationEvent
+from queue_check import check_queue_bound
 from tiny_rwkv import write_tiny_rwkv
 
 GREEDY = SamplingParams(temperature=0)
@@ -188,28 +189,7 @@ def test_concurrent_requests_complete_exactly(
 
 
 def test_one_slot_queues_then_refuses(model: corral.Model, sched: Callable[..., Scheduler]) -> None:
-    s = sched(slots=1, max_queue=1)
-    gate = threading.Event()
-    real = model.net.forward
-
-    def slow(*a, **k):  # type: ignore[no-untyped-def]
-        gate.wait(5)
-        return real(*a, **k)
-
-    model.net.forward = slow  # type: ignore[method-assign]
-    try:
-        first = s.submit(Request([5, 6], 3, GREEDY, ignore_eos=True))
-        for _ in range(500):  # until the worker has taken the first one into the slot
-            if s.active:
-                break
-            threading.Event().wait(0.01)
-        second = s.submit(Request([7, 8], 3, GREEDY, ignore_eos=True))
-        with pytest.raises(QueueFullError, match="server busy"):
-            s.submit(Request([5, 6], 2, GREEDY))
-        gate.set()
-        assert len(list(first)) == 3 and len(list(second)) == 3
-    finally:
-        model.net.forward = real  # type: ignore[method-assign]
+    check_queue_bound(sched(slots=1, max_queue=1), model, [[5, 6], [7, 8]], 3)
 
 
 def test_cancelled_request_frees_its_slot(
