@@ -192,3 +192,13 @@ def test_rwkv_model_chat_prompt_and_turn_end(rwkv_chat_model: corral.Model) -> N
     assert answer.finish_reason is FinishReason.STOP and answer.text == ""
     free = model.chat(messages, 16, temperature=0.0)
     assert eot not in free.token_ids
+
+
+def test_show_prints_the_named_format_not_the_name() -> None:
+    from corral.chat.builtin import builtin_source
+    from corral.cli.show import _template
+
+    source, name = _template(_rwkv_metadata())
+    assert name == "rwkv-world" and source == builtin_source(BuiltinTemplate.RWKV_WORLD)
+    # a llama.cpp name corral does not render: show shows what the file holds
+    assert _template({"tokenizer.chat_template": "llama3"}) == ("llama3", None)

@@ -200,12 +200,19 @@ def _int(value: Any) -> int | None:
 
 def _template(meta: dict[str, Any]) -> tuple[str, str | None]:
     """(template source, built-in name or None): the file's own, else the one chosen for it."""
+    from corral.chat import builtin_for
+    from corral.chat.builtin import builtin_source, llama_cpp_builtin
+    from corral.errors import TemplateError
+
     source = meta.get("tokenizer.chat_template")
     if isinstance(source, str) and source.strip():
-        return source, None
-    from corral.chat import builtin_for
-    from corral.chat.builtin import builtin_source
-
+        try:  # a llama.cpp template *name* ("rwkv-world") stands for that format
+            named = llama_cpp_builtin(source)
+        except TemplateError:  # a name corral does not render: show what the file says
+            named = None
+        if named is None:
+            return source, None
+        return builtin_source(named), named.value
     which = builtin_for(meta)
     return builtin_source(which), which.value
 
