@@ -15,19 +15,16 @@ kept as (a, b) scaled by e^-p with the running maximum exponent p, as RWKV-LM do
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 
-from corral.gguf.hparams import HParams
-from corral.gguf.reader import GGUFFile
-from corral.models.decoder import Norm, layer_norm, load_norm
+from corral.models.decoder import Norm, load_norm
 from corral.models.rwkv_common import (
     GatedChannelMix,
     RecurrentLM,
     RecurrentState,
     RwkvArgs,
-    enter_state,
     flat_vector,
     matmul,
 )
@@ -36,15 +33,9 @@ from corral.models.weights import Linear, TensorSource
 
 @dataclass(frozen=True)
 class ModelArgs(RwkvArgs):
-    rescale_every: int  # halve the residual stream after every this many blocks (0: never)
+    """RWKV-4 hyper-parameters: RwkvArgs with a shorter default context."""
 
     CONTEXT_LENGTH: ClassVar[int] = 1024
-
-    @classmethod
-    def read(cls, hp: HParams, gguf: GGUFFile) -> dict[str, Any]:
-        return super().read(hp, gguf) | {
-            "rescale_every": hp.int("rescale_every_n_layers", 0),
-        }
 
 
 @dataclass
@@ -121,21 +112,3 @@ class Model(RecurrentLM[ModelArgs]):
         k, v = matmul(blk.key, xk, dt), matmul(blk.value, xv, dt)
         r = torch.sigmoid(matmul(blk.receptance, xr, dt))
         return matmul(blk.output, r * wkv4(k, v, blk.decay, blk.first, st.wkv[i]), dt)
-
-    @torch.inference_mode()
-    def forward(
-        self, tokens: torch.Tensor, cache: RecurrentState, last_only: bool = False
-    ) -> torch.Tensor:
-        """tokens [B, T] -> logits [B, T, V] float32 ([B, 1, V] when last_only); the state
-        moves on by T tokens (from zero when the cache's offset is 0)."""
-        a, dt = self.args, self.device.dtype
-        st = enter_state(cache)
-        x = self.embed(tokens)  # [B, T, E]
-        for i, blk in enumerate(self.blocks):
-            x = x + self._time_mix(blk, layer_norm(x, blk.attn_norm, a.norm_eps), st, i)
-            h = layer_norm(x, blk.ffn_norm, a.norm_eps)
-            x = x + blk.channel_mix(h, st.token_shift(i, 1, h), dt)
-            if a.rescale_every and (i + 1) % a.rescale_every == 0:
-                x = x * 0.5
-        cache.advance(tokens.shape[1])
-        return self.head(x, last_only)

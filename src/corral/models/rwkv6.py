@@ -16,20 +16,16 @@ State (token shifts and S) lives in a RecurrentState instead of a KV cache.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from corral.gguf.hparams import HParams
-from corral.gguf.reader import GGUFFile
-from corral.models.decoder import Norm, layer_norm, load_norm
+from corral.models.decoder import Norm, load_norm
 from corral.models.rwkv_common import (
     GatedChannelMix,
     RecurrentLM,
     RecurrentState,
     WkvHeadArgs,
-    enter_state,
     flat_vector,
     group_norm,
     head_state,
@@ -40,13 +36,7 @@ from corral.models.weights import Linear, TensorSource, to_float
 
 @dataclass(frozen=True)
 class ModelArgs(WkvHeadArgs):
-    rescale_every: int  # halve the residual stream after every this many blocks (0: never)
-
-    @classmethod
-    def read(cls, hp: HParams, gguf: GGUFFile) -> dict[str, Any]:
-        return super().read(hp, gguf) | {
-            "rescale_every": hp.int("rescale_every_n_layers", 0),
-        }
+    """RWKV-6 hyper-parameters: those of every head-wise RWKV (WkvHeadArgs)."""
 
 
 @dataclass
@@ -144,21 +134,3 @@ class Model(RecurrentLM[ModelArgs]):
         y = wkv6(r, k, v, w, blk.first, st.wkv[i]).reshape(b, t, -1)  # [B, T, E]
         y = group_norm(y, blk.ln_x, a.head_size)
         return matmul(blk.output, y * g, dt)
-
-    @torch.inference_mode()
-    def forward(
-        self, tokens: torch.Tensor, cache: RecurrentState, last_only: bool = False
-    ) -> torch.Tensor:
-        """tokens [B, T] -> logits [B, T, V] float32 ([B, 1, V] when last_only); the state
-        moves on by T tokens (from zero when the cache's offset is 0)."""
-        a, dt = self.args, self.device.dtype
-        st = enter_state(cache)
-        x = self.embed(tokens)  # [B, T, E]
-        for i, blk in enumerate(self.blocks):
-            x = x + self._time_mix(blk, layer_norm(x, blk.attn_norm, a.norm_eps), st, i)
-            h = layer_norm(x, blk.ffn_norm, a.norm_eps)
-            x = x + blk.channel_mix(h, st.token_shift(i, 1, h), dt)
-            if a.rescale_every and (i + 1) % a.rescale_every == 0:
-                x = x * 0.5
-        cache.advance(tokens.shape[1])
-        return self.head(x, last_only)

@@ -34,9 +34,11 @@ from corral.models.weights import Linear, TensorSource
 
 @dataclass(frozen=True)
 class RwkvArgs(ArgsBase):
-    """ArgsBase plus the LayerNorm epsilon every RWKV file has."""
+    """ArgsBase plus the LayerNorm epsilon every RWKV file has, and the residual rescaling
+    of RWKV-4/6 files."""
 
     norm_eps: float
+    rescale_every: int  # halve the residual stream after every this many blocks (0: never)
 
     CONTEXT_LENGTH: ClassVar[int] = 4096
     VOCAB_FROM_METADATA: ClassVar[bool] = True
@@ -45,6 +47,7 @@ class RwkvArgs(ArgsBase):
     def read(cls, hp: HParams, gguf: GGUFFile) -> dict[str, Any]:
         return super().read(hp, gguf) | {
             "norm_eps": hp.float("attention.layer_norm_epsilon", 1e-5),
+            "rescale_every": hp.int("rescale_every_n_layers", 0),
         }
 
 
@@ -89,6 +92,28 @@ class RecurrentLM(GGUFModel[R]):
             x = x[:, -1:]
         x = layer_norm(x, self.output_norm, self.args.norm_eps)
         return matmul(self.output, x, self.device.dtype)
+
+    def _time_mix(self, blk: Any, x: torch.Tensor, st: RecurrentState, i: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.inference_mode()
+    def forward(
+        self, tokens: torch.Tensor, cache: RecurrentState, last_only: bool = False
+    ) -> torch.Tensor:
+        """tokens [B, T] -> logits [B, T, V] float32 ([B, 1, V] when last_only); the state
+        moves on by T tokens (from zero when the cache's offset is 0). The RWKV-4/6 layer
+        loop (time mix, channel mix, optional halving); RWKV-7 has its own."""
+        a, dt = self.args, self.device.dtype
+        st = enter_state(cache)
+        x = self.embed(tokens)  # [B, T, E]
+        for i, blk in enumerate(self.blocks):  # type: ignore[attr-defined]
+            x = x + self._time_mix(blk, layer_norm(x, blk.attn_norm, a.norm_eps), st, i)
+            h = layer_norm(x, blk.ffn_norm, a.norm_eps)
+            x = x + blk.channel_mix(h, st.token_shift(i, 1, h), dt)
+            if a.rescale_every and (i + 1) % a.rescale_every == 0:
+                x = x * 0.5
+        cache.advance(tokens.shape[1])
+        return self.head(x, last_only)
 
 
 class RecurrentState:
