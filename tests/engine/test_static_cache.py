@@ -44,22 +44,14 @@ def test_graph_generation_loop_matches_generate(tmp_path: Path) -> None:
     from corral.engine.generate import GenerationRequest, Timings
     from corral.engine.sampling import SamplingParams
 
-    class EagerDecoder(GraphedDecoder):
-        def __init__(self, model, batch: int, max_len: int) -> None:  # type: ignore[no-untyped-def]
-            self.model = model
-            self.kv = model.make_cache(max_len, batch)
-            self.static = StaticCache(self.kv)
-
-        def step(self, tokens: torch.Tensor) -> torch.Tensor:
-            out = self.model.forward(tokens.view(-1, 1), self.static, last_only=True)[:, -1]
-            self.static.pos += 1
-            return out
-
     model = corral.load(write_tiny(tmp_path / "g.gguf", context=64))
     ids = model.tokenize("hello world")
     want = model.generate(ids, max_tokens=8, temperature=0, ignore_eos=True).token_ids
     req = GenerationRequest(ids, 8, SamplingParams(temperature=0), ignore_eos=True)
     got = [
-        e.token_id for e in graph_generate_tokens(EagerDecoder(model.net, 1, 64), req, Timings())
+        e.token_id
+        for e in graph_generate_tokens(
+            GraphedDecoder(model.net, 1, 64, capture=False), req, Timings()
+        )
     ]
     assert got == want

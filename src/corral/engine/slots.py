@@ -23,11 +23,13 @@ Every method runs on the scheduler's worker thread. Shapes: B generating rows, V
 
 from __future__ import annotations
 
+import os
 import time
 from typing import TYPE_CHECKING, Protocol
 
 import torch
 
+from corral.engine.cuda_graph import SlotGraphs
 from corral.engine.generate import PREFILL_CHUNK
 from corral.engine.kv_cache import KVCache, SlotBatch
 from corral.engine.seq2seq import EncoderDecoderLM
@@ -92,10 +94,22 @@ def _lowest(free: list[int]) -> int:
     return min(free)
 
 
-class SharedSlots:
-    """Decoder-only models: rows of one KV cache, with prompt-prefix reuse."""
+def graphs_wanted(net: CausalLM) -> bool:
+    """Decode steps from CUDA graphs: on a GPU, unless CORRAL_CUDA_GRAPHS=0 (debugging)."""
+    device = getattr(net, "device", None)
+    on_gpu = device is not None and device.torch_device.type == "cuda"
+    return on_gpu and os.environ.get("CORRAL_CUDA_GRAPHS", "1") != "0"
 
-    def __init__(self, net: CausalLM, n: int, n_ctx: int) -> None:
+
+class SharedSlots:
+    """Decoder-only models: rows of one KV cache, with prompt-prefix reuse.
+
+    With `graphs` (default: on a GPU) decode steps replay captured CUDA graphs
+    (engine.cuda_graph.SlotGraphs; on the CPU the same static-shape steps run eagerly, for
+    tests); the cache then has one position more than `n_ctx`, the graphs' scratch position.
+    """
+
+    def __init__(self, net: CausalLM, n: int, n_ctx: int, graphs: bool | None = None) -> None:
         self.net = net
         self.n = n
         self.n_ctx = n_ctx
@@ -103,10 +117,16 @@ class SharedSlots:
         self.held: list[list[int]] = [[] for _ in range(n)]
         self._used = [0.0] * n  # when each slot last ended a sequence (least recently used)
         self._kv: KVCache | None = None  # made on first use: pages cost nothing until written
+        self._use_graphs = graphs_wanted(net) if graphs is None else graphs
+        self._graphs: SlotGraphs | None = None
 
     def _cache(self) -> KVCache:
         if self._kv is None:
-            self._kv = self.net.make_cache(self.n_ctx, batch=self.n)
+            extra = 1 if self._use_graphs else 0
+            self._kv = self.net.make_cache(self.n_ctx + extra, batch=self.n)
+            if self._use_graphs:
+                capture = self._kv.device.type == "cuda"
+                self._graphs = SlotGraphs(self.net, self._kv, capture=capture)
         return self._kv
 
     def place(self, prompt: list[int], free: list[int], busy: list[int]) -> tuple[int, int]:
@@ -145,12 +165,17 @@ class SharedSlots:
         return logits[0, -1].cpu(), offset + len(chunk)
 
     def decode(self, slots: list[int], offsets: list[int], tokens: list[int]) -> torch.Tensor:
-        view = SlotBatch(self._cache(), slots, offsets)
-        ids = torch.tensor([[t] for t in tokens])  # [B, 1]
-        logits = self.net.forward(ids, view, last_only=True)
+        cache = self._cache()
+        out = None
+        if self._graphs is not None and self._graphs.usable():
+            out = self._graphs.decode(slots, offsets, tokens)
+        if out is None:
+            view = SlotBatch(cache, slots, offsets)
+            ids = torch.tensor([[t] for t in tokens])  # [B, 1]
+            out = self.net.forward(ids, view, last_only=True)[:, -1].cpu()  # [B, V]
         for slot, token in zip(slots, tokens, strict=True):
             self.held[slot].append(token)
-        return logits[:, -1].cpu()  # [B, V]
+        return out
 
     def release(self, slot: int) -> None:
         self._used[slot] = time.perf_counter()
