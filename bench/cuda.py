@@ -95,7 +95,11 @@ def bench(path: str, a: argparse.Namespace) -> dict:
 
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
             timed_decode(eager_step, logits.argmax(-1), 4)
-        res["eager_profile"] = prof.key_averages().table(sort_by="cpu_time_total", row_limit=12)
+        try:  # GPU time per kernel kind; the key's name changed across torch versions
+            table = prof.key_averages().table(sort_by="device_time_total", row_limit=25)
+        except Exception:  # noqa: BLE001
+            table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=25)
+        res["eager_profile"] = table
     max_len = a.prompt + a.tokens + 16
     if a.compile:
         # fuse the small per-layer kernels (norms, rope, residuals); graphs are ours

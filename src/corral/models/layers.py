@@ -38,6 +38,9 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     ):
         return rowops.rms_norm(x, weight, eps)
     xf = x.float()
+    if x.device.type != "cpu" and weight.numel() == x.shape[-1]:
+        # GPUs: torch's one-kernel norm (the formula below is five launches per norm)
+        return F.rms_norm(xf, (xf.shape[-1],), weight, eps).to(x.dtype)
     return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps) * weight).to(x.dtype)
 
 
@@ -81,6 +84,8 @@ def apply_rope(
     if _ROWOPS and x.dtype == torch.float32 and x.device.type == "cpu" and cos.dtype == x.dtype:
         return rowops.rope(x, cos, sin, style is RopeStyle.NEOX)
     rot = cos.shape[-1] * 2
+    if x.device.type != "cpu" and style is RopeStyle.NORM and rot == x.shape[-1]:
+        return rope_complex(x, cos, sin)
     xr, rest = x[..., :rot], x[..., rot:]
     if style is RopeStyle.NORM:
         x0, x1 = xr[..., 0::2], xr[..., 1::2]
@@ -91,6 +96,14 @@ def apply_rope(
         out = torch.cat((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
     out = out.to(x.dtype)
     return torch.cat((out, rest), dim=-1) if rest.shape[-1] else out
+
+
+def rope_complex(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """NORM-style rope over all of x's D dims as one complex product (adjacent pairs are a
+    complex number's parts): four launches on a GPU where the formula in `apply_rope` takes
+    about nine. Same float32 arithmetic; x [B, H, T, D], cos/sin [B, 1, T, D/2]."""
+    xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))  # [B, H, T, D/2]
+    return torch.view_as_real(xc * torch.complex(cos, sin)).flatten(-2).to(x.dtype)
 
 
 def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
@@ -117,10 +130,7 @@ def attention(
     hkv = k.shape[1]
     r = h // hkv
     if q.device.type != "cpu":  # GPUs: torch's fused kernels, no llama.cpp emulation
-        if r > 1:
-            k, v = k.repeat_interleave(r, dim=1), v.repeat_interleave(r, dim=1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
-        return out.transpose(1, 2).reshape(b, t, h * d)
+        return sdpa_attention(q, k, v, mask, scale)
     # the r query heads of a group share one kv head: fold them into the query axis
     qg = (q if _EXACT else round_f16(q)).reshape(b, hkv, r * t, d)
     scores = (qg @ k.transpose(-1, -2)).view(b, h, t, -1)  # [B, H, T, S], a new tensor
@@ -131,6 +141,27 @@ def attention(
     if not _EXACT:
         p = round_f16(p, inplace=True)
     out = (p.view(b, hkv, r * t, -1) @ v).view(b, h, t, d)
+    return out.transpose(1, 2).reshape(b, t, h * d)
+
+
+def sdpa_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float
+) -> torch.Tensor:
+    """`attention` by torch's fused kernels (the GPU route): q [B, H, T, D], k/v
+    [B, Hkv, S, D] -> [B, T, H*D]."""
+    b, h, t, d = q.shape
+    hkv = k.shape[1]
+    r = h // hkv
+    if r > 1 and t == 1 and (mask is None or mask.shape[1] == 1):
+        # one new token: a group's r query heads become r query rows of its kv head
+        # (no copy of the cache; the mask [B, 1, 1, S] is the same for every row)
+        out = F.scaled_dot_product_attention(
+            q.reshape(b, hkv, r, d), k, v, attn_mask=mask, scale=scale
+        )  # [B, Hkv, r, D]
+        return out.reshape(b, 1, h * d)
+    if r > 1:
+        k, v = k.repeat_interleave(r, dim=1), v.repeat_interleave(r, dim=1)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
     return out.transpose(1, 2).reshape(b, t, h * d)
 
 

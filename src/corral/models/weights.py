@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from typing import Protocol
 
@@ -131,7 +131,34 @@ def project(x: torch.Tensor, *ws: Linear) -> list[torch.Tensor]:
     results as separate calls, fewer thread wake-ups per token)."""
     if len(ws) > 1 and all(type(w) is BlockWeight and w.kernel is not None for w in ws):
         return kernels.qmatmul_many(x, [w.kernel for w in ws])  # type: ignore[union-attr]
+    if len(ws) > 1 and all(type(w) is DeviceWeight for w in ws):
+        fused = fuse_device_weights(ws)  # type: ignore[arg-type]
+        return list(F.linear(x, fused.w).split(fused.sizes, dim=-1))
     return [w(x) for w in ws]
+
+
+class FusedRows:
+    """Several DeviceWeights' rows in one matrix (`w`), each weight a view of its part."""
+
+    def __init__(self, ws: Sequence[DeviceWeight]) -> None:
+        self.members = tuple(ws)
+        self.sizes = [w.w.shape[0] for w in ws]
+        self.w = torch.cat([w.w for w in ws])  # [sum of rows, cols]
+        start = 0
+        for w, n in zip(ws, self.sizes, strict=True):
+            w.w = self.w[start : start + n]  # the separate copies are freed
+            w.fused = self
+            start += n
+
+
+def fuse_device_weights(ws: Sequence[DeviceWeight]) -> FusedRows:
+    """One matrix for weights that always multiply the same input (q/k/v, gate/up): at
+    batch 1 a GPU reads one large matrix near its bandwidth and small ones well below it,
+    and one launch replaces several. Made on first use, kept by the weights."""
+    f = ws[0].fused
+    if f is not None and f.members == tuple(ws):
+        return f
+    return FusedRows(ws)
 
 
 class DeviceWeight:
@@ -146,6 +173,7 @@ class DeviceWeight:
             part = dequantize(t.data[r : r + n], t.ggml_type, (n, cols))
             self.w[r : r + n] = part.to(device.dtype).to(device.torch_device)
         self.shape = self.w.shape
+        self.fused: FusedRows | None = None  # set when fused with its siblings (project)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.w)
