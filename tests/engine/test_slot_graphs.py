@@ -19,7 +19,9 @@ from tiny_gguf import write_tiny
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> corral.Model:
-    return corral.load(write_tiny(tmp_path_factory.mktemp("g") / "tiny.gguf", context=600))
+    return corral.load(
+        write_tiny(tmp_path_factory.mktemp("g") / "tiny.gguf", context=600), device="cpu"
+    )
 
 
 def test_buckets() -> None:
