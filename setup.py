@@ -41,6 +41,15 @@ setup(
             extra_link_args=["-fopenmp"] if _gnu else [],
             optional=True,
         ),
+        # prompt-sized quantized matmul on AMX int8 tiles (corral.kernels, QMatrix dense route)
+        Extension(
+            "corral._amx",
+            ["src/corral/kernels/amx.c"],
+            depends=["src/corral/kernels/half.h"],
+            extra_compile_args=_args,
+            extra_link_args=["-fopenmp"] if _gnu else [],
+            optional=True,
+        ),
         # GGUF string arrays (vocabularies) parsed in one call (corral.gguf.reader)
         Extension(
             "corral._gguf_strings",

@@ -1,0 +1,74 @@
+"""The AMX dense route (corral._amx) against the float32 dense route it replaces and against
+the float64 reference of llama.cpp's arithmetic (tests/kernels/test_qkernels.py).
+
+The AMX route forms ggml's exact integer block sums, so it must be at least as close to the
+reference and to the integer kernels as the float32 GEMM on dequantized weights was.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from gguf import GGMLQuantizationType as Q
+from test_qkernels import make_weight, make_x, reference, rel_err
+
+from corral import kernels
+from corral.kernels import QMatrix, qmatmul, qmatmul_many
+
+AMX_TYPES = (Q.Q4_0, Q.Q5_0, Q.Q8_0, Q.Q4_K, Q.Q5_K, Q.Q6_K)
+TOL = 1e-6  # max |y - ref| / max |ref|; measured 4e-8 .. 3.2e-7
+
+pytestmark = pytest.mark.skipif(not kernels.AMX, reason="no AMX-INT8 on this CPU")
+
+
+def _routes(t: Q, raw: np.ndarray, n: int, k: int) -> tuple[QMatrix, QMatrix]:
+    w = torch.from_numpy(raw)
+    amx = QMatrix(w, t, n, k, dense_rows=1)
+    old = QMatrix(w, t, n, k, dense_rows=1)
+    old.amx = False  # the float32 GEMM on dequantized weights
+    assert amx.amx
+    return amx, old
+
+
+@pytest.mark.parametrize("t", AMX_TYPES, ids=lambda t: t.name)
+@pytest.mark.parametrize("mnk", [(70, 96, 512), (16, 16, 256), (33, 40, 768), (5, 3, 256)])
+def test_amx_matches_reference_and_float_route(t: Q, mnk: tuple[int, int, int]) -> None:
+    """Partial tiles on both sides (M, N not multiples of 16), one and several blocks."""
+    m, n, k = mnk
+    raw = make_weight(t, n, k, seed=m + n)
+    x = make_x(m, k, seed=k)
+    amx, old = _routes(t, raw, n, k)
+    ref = reference(t, raw, x)
+    y = amx(x)
+    assert y.shape == (m, n)
+    err = rel_err(y, ref)
+    assert err <= TOL
+    assert err <= 2 * rel_err(old(x), ref) + 1e-7  # no worse than the route it replaces
+    integer = qmatmul(x, torch.from_numpy(raw), t, n, k)
+    assert float((y - integer).abs().max() / ref.abs().max()) <= TOL
+
+
+def test_amx_threads_and_zero_rows() -> None:
+    t, n, k = Q.Q6_K, 48, 512
+    raw = make_weight(t, n, k, seed=3)
+    amx, _ = _routes(t, raw, n, k)
+    x = make_x(40, k, seed=4)
+    x[7] = 0.0  # a zero row: activation scale 0
+    one = amx(x, n_threads=1)
+    assert torch.equal(one, amx(x, n_threads=2))  # each output has one summation order
+    assert torch.equal(one[7], torch.zeros(n))
+    assert rel_err(one, reference(t, raw, x)) <= TOL
+
+
+def test_qmatmul_many_shares_amx_rounding() -> None:
+    """q/k/v-like matrices of mixed types (AMX and not) on one input equal separate calls."""
+    k = 512
+    specs = [(Q.Q5_0, 64), (Q.Q8_0, 32), (Q.Q4_1, 48), (Q.Q4_K, 80)]
+    mats = []
+    for i, (t, n) in enumerate(specs):
+        mats.append(QMatrix(torch.from_numpy(make_weight(t, n, k, seed=i)), t, n, k, dense_rows=1))
+    assert [q.amx for q in mats] == [True, True, False, True]
+    x = make_x(80, k, seed=11)
+    for got, q in zip(qmatmul_many(x, mats), mats, strict=True):
+        assert torch.equal(got, q(x))
