@@ -66,13 +66,15 @@ def oracle_gemma3() -> dict:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked `cuda` need a GPU: without one they are deselected (not skipped), so the
-    CPU suite's report counts only what ran here; on a GPU machine they run with the rest."""
+    """Tests for hardware this machine lacks are deselected (not skipped), so the report
+    counts only what ran here: `cuda` ones without a GPU torch sees, `amx` ones without
+    AMX-INT8 tiles (corral.kernels.AMX). Where the hardware is, they run with the rest."""
     import torch
 
-    if torch.cuda.is_available():
-        return
-    keep = [item for item in items if item.get_closest_marker("cuda") is None]
+    from corral import kernels
+
+    absent = {"cuda": not torch.cuda.is_available(), "amx": not kernels.AMX}
+    keep = [i for i in items if not any(absent[m] and i.get_closest_marker(m) for m in absent)]
     if len(keep) < len(items):
         config.hook.pytest_deselected(items=[i for i in items if i not in keep])
         items[:] = keep

@@ -13,13 +13,13 @@ import torch
 from gguf import GGMLQuantizationType as Q
 from test_qkernels import make_weight, make_x, reference, rel_err
 
-from corral import kernels
 from corral.kernels import QMatrix, qmatmul, qmatmul_many
 
 AMX_TYPES = (Q.Q4_0, Q.Q5_0, Q.Q8_0, Q.Q4_K, Q.Q5_K, Q.Q6_K)
 TOL = 1e-6  # max |y - ref| / max |ref|; measured 4e-8 .. 3.2e-7
 
-pytestmark = pytest.mark.skipif(not kernels.AMX, reason="no AMX-INT8 on this CPU")
+# needs a CPU with AMX-INT8: deselected elsewhere (tests/conftest.py)
+pytestmark = pytest.mark.amx
 
 
 def _routes(t: Q, raw: np.ndarray, n: int, k: int) -> tuple[QMatrix, QMatrix]:
