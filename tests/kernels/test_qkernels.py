@@ -28,6 +28,7 @@ from corral.kernels import (
     quantize_activations,
     row_bytes,
 )
+from corral.models.weights import KERNEL_MAX_ROWS
 from corral.quant import dequantize
 
 LEGACY = (Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q8_0)
@@ -272,7 +273,9 @@ def test_dense_route_matches_reference(t: Q, monkeypatch: pytest.MonkeyPatch) ->
     # by default (the environment unset) always the integer kernels, bit-identical to qmatmul
     assert torch.equal(QMatrix(w, t, n, k)(x), qmatmul(x, w, t, n, k))
     auto = QMatrix(w, t, n, k, dense_rows="auto")
-    assert auto.dense_rows == (64 if t in LEGACY else 128)
+    amx_rows = kernels.AMX_BREAK_EVEN.get(int(t)) if auto.amx else None
+    assert auto.dense_rows == (amx_rows or (64 if t in LEGACY else 128))
+    assert auto.dense_rows > KERNEL_MAX_ROWS  # short steps keep llama.cpp's exact arithmetic
     assert torch.equal(auto(x[:3]), qmatmul(x[:3], w, t, n, k))
     with pytest.raises(ValueError):
         QMatrix(w, t, n, k, dense_rows="sometimes")

@@ -93,6 +93,12 @@ _DENSE_SLICE: Final = 1 << 21
 AMX: Final[bool] = (
     _amx is not None and _amx.available() and os.environ.get("CORRAL_AMX", "1") != "0"
 )
+# With AMX the dense route pays off from fewer rows than the float32 GEMM (7B-shaped Q4_K
+# 4096x14336: 1.5x the int8 kernels at 32 rows, 1.8-3x at 64); Q6_K's unpacking keeps it at
+# DENSE_BREAK_EVEN. Never below KERNEL_MAX_ROWS (models.weights): short steps stay exact.
+AMX_BREAK_EVEN: Final[dict[int, int]] = dict.fromkeys(
+    (int(t) for t in (Q.Q4_0, Q.Q5_0, Q.Q8_0, Q.Q4_K, Q.Q5_K)), 32
+)
 # ggml types whose scale and min share the Q4_K layout (6-bit mins per 32 values)
 _KMIN: Final[frozenset[int]] = frozenset((int(Q.Q4_K), int(Q.Q5_K)))
 # CORRAL_QKERNELS_SCALAR=1 forces the portable C path (for tests and for comparison).
@@ -288,16 +294,17 @@ class QMatrix:
         self.n_out = n_out
         self.k = k
         self._ptr = w.data_ptr()
+        # the dense route on AMX tiles, where this CPU and type have it (see _amx_dense)
+        self.amx = AMX and bool(_amx.supports(self._tid))  # type: ignore[union-attr]
         if dense_rows == -1:
             dense_rows = DENSE_ROWS
         if dense_rows == "auto":
-            dense_rows = DENSE_BREAK_EVEN[_WEIGHT_BLOCK[self._tid][0]]
+            dense_rows = AMX_BREAK_EVEN.get(self._tid, 0) if self.amx else 0
+            dense_rows = dense_rows or DENSE_BREAK_EVEN[_WEIGHT_BLOCK[self._tid][0]]
         if dense_rows is not None and not isinstance(dense_rows, int):
             raise ValueError(f"dense_rows must be a row count, 'auto' or None, got {dense_rows!r}")
         self.dense_rows = dense_rows if dense_rows and dense_rows > 0 else 1 << 62
         self._mins_t: torch.Tensor | None = None
-        # the dense route on AMX tiles, where this CPU and type have it (see _amx_dense)
-        self.amx = AMX and bool(_amx.supports(self._tid))  # type: ignore[union-attr]
 
     @property
     def shape(self) -> torch.Size:
