@@ -42,18 +42,10 @@
 #endif
 
 #include "half.h"
+#include "capi.h"
 
-typedef struct {
-    const float *q;
-    const uint16_t *k, *v;
-    const int64_t *slot, *len;
-    float *out;
-    long B, H, Hkv, D;
-    long s_slot, s_head, s_pos; /* element strides of the k/v buffers */
-    long window;
-    float scale;
-    int exact;
-} attn_job;
+/* capi.h has the fields (the fused decode step fills one in directly) */
+typedef corral_attn_job attn_job;
 
 /* Per-thread scores buffer, grown as contexts grow, never shrunk. */
 static __thread float *t_buf = NULL;
@@ -327,7 +319,19 @@ static struct PyModuleDef module = {
     -1, methods, NULL, NULL, NULL, NULL,
 };
 
+/* The table corral._decode calls (capi.h); simd is filled in at import. */
+static corral_attn_api c_api = {CORRAL_ATTN_API_VERSION, 0, attn_run};
+
 PyMODINIT_FUNC PyInit__attn(void) {
     g_simd = cpu_has_f16c_avx2();
-    return PyModule_Create(&module);
+    c_api.simd = g_simd;
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    PyObject *cap = PyCapsule_New(&c_api, "corral._attn._C_API", NULL);
+    if (!cap || PyModule_AddObject(m, "_C_API", cap) < 0) {
+        Py_XDECREF(cap);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -151,6 +151,7 @@ static size_t act_block_bytes(int act) { return act == ACT_Q8_K ? sizeof(act256)
 /* ------------------------------------------------------------------------------------------ */
 
 #include "half.h"
+#include "capi.h"
 
 /* rint to an int8 with the saturation an AVX2 cvtps/packs sequence gives (NaN -> -128) */
 static inline int8_t sat_i8(float v) {
@@ -1144,13 +1145,9 @@ static uint8_t *scratch(size_t n) {
     return t_scratch;
 }
 
-/* One weight of a call: type, raw rows [N, row_bytes], output [M, N]. */
-typedef struct {
-    int type;
-    const uint8_t *w;
-    float *y;
-    long N;
-} mat_spec;
+/* One weight of a call: type, raw rows [N, row_bytes], output [M, N] (capi.h: the fused
+ * decode step hands its matrices over in this form). */
+typedef corral_mat_spec mat_spec;
 
 /* y_i = x @ W_i^T for n matrices that take the same activation blocks (same K and act kind):
  * x is quantized once, then all matrices' row chunks go to the threads of one parallel
@@ -1614,7 +1611,24 @@ static struct PyModuleDef module = {
     NULL,
 };
 
+static int act_kind(int type) {
+    type_info ti;
+    return get_info(type, &ti) ? ti.act : -1;
+}
+
+/* The table corral._decode calls (capi.h); has_avx2 is filled in at import. */
+static corral_qkernels_api c_api = {CORRAL_QKERNELS_API_VERSION, 0, qmatmul_run, act_kind};
+
 PyMODINIT_FUNC PyInit__qkernels(void) {
     g_has_avx2 = cpu_has_avx2();
-    return PyModule_Create(&module);
+    c_api.has_avx2 = g_has_avx2;
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    PyObject *cap = PyCapsule_New(&c_api, "corral._qkernels._C_API", NULL);
+    if (!cap || PyModule_AddObject(m, "_C_API", cap) < 0) {
+        Py_XDECREF(cap);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }
