@@ -1,0 +1,177 @@
+"""The fused decode step (corral._decode, corral.models.fused) against the eager block loop: the
+logits of every step must be the same bits, for the routes a one-token step can take (one
+sequence, a batch of equal rows, slots at their own lengths, a sliding window, q/k/v biases),
+and the eager loop must still serve whatever the fused step does not take."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from gguf import GGMLQuantizationType as Q
+
+import corral
+from corral.engine.kv_cache import KVCache, SlotBatch
+from corral.kernels import decode
+from corral.models import fused as fused_mod
+
+pytestmark = pytest.mark.skipif(
+    not decode.available() or decode.silu_vec() is None, reason="corral._decode not usable here"
+)
+
+PROMPT = [5, 9, 11, 3, 7]
+STEPS = [12, 4, 8, 10, 6, 13, 14, 15, 16, 17]
+
+
+def tiny(tmp_path: Path, qtype: Q = Q.Q4_1, **kw: object) -> object:
+    from tiny_gguf import write_tiny
+
+    path = write_tiny(tmp_path / f"m-{qtype.name}.gguf", qtype=qtype, **kw)  # type: ignore[arg-type]
+    return corral.load(path).net
+
+
+def decode_logits(net: object, fused: bool, batch: int = 1) -> list[torch.Tensor]:
+    """Logits [B, 1, V] of a prompt then one-token steps, on the fused step or the eager loop."""
+    saved = net.fused  # type: ignore[attr-defined]
+    net.fused = saved if fused else None  # type: ignore[attr-defined]
+    try:
+        cache = net.make_cache(64, batch=batch)  # type: ignore[attr-defined]
+        rows = [PROMPT[i:] + PROMPT[:i] for i in range(batch)]
+        outs = [net.forward(torch.tensor(rows), cache, last_only=True)]  # type: ignore[attr-defined]
+        for j in range(len(STEPS)):
+            ids = torch.tensor([[STEPS[(j + i) % len(STEPS)]] for i in range(batch)])  # [B, 1]
+            outs.append(net.forward(ids, cache))  # type: ignore[attr-defined]
+        return outs
+    finally:
+        net.fused = saved  # type: ignore[attr-defined]
+
+
+def assert_same(a: list[torch.Tensor], b: list[torch.Tensor]) -> None:
+    assert len(a) == len(b)
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
+        assert torch.equal(x, y), f"step {i}: largest difference {(x - y).abs().max().item()}"
+
+
+@pytest.mark.parametrize("qtype", [Q.Q4_1, Q.Q8_0, Q.Q4_0, Q.Q5_1])
+def test_fused_steps_equal_the_eager_loop(tmp_path: Path, qtype: Q) -> None:
+    net = tiny(tmp_path, qtype)
+    assert net.fused is not None  # type: ignore[attr-defined]
+    assert_same(decode_logits(net, True), decode_logits(net, False))
+
+
+def test_fused_steps_with_window_biases_and_odd_shapes(tmp_path: Path) -> None:
+    # a sliding window shorter than the steps, an odd head count, one kv head, a wider FFN
+    net = tiny(tmp_path, Q.Q8_0, n_embd=96, n_head=3, n_head_kv=1, n_ff=224, sliding_window=4)
+    gen = torch.Generator().manual_seed(1)
+    for blk in net.blocks:  # type: ignore[attr-defined]
+        blk.bq = torch.randn(96, generator=gen) * 0.1
+        blk.bk = torch.randn(32, generator=gen) * 0.1
+        blk.bv = torch.randn(32, generator=gen) * 0.1
+    net.fused = fused_mod.FusedDecode.build(  # type: ignore[attr-defined]
+        net.blocks, "cpu", torch.float32, 3, 1, 32, 32, False, 1e-5, 4,  # type: ignore[attr-defined]
+    )  # fmt: skip
+    assert net.fused is not None  # type: ignore[attr-defined]
+    assert_same(decode_logits(net, True), decode_logits(net, False))
+
+
+def test_fused_batch_rows_equal_the_eager_loop(tmp_path: Path) -> None:
+    net = tiny(tmp_path)
+    assert_same(decode_logits(net, True, batch=3), decode_logits(net, False, batch=3))
+
+
+def test_fused_slot_batch_equals_the_eager_loop(tmp_path: Path) -> None:
+    net = tiny(tmp_path)
+
+    def run(fused: bool) -> list[torch.Tensor]:
+        saved = net.fused
+        net.fused = saved if fused else None
+        try:
+            kv = KVCache(net.args.n_layers, net.args.n_head_kv, net.args.head_dim, 64, batch=3)
+            # slots 2 and 0 filled to different lengths, then decoded together
+            net.forward(torch.tensor([PROMPT]), kv.slot(2, 0))
+            net.forward(torch.tensor([PROMPT[:3]]), kv.slot(0, 0))
+            offsets = [len(PROMPT), 3]
+            outs = []
+            for tok in STEPS[:6]:
+                view = SlotBatch(kv, [2, 0], offsets)
+                outs.append(net.forward(torch.tensor([[tok], [tok + 1]]), view))
+                offsets = [o + 1 for o in offsets]
+            return outs
+        finally:
+            net.fused = saved
+
+    assert_same(run(True), run(False))
+
+
+def test_fused_step_is_taken_and_the_eager_loop_serves_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    net = tiny(tmp_path)
+    calls = []
+    eager = net._blocks  # type: ignore[attr-defined]
+    monkeypatch.setattr(net, "_blocks", lambda *a: calls.append(a[0].shape) or eager(*a))
+    cache = net.make_cache(64)  # type: ignore[attr-defined]
+    net.forward(torch.tensor([PROMPT]), cache)  # type: ignore[attr-defined]
+    net.forward(torch.tensor([[4]]), cache)  # type: ignore[attr-defined]
+    net.forward(torch.tensor([[4, 5]]), cache)  # type: ignore[attr-defined]
+    assert calls == [torch.Size([1, 5, 64]), torch.Size([1, 2, 64])]
+    # more rows than the plan takes: eager
+    too_many = net.fused.max_rows + 1  # type: ignore[attr-defined]
+    wide = net.make_cache(8, batch=too_many)  # type: ignore[attr-defined]
+    net.forward(torch.tensor([[4]] * too_many), wide)  # type: ignore[attr-defined]
+    assert calls[-1] == torch.Size([too_many, 1, 64])
+
+
+def test_eager_when_disabled_or_not_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fused_mod, "ENABLED", False)  # what CORRAL_FUSED_DECODE=0 sets
+    assert tiny(tmp_path).fused is None  # type: ignore[attr-defined]
+    monkeypatch.setattr(fused_mod, "ENABLED", True)
+    monkeypatch.setattr(decode, "_ext", None)  # as on a machine without the extension
+    assert not decode.available()
+    net = tiny(tmp_path, Q.Q8_0)
+    assert net.fused is None  # type: ignore[attr-defined]
+    cache = net.make_cache(16)  # type: ignore[attr-defined]
+    out = net.forward(torch.tensor([[4]]), cache)  # type: ignore[attr-defined]
+    assert out.shape == (1, 1, net.vocab_size) and torch.isfinite(out).all()  # type: ignore[attr-defined]
+
+
+def test_float_weights_keep_the_eager_loop(tmp_path: Path) -> None:
+    assert tiny(tmp_path, Q.F32).fused is None  # type: ignore[attr-defined]
+
+
+def test_silu_mul_matches_torch_bit_for_bit() -> None:
+    gen = torch.Generator().manual_seed(0)
+    # random bit patterns: every exponent, NaNs and infinities included
+    bits = torch.randint(-(2**31), 2**31 - 1, (1 << 20,), generator=gen, dtype=torch.int64)
+    g = bits.to(torch.int32).view(torch.float32)
+    u = torch.randn(g.numel(), generator=gen)
+    want, got = F.silu(g) * u, decode.silu_mul(g, u)
+    same = (want.view(torch.int32) == got.view(torch.int32)) | (want.isnan() & got.isnan())
+    assert bool(same.all()), f"{int((~same).sum())} values differ"
+    # sizes with a scalar tail after torch's vector loop
+    for n in (1, 7, 15, 17, 31, 33, 47, 100, 1000):
+        g = torch.randn(n, generator=gen) * 20
+        u = torch.randn(n, generator=gen)
+        assert torch.equal(decode.silu_mul(g, u), F.silu(g) * u), n
+
+
+def test_plan_rejects_wrong_inputs(tmp_path: Path) -> None:
+    net = tiny(tmp_path)
+    plan = net.fused.plan  # type: ignore[attr-defined]
+    kv = net.make_cache(8)  # type: ignore[attr-defined]
+    with pytest.raises(ValueError):
+        plan.kv_table(kv.k[:1], kv.v[:1])
+    with pytest.raises(ValueError):
+        plan.kv_table([b.float() for b in kv.k], [b.float() for b in kv.v])
+    table = plan.kv_table(kv.k, kv.v)
+    x = torch.zeros(1, 64)
+    cs = torch.zeros(1, 8)
+    one = torch.zeros(1, dtype=torch.int64)
+    with pytest.raises(ValueError):
+        plan.step(torch.zeros(1, 63), cs, cs, table, one, one + 1)
+    with pytest.raises(ValueError):
+        plan.step(x, cs, cs, table, one.int(), one + 1)
+    with pytest.raises(ValueError):  # a row with no positions
+        plan.step(x, cs, cs, table, one, one)
