@@ -307,7 +307,8 @@ static int get_mat(PyObject *o, long N, corral_mat_spec *out) {
 
 PyDoc_STRVAR(plan_doc,
              "plan(dims, layers) -> capsule\n\n"
-             "dims: (L, E, H, Hkv, D, R, F, neox, eps, scale, window, silu_vec, scalar); layers: L "
+             "dims: (L, E, H, Hkv, D, R, F, neox, eps, scale, window, silu_vec, qk_scalar, attn_scalar);\n"
+             "layers: L "
              "tuples (attn_norm, ffn_norm, bq, bk, bv, wq, wk, wv, wo, gate, up, down) of raw "
              "addresses (biases 0 when absent), each weight a (ggml type, address) pair of "
              "contiguous rows. The caller keeps every tensor alive for as long as the plan.");
@@ -315,11 +316,11 @@ PyDoc_STRVAR(plan_doc,
 static PyObject *py_plan(PyObject *self, PyObject *args) {
     (void)self;
     long L, E, H, Hkv, D, R, F, window, silu_vec;
-    int neox, scalar;
+    int neox, qk_scalar, attn_scalar;
     double eps, scale;
     PyObject *layers;
-    if (!PyArg_ParseTuple(args, "(lllllllpddllp)O!", &L, &E, &H, &Hkv, &D, &R, &F, &neox, &eps, &scale,
-                          &window, &silu_vec, &scalar, &PyTuple_Type, &layers))
+    if (!PyArg_ParseTuple(args, "(lllllllpddllpp)O!", &L, &E, &H, &Hkv, &D, &R, &F, &neox, &eps, &scale,
+                          &window, &silu_vec, &qk_scalar, &attn_scalar, &PyTuple_Type, &layers))
         return NULL;
     if (L < 1 || E < 1 || H < 1 || Hkv < 1 || H % Hkv || D < 1 || D > 512 || R < 0 || R > D || R % 2 ||
         F < 1 || silu_vec < 0 || PyTuple_GET_SIZE(layers) != L)
@@ -331,8 +332,8 @@ static PyObject *py_plan(PyObject *self, PyObject *args) {
     p->neox = neox, p->eps = (float)eps, p->scale = (float)scale, p->window = window;
     p->silu_vec = silu_vec;
     /* the choices corral.kernels and corral.kernels.attention make for their own calls */
-    p->use_avx2 = g_qk->has_avx2 && !scalar;
-    p->attn_simd = g_at->simd && !scalar && D % 8 == 0;
+    p->use_avx2 = g_qk->has_avx2 && !qk_scalar;
+    p->attn_simd = g_at->simd && !attn_scalar && D % 8 == 0;
     for (long l = 0; l < L; l++) {
         PyObject *t = PyTuple_GET_ITEM(layers, l);
         layer_t *ly = &p->layers[l];

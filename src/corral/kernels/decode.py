@@ -158,7 +158,9 @@ class DecodePlan:
             )
         dims = (
             len(layers), e, n_head, n_head_kv, head_dim, rope_dim, f, neox, eps, scale,
-            window or 0, vec, kernels._FORCE_SCALAR,
+            # the portable-C switches the eager calls use: CORRAL_QKERNELS_SCALAR for the
+            # matmuls; attention's is a test-only argument, off in the models
+            window or 0, vec, kernels._FORCE_SCALAR, False,
         )  # fmt: skip
         self._plan = _ext.plan(dims, tuple(layers))
         self.n_layers, self.n_embd, self.n_ff = len(layers), e, f
