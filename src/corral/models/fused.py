@@ -89,7 +89,7 @@ class FusedDecode:
         [B, 1, 1, R/2] from layers.rope_cos_sin at the new positions. False (nothing done)
         when the eager loop must run it; the caller advances the cache either way."""
         b, t, e = x.shape
-        if t != 1 or b > self.max_rows:
+        if t != 1 or b > self.max_rows or not x.is_contiguous():
             return False
         kind = type(cache)
         if kind is KVCache:
