@@ -113,15 +113,37 @@ def test_fused_step_is_taken_and_the_eager_loop_serves_the_rest(
     eager = net._blocks  # type: ignore[attr-defined]
     monkeypatch.setattr(net, "_blocks", lambda *a: calls.append(a[0].shape) or eager(*a))
     cache = net.make_cache(64)  # type: ignore[attr-defined]
+    rows = net.fused.max_rows  # type: ignore[attr-defined]
     net.forward(torch.tensor([PROMPT]), cache)  # type: ignore[attr-defined]
     net.forward(torch.tensor([[4]]), cache)  # type: ignore[attr-defined]
-    net.forward(torch.tensor([[4, 5]]), cache)  # type: ignore[attr-defined]
-    assert calls == [torch.Size([1, 5, 64]), torch.Size([1, 2, 64])]
-    # more rows than the plan takes: eager
-    too_many = net.fused.max_rows + 1  # type: ignore[attr-defined]
-    wide = net.make_cache(8, batch=too_many)  # type: ignore[attr-defined]
-    net.forward(torch.tensor([[4]] * too_many), wide)  # type: ignore[attr-defined]
-    assert calls[-1] == torch.Size([too_many, 1, 64])
+    net.forward(torch.tensor([[4] * rows]), cache)  # type: ignore[attr-defined]
+    assert calls == []
+    net.forward(torch.tensor([[4] * (rows + 1)]), cache)  # type: ignore[attr-defined]
+    assert calls == [torch.Size([1, rows + 1, 64])]
+    # more rows than the plan takes over a batch: eager
+    wide = net.make_cache(8, batch=rows + 1)  # type: ignore[attr-defined]
+    net.forward(torch.tensor([[4]] * (rows + 1)), wide)  # type: ignore[attr-defined]
+    assert calls[-1] == torch.Size([rows + 1, 1, 64])
+
+
+def test_fused_few_token_steps_equal_the_eager_loop(tmp_path: Path) -> None:
+    # several new tokens per step (speculative drafts being verified), one and two sequences
+    net = tiny(tmp_path, Q.Q8_0, sliding_window=6)
+
+    def run(fused: bool, batch: int) -> list[torch.Tensor]:
+        saved = net.fused
+        net.fused = saved if fused else None
+        try:
+            cache = net.make_cache(64, batch=batch)
+            outs = [net.forward(torch.tensor([PROMPT[:2]] * batch), cache)]
+            for j in range(0, 9, 3):
+                outs.append(net.forward(torch.tensor([STEPS[j : j + 3]] * batch), cache))
+            return outs
+        finally:
+            net.fused = saved
+
+    for batch in (1, 2):
+        assert_same(run(True, batch), run(False, batch))
 
 
 def test_eager_when_disabled_or_not_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

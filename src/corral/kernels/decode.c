@@ -1,6 +1,6 @@
 /*
- * corral._decode: every block of a llama-family decode step (one new token per row) in one C
- * call, instead of ~25 dispatched torch ops and C calls per block.
+ * corral._decode: every block of a llama-family decode step (a few new tokens) in one C call,
+ * instead of ~25 dispatched torch ops and C calls per block.
  *
  * A one-token step of a small model is mostly dispatch: on SmolLM2-135M (30 blocks) the C
  * kernels take about half of a step, Python and torch the rest, a few microseconds per view,
@@ -24,7 +24,9 @@
  *   rope(q), rope(k); k, v -> cache[slot, :, len - 1]; a = attention(q, cache, len)
  *   x += a Wo^T; h = rms_norm(x) * ffn_norm; x += (silu(h Wg^T) * h Wu^T) Wd^T
  * Shapes: E width, H / Hkv heads, D head dim, R rotated dims, F feed-forward width. Row m of a
- * call gets the bits a call with that row alone would (every kernel keeps rows apart).
+ * call gets the bits a call with that row alone would (every kernel keeps rows apart). Rows
+ * may share a slot (a step of a few new tokens of one sequence): every row's keys and values
+ * are stored before any row attends, and row m sees its slot's first len[m] positions.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

@@ -194,7 +194,9 @@ class DecodePlan:
     ) -> None:  # fmt: skip
         """Runs every block on x [M, E] float32 (contiguous, updated in place): the new token
         of row m has rope angles cos/sin [M, R/2] and goes to position lengths[m] - 1 of cache
-        slot slots[m] (int64 [M], checked against the buffers of `kv`, a kv_table)."""
+        slot slots[m] (int64 [M], checked against the buffers of `kv`, a kv_table). Rows may
+        share a slot (several new tokens of one sequence); each attends to its slot's first
+        lengths[m] positions, all rows' keys and values written first."""
         m = x.shape[0]
         if not 0 < m <= self.max_rows:
             raise ValueError(f"a fused step takes 1 to {self.max_rows} rows, got {m}")

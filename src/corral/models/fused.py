@@ -3,8 +3,8 @@
 `FusedDecode.build(model)` binds a model's blocks once (corral.kernels.decode.DecodePlan) when
 they all qualify: the CPU, float32 activations, kernel-backed quantized weights (no LoRA
 wrappers, no float matrices), the C extensions built. Each step then goes to the plan when it
-can (one new token per row, few rows, a float16 KVCache or SlotBatch) and the caller runs its
-eager loop otherwise. The results are the eager loop's bit for bit (tests/kernels/
+can (few new token rows, up to KERNEL_MAX_ROWS over the batch, on a float16 KVCache or
+SlotBatch) and the caller runs its eager loop otherwise. The results are the eager loop's bit for bit (tests/kernels/
 test_decode.py, tests/models/test_fused_decode.py).
 
 CORRAL_FUSED_DECODE=0 keeps every step on the eager loop (for debugging, or for comparing);
@@ -85,11 +85,16 @@ class FusedDecode:
     def __call__(
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: object
     ) -> bool:
-        """Run every block on x [B, 1, E] (in place) when this step qualifies: cos/sin
-        [B, 1, 1, R/2] from layers.rope_cos_sin at the new positions. False (nothing done)
-        when the eager loop must run it; the caller advances the cache either way."""
+        """Run every block on x [B, T, E] (in place) when this step qualifies: cos/sin
+        [B, 1, T, R/2] from layers.rope_cos_sin at the new positions. False (nothing done)
+        when the eager loop must run it; the caller advances the cache either way.
+
+        A step of several new tokens (a short prompt, a speculative draft being verified)
+        qualifies too: each token is a row of its own, at its own position, as the eager
+        loop's kernels and C attention compute it."""
         b, t, e = x.shape
-        if t != 1 or b > self.max_rows or not x.is_contiguous():
+        m = b * t
+        if m > self.max_rows or not x.is_contiguous():
             return False
         kind = type(cache)
         if kind is KVCache:
@@ -101,9 +106,10 @@ class FusedDecode:
         table = self._table(kv)  # type: ignore[arg-type]
         if table is None:
             return False
-        slots, lengths, _ = cache.step_rows(1)  # type: ignore[attr-defined]
+        slots, lengths, _ = cache.step_rows(t)  # type: ignore[attr-defined]
         half = cos.shape[-1]
+        # rows in [B, T] order: what step_rows and a [B, 1, T, R/2] reshape give
         self.plan.step(
-            x.view(b, e), cos.reshape(b, half), sin.reshape(b, half), table, slots, lengths
+            x.view(m, e), cos.reshape(m, half), sin.reshape(m, half), table, slots, lengths
         )
         return True

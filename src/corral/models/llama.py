@@ -80,7 +80,8 @@ class Model(AttentionLM[ModelArgs]):
             args.rope_dim, args.rope_base, freq_factors, args.rope_scale, self.device.torch_device
         )
         self.blocks = [Block.load(src, i) for i in range(args.n_layers)]
-        # one-token steps in one C call where the weights allow (None: always the loop below)
+        # decode steps (a few new tokens) in one C call where the weights allow (None: always
+        # the loop below)
         self.fused = FusedDecode.build(
             self.blocks, self.device.torch_device.type, self.device.dtype, args.n_head,
             args.n_head_kv, args.head_dim, args.rope_dim, False, args.rms_eps,
