@@ -432,7 +432,11 @@ static const void *import_api(const char *module_name, const char *name, int ver
     if (!mod) return NULL;
     Py_DECREF(mod);
     const int *api = PyCapsule_Import(name, 0);
-    if (!api) return NULL;
+    if (!api) { /* a module built before it had the table: an ImportError, so Python falls back */
+        PyErr_Clear();
+        PyErr_Format(PyExc_ImportError, "%s is missing: rebuild corral's extensions", name);
+        return NULL;
+    }
     if (*api != version) {
         PyErr_Format(PyExc_ImportError, "%s has version %d, corral._decode needs %d", name, *api, version);
         return NULL;

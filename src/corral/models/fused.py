@@ -1,11 +1,12 @@
-"""The fused decode step of the llama family: every block of a one-token step in one C call.
+"""The fused decode step of the llama family: every block of a decode step in one C call.
 
-`FusedDecode.build(model)` binds a model's blocks once (corral.kernels.decode.DecodePlan) when
+`FusedDecode.build(...)` binds a model's blocks once (corral.kernels.decode.DecodePlan) when
 they all qualify: the CPU, float32 activations, kernel-backed quantized weights (no LoRA
 wrappers, no float matrices), the C extensions built. Each step then goes to the plan when it
-can (few new token rows, up to KERNEL_MAX_ROWS over the batch, on a float16 KVCache or
-SlotBatch) and the caller runs its eager loop otherwise. The results are the eager loop's bit for bit (tests/kernels/
-test_decode.py, tests/models/test_fused_decode.py).
+can (at most KERNEL_MAX_ROWS new tokens over the batch, on a float16 KVCache or SlotBatch)
+and the caller runs its eager loop otherwise. The results are the eager loop's bit for bit
+(tests/kernels/test_decode.py, tests/models/test_fused_decode.py): on SmolLM2-135M a decode
+step takes about half the time, the Python and torch dispatch of 30 blocks gone.
 
 CORRAL_FUSED_DECODE=0 keeps every step on the eager loop (for debugging, or for comparing);
 setting a model's `fused` attribute to None does the same for that model.
@@ -34,7 +35,7 @@ def _qmatrix(w: Linear) -> Any:
 
 
 class FusedDecode:
-    """A model's blocks bound for one-token steps (see the module docstring)."""
+    """A model's blocks bound for decode steps (see the module docstring)."""
 
     def __init__(self, plan: decode.DecodePlan) -> None:
         self.plan = plan
