@@ -6,6 +6,7 @@ and the eager loop must still serve whatever the fused step does not take."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -25,27 +26,27 @@ PROMPT = [5, 9, 11, 3, 7]
 STEPS = [12, 4, 8, 10, 6, 13, 14, 15, 16, 17]
 
 
-def tiny(tmp_path: Path, qtype: Q = Q.Q4_1, **kw: object) -> object:
+def tiny(tmp_path: Path, qtype: Q = Q.Q4_1, **kw: Any) -> Any:
     from tiny_gguf import write_tiny
 
-    path = write_tiny(tmp_path / f"m-{qtype.name}.gguf", qtype=qtype, **kw)  # type: ignore[arg-type]
+    path = write_tiny(tmp_path / f"m-{qtype.name}.gguf", qtype=qtype, **kw)
     return corral.load(path).net
 
 
-def decode_logits(net: object, fused: bool, batch: int = 1) -> list[torch.Tensor]:
+def decode_logits(net: Any, fused: bool, batch: int = 1) -> list[torch.Tensor]:
     """Logits [B, 1, V] of a prompt then one-token steps, on the fused step or the eager loop."""
-    saved = net.fused  # type: ignore[attr-defined]
-    net.fused = saved if fused else None  # type: ignore[attr-defined]
+    saved = net.fused
+    net.fused = saved if fused else None
     try:
-        cache = net.make_cache(64, batch=batch)  # type: ignore[attr-defined]
+        cache = net.make_cache(64, batch=batch)
         rows = [PROMPT[i:] + PROMPT[:i] for i in range(batch)]
-        outs = [net.forward(torch.tensor(rows), cache, last_only=True)]  # type: ignore[attr-defined]
+        outs = [net.forward(torch.tensor(rows), cache, last_only=True)]
         for j in range(len(STEPS)):
             ids = torch.tensor([[STEPS[(j + i) % len(STEPS)]] for i in range(batch)])  # [B, 1]
-            outs.append(net.forward(ids, cache))  # type: ignore[attr-defined]
+            outs.append(net.forward(ids, cache))
         return outs
     finally:
-        net.fused = saved  # type: ignore[attr-defined]
+        net.fused = saved
 
 
 def assert_same(a: list[torch.Tensor], b: list[torch.Tensor]) -> None:
@@ -57,7 +58,7 @@ def assert_same(a: list[torch.Tensor], b: list[torch.Tensor]) -> None:
 @pytest.mark.parametrize("qtype", [Q.Q4_1, Q.Q8_0, Q.Q4_0, Q.Q5_1])
 def test_fused_steps_equal_the_eager_loop(tmp_path: Path, qtype: Q) -> None:
     net = tiny(tmp_path, qtype)
-    assert net.fused is not None  # type: ignore[attr-defined]
+    assert net.fused is not None
     assert_same(decode_logits(net, True), decode_logits(net, False))
 
 
@@ -65,14 +66,14 @@ def test_fused_steps_with_window_biases_and_odd_shapes(tmp_path: Path) -> None:
     # a sliding window shorter than the steps, an odd head count, one kv head, a wider FFN
     net = tiny(tmp_path, Q.Q8_0, n_embd=96, n_head=3, n_head_kv=1, n_ff=224, sliding_window=4)
     gen = torch.Generator().manual_seed(1)
-    for blk in net.blocks:  # type: ignore[attr-defined]
+    for blk in net.blocks:
         blk.bq = torch.randn(96, generator=gen) * 0.1
         blk.bk = torch.randn(32, generator=gen) * 0.1
         blk.bv = torch.randn(32, generator=gen) * 0.1
-    net.fused = fused_mod.FusedDecode.build(  # type: ignore[attr-defined]
-        net.blocks, "cpu", torch.float32, 3, 1, 32, 32, False, 1e-5, 4,  # type: ignore[attr-defined]
+    net.fused = fused_mod.FusedDecode.build(
+        net.blocks, "cpu", torch.float32, 3, 1, 32, 32, False, 1e-5, 4,
     )  # fmt: skip
-    assert net.fused is not None  # type: ignore[attr-defined]
+    assert net.fused is not None
     assert_same(decode_logits(net, True), decode_logits(net, False))
 
 
@@ -110,19 +111,19 @@ def test_fused_step_is_taken_and_the_eager_loop_serves_the_rest(
 ) -> None:
     net = tiny(tmp_path)
     calls = []
-    eager = net._blocks  # type: ignore[attr-defined]
+    eager = net._blocks
     monkeypatch.setattr(net, "_blocks", lambda *a: calls.append(a[0].shape) or eager(*a))
-    cache = net.make_cache(64)  # type: ignore[attr-defined]
-    rows = net.fused.max_rows  # type: ignore[attr-defined]
-    net.forward(torch.tensor([PROMPT]), cache)  # type: ignore[attr-defined]
-    net.forward(torch.tensor([[4]]), cache)  # type: ignore[attr-defined]
-    net.forward(torch.tensor([[4] * rows]), cache)  # type: ignore[attr-defined]
+    cache = net.make_cache(64)
+    rows = net.fused.max_rows
+    net.forward(torch.tensor([PROMPT]), cache)
+    net.forward(torch.tensor([[4]]), cache)
+    net.forward(torch.tensor([[4] * rows]), cache)
     assert calls == []
-    net.forward(torch.tensor([[4] * (rows + 1)]), cache)  # type: ignore[attr-defined]
+    net.forward(torch.tensor([[4] * (rows + 1)]), cache)
     assert calls == [torch.Size([1, rows + 1, 64])]
     # more rows than the plan takes over a batch: eager
-    wide = net.make_cache(8, batch=rows + 1)  # type: ignore[attr-defined]
-    net.forward(torch.tensor([[4]] * (rows + 1)), wide)  # type: ignore[attr-defined]
+    wide = net.make_cache(8, batch=rows + 1)
+    net.forward(torch.tensor([[4]] * (rows + 1)), wide)
     assert calls[-1] == torch.Size([rows + 1, 1, 64])
 
 
@@ -148,19 +149,19 @@ def test_fused_few_token_steps_equal_the_eager_loop(tmp_path: Path) -> None:
 
 def test_eager_when_disabled_or_not_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fused_mod, "ENABLED", False)  # what CORRAL_FUSED_DECODE=0 sets
-    assert tiny(tmp_path).fused is None  # type: ignore[attr-defined]
+    assert tiny(tmp_path).fused is None
     monkeypatch.setattr(fused_mod, "ENABLED", True)
     monkeypatch.setattr(decode, "_ext", None)  # as on a machine without the extension
     assert not decode.available()
     net = tiny(tmp_path, Q.Q8_0)
-    assert net.fused is None  # type: ignore[attr-defined]
-    cache = net.make_cache(16)  # type: ignore[attr-defined]
-    out = net.forward(torch.tensor([[4]]), cache)  # type: ignore[attr-defined]
-    assert out.shape == (1, 1, net.vocab_size) and torch.isfinite(out).all()  # type: ignore[attr-defined]
+    assert net.fused is None
+    cache = net.make_cache(16)
+    out = net.forward(torch.tensor([[4]]), cache)
+    assert out.shape == (1, 1, net.vocab_size) and torch.isfinite(out).all()
 
 
 def test_float_weights_keep_the_eager_loop(tmp_path: Path) -> None:
-    assert tiny(tmp_path, Q.F32).fused is None  # type: ignore[attr-defined]
+    assert tiny(tmp_path, Q.F32).fused is None
 
 
 def test_silu_mul_matches_torch_bit_for_bit() -> None:
@@ -181,8 +182,8 @@ def test_silu_mul_matches_torch_bit_for_bit() -> None:
 
 def test_plan_rejects_wrong_inputs(tmp_path: Path) -> None:
     net = tiny(tmp_path)
-    plan = net.fused.plan  # type: ignore[attr-defined]
-    kv = net.make_cache(8)  # type: ignore[attr-defined]
+    plan = net.fused.plan
+    kv = net.make_cache(8)
     with pytest.raises(ValueError):
         plan.kv_table(kv.k[:1], kv.v[:1])
     with pytest.raises(ValueError):
