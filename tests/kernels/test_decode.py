@@ -62,6 +62,15 @@ def test_fused_steps_equal_the_eager_loop(tmp_path: Path, qtype: Q) -> None:
     assert_same(decode_logits(net, True), decode_logits(net, False))
 
 
+@pytest.mark.parametrize("qtype", [Q.Q4_1, Q.Q8_0])
+def test_fused_qwen2_steps_equal_the_eager_loop(tmp_path: Path, qtype: Q) -> None:
+    # NEOX rope and q/k/v biases
+    net = tiny(tmp_path, qtype, arch="qwen2", qkv_bias=True)
+    assert net.fused is not None
+    assert_same(decode_logits(net, True), decode_logits(net, False))
+    assert_same(decode_logits(net, True, batch=2), decode_logits(net, False, batch=2))
+
+
 def test_fused_steps_with_window_biases_and_odd_shapes(tmp_path: Path) -> None:
     # a sliding window shorter than the steps, an odd head count, one kv head, a wider FFN
     net = tiny(tmp_path, Q.Q8_0, n_embd=96, n_head=3, n_head_kv=1, n_ff=224, sliding_window=4)
