@@ -207,3 +207,24 @@ def test_plan_rejects_wrong_inputs(tmp_path: Path) -> None:
         plan.step(x, cs, cs, table, one.int(), one + 1)
     with pytest.raises(ValueError):  # a row with no positions
         plan.step(x, cs, cs, table, one, one)
+
+
+@pytest.mark.parametrize("qtype", [Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q8_0])
+def test_one_row_matmul_pairs_equal_single_rows(qtype: Q) -> None:
+    # a one-row call takes weight rows two at a time (the decode kernel); a one-weight-row
+    # call takes the single-row kernel: the bits must agree
+    import numpy as np
+    from gguf import quants
+
+    from corral import kernels
+
+    rng = np.random.default_rng(int(qtype))
+    n, k = 37, 256
+    w = torch.from_numpy(
+        np.ascontiguousarray(quants.quantize(rng.standard_normal((n, k)).astype(np.float32), qtype))
+    )
+    x = torch.randn(1, k, generator=torch.Generator().manual_seed(1)) * 3
+    for nth in (1, 2):
+        whole = kernels.qmatmul(x, w, qtype, n, k, n_threads=nth)
+        rows = torch.cat([kernels.qmatmul(x, w[i : i + 1], qtype, 1, k) for i in range(n)], -1)
+        assert torch.equal(whole, rows)
