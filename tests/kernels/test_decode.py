@@ -17,9 +17,17 @@ import corral
 from corral.engine.kv_cache import KVCache, SlotBatch
 from corral.kernels import decode
 from corral.models import fused as fused_mod
+from corral.models import layers, weights
 
+# the fused step needs the C kernels on (not CORRAL_KERNELS=0, CORRAL_EXACT=1 or
+# CORRAL_FUSED_DECODE=0) and a torch whose silu it reproduces
 pytestmark = pytest.mark.skipif(
-    not decode.available() or decode.silu_vec() is None, reason="corral._decode not usable here"
+    not decode.available()
+    or decode.silu_vec() is None
+    or not weights._USE_KERNELS
+    or layers._EXACT
+    or not fused_mod.ENABLED,
+    reason="the fused decode step is off or not usable here",
 )
 
 PROMPT = [5, 9, 11, 3, 7]

@@ -12,11 +12,17 @@ import torch
 import corral
 from corral.engine.kv_cache import SlotBatch
 from corral.kernels import decode
+from corral.models import fused, layers, weights
 
 pytestmark = [
     pytest.mark.realmodel,
     pytest.mark.skipif(
-        not decode.available() or decode.silu_vec() is None, reason="corral._decode not usable"
+        not decode.available()
+        or decode.silu_vec() is None
+        or not weights._USE_KERNELS
+        or layers._EXACT
+        or not fused.ENABLED,
+        reason="the fused decode step is off or not usable here",
     ),
 ]
 
