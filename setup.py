@@ -15,7 +15,7 @@ setup(
         Extension(
             "corral._qkernels",
             ["src/corral/kernels/qkernels.c"],
-            depends=["src/corral/kernels/half.h"],
+            depends=["src/corral/kernels/half.h", "src/corral/kernels/capi.h"],
             extra_compile_args=_args,
             extra_link_args=["-fopenmp"] if _gnu else [],
             # a platform without a C compiler still installs corral (the model code then
@@ -27,7 +27,7 @@ setup(
         Extension(
             "corral._attn",
             ["src/corral/kernels/attention.c"],
-            depends=["src/corral/kernels/half.h"],
+            depends=["src/corral/kernels/half.h", "src/corral/kernels/capi.h"],
             extra_compile_args=_args,
             extra_link_args=["-fopenmp"] if _gnu else [],
             optional=True,
@@ -36,7 +36,7 @@ setup(
         Extension(
             "corral._rowops",
             ["src/corral/kernels/rowops.c"],
-            depends=["src/corral/kernels/half.h"],
+            depends=["src/corral/kernels/half.h", "src/corral/kernels/capi.h"],
             extra_compile_args=_args,
             extra_link_args=["-fopenmp"] if _gnu else [],
             optional=True,
@@ -48,6 +48,16 @@ setup(
             depends=["src/corral/kernels/half.h"],
             extra_compile_args=_args,
             extra_link_args=["-fopenmp"] if _gnu else [],
+            optional=True,
+        ),
+        # every block of a llama-family decode step in one call (corral.kernels.decode); it
+        # calls the three modules above through their C tables (capi.h), so it imports only
+        # where they do
+        Extension(
+            "corral._decode",
+            ["src/corral/kernels/decode.c"],
+            depends=["src/corral/kernels/half.h", "src/corral/kernels/capi.h"],
+            extra_compile_args=_args,
             optional=True,
         ),
         # GGUF string arrays (vocabularies) parsed in one call (corral.gguf.reader)

@@ -59,11 +59,14 @@ def write_tiny(
     tied: bool = False,
     raw_types: dict[str, GGMLQuantizationType] | None = None,
     extra_specials: Sequence[str] = (),
+    qkv_bias: bool = False,
 ) -> Path:
-    """Write a random-weight model of `arch` ("llama" or "gemma3") to `path`.
+    """Write a random-weight model of `arch` ("llama" or "gemma3"; "qwen2" with qkv_bias) to
+    `path`.
 
     raw_types: tensors to store as zero bytes of another ggml type (for error tests).
-    extra_specials: more control tokens (FIM markers...), appended to the vocabulary."""
+    extra_specials: more control tokens (FIM markers...), appended to the vocabulary.
+    qkv_bias: q/k/v projection biases (qwen2 has them; any arch may be given them)."""
     rng = np.random.default_rng(seed)
     toks = vocab(extra_specials)
     n_vocab = len(toks)
@@ -120,6 +123,12 @@ def write_tiny(
         mat(p + "attn_q.weight", n_head * head_dim, n_embd)
         mat(p + "attn_k.weight", n_head_kv * head_dim, n_embd)
         mat(p + "attn_v.weight", n_head_kv * head_dim, n_embd)
+        if qkv_bias:
+            for name, n in (("q", n_head), ("k", n_head_kv), ("v", n_head_kv)):
+                w.add_tensor(
+                    p + f"attn_{name}.bias",
+                    (0.1 * rng.standard_normal(n * head_dim)).astype(np.float32),
+                )
         mat(p + "attn_output.weight", n_embd, n_head * head_dim)
         vec(p + "ffn_norm.weight", n_embd)
         mat(p + "ffn_gate.weight", n_ff, n_embd)

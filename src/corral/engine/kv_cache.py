@@ -169,11 +169,20 @@ class KVCache:
         if not _decode_route(self.k[layer], q):
             return None
         t = q.shape[2]
+        slots, lengths, end = self.step_rows(t)
+        self.k[layer][:, :, self.offset : end] = k
+        self.v[layer][:, :, self.offset : end] = v
+        return _attn_decode(
+            q, self.k[layer], self.v[layer], slots, lengths, end, scale, window, exact
+        )
+
+    def step_rows(self, t: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """For the C decode routes: the slot and length of each new token's query row, int64
+        [B*T] (row-major over B, T; the token sits at position length - 1 of its slot), and
+        the longest length. IndexError when the buffers cannot hold T more tokens."""
         end = self.offset + t
         if end > self.max_len:
             raise IndexError("KV cache is full")
-        self.k[layer][:, :, self.offset : end] = k
-        self.v[layer][:, :, self.offset : end] = v
         if self._rows is None or self._rows[0] != (end, t):
             ends = torch.arange(self.offset + 1, end + 1)
             self._rows = (
@@ -182,9 +191,7 @@ class KVCache:
                 ends.repeat(self.batch),
             )
         _, slots, lengths = self._rows
-        return _attn_decode(
-            q, self.k[layer], self.v[layer], slots, lengths, end, scale, window, exact
-        )
+        return slots, lengths, end
 
     def advance(self, n: int) -> None:
         self.offset += n
@@ -263,6 +270,16 @@ class SlotBatch:
         if not _decode_route(kb, q):
             return None
         b, _, t, _ = k.shape
+        slots, lengths, longest = self.step_rows(t)
+        pos = self._rows[1]  # type: ignore[index]
+        # advanced indices (slot, :, position) around a slice put [B, T] first
+        rows = self._slot_t[:, None].expand(b, t)
+        kb[rows, :, pos] = k.transpose(1, 2).to(kb.dtype)
+        vb[rows, :, pos] = v.transpose(1, 2).to(vb.dtype)
+        return _attn_decode(q, kb, vb, slots, lengths, longest, scale, window, exact)
+
+    def step_rows(self, t: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """As KVCache.step_rows, each row at its own length."""
         if self._rows is None or self._rows[0] != t:
             pos = self.positions(t)  # [B, T]
             longest = int(pos.max()) + 1
@@ -270,12 +287,8 @@ class SlotBatch:
                 raise IndexError("KV cache slot is full")
             rows_t = self._slot_t.repeat_interleave(t)
             self._rows = (t, pos, rows_t, (pos + 1).reshape(-1), longest)
-        _, pos, slots, lengths, longest = self._rows
-        # advanced indices (slot, :, position) around a slice put [B, T] first
-        rows = self._slot_t[:, None].expand(b, t)
-        kb[rows, :, pos] = k.transpose(1, 2).to(kb.dtype)
-        vb[rows, :, pos] = v.transpose(1, 2).to(vb.dtype)
-        return _attn_decode(q, kb, vb, slots, lengths, longest, scale, window, exact)
+        _, _, slots, lengths, longest = self._rows
+        return slots, lengths, longest
 
     def advance(self, t: int) -> None:
         self.offsets += t

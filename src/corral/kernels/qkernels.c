@@ -151,6 +151,7 @@ static size_t act_block_bytes(int act) { return act == ACT_Q8_K ? sizeof(act256)
 /* ------------------------------------------------------------------------------------------ */
 
 #include "half.h"
+#include "capi.h"
 
 /* rint to an int8 with the saturation an AVX2 cvtps/packs sequence gives (NaN -> -128) */
 static inline int8_t sat_i8(float v) {
@@ -620,6 +621,60 @@ TGT AI void legacy_avx2(const int T, const int NR, int nb, const uint8_t *w, con
     }
 }
 
+/* Two weight rows (w, w + rb) against one activation row: the decode step's case, where one
+ * row's FMA chain (a block per FMA, each waiting for the last) bounds the speed; two
+ * independent chains overlap. Each row's operations are those of legacy_avx2 with NR = 1,
+ * in the same order, so out[0] and out[1] are the same bits. */
+TGT AI void legacy_avx2_w2(const int T, int nb, const uint8_t *w, size_t rb, const uint8_t *a, float *out) {
+    const int wb = T == T_Q4_0 ? 18 : T == T_Q4_1 ? 20 : T == T_Q5_0 ? 22 : T == T_Q5_1 ? 24 : 34;
+    const int has_min = T == T_Q4_1 || T == T_Q5_1;
+    const int is_signed = !has_min;
+    const __m256i ones16 = _mm256_set1_epi16(1);
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m128 accm[2] = {_mm_setzero_ps(), _mm_setzero_ps()};
+    const uint8_t *wr[2] = {w, w + rb};
+    for (int ib = 0; ib < nb; ib++) {
+        const act32 *y = (const act32 *)a + ib;
+        const __m256i qy0 = _mm256_loadu_si256((const __m256i *)y->qs);
+        const __m128d yds = _mm_load_sd((const double *)y);
+        for (int r = 0; r < 2; r++) {
+            const uint8_t *wp = wr[r] + (size_t)ib * wb;
+            __m128 dm;
+            if (has_min) {
+                uint32_t v;
+                memcpy(&v, wp, 4);
+                dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)v));
+            } else {
+                dm = _mm_cvtph_ps(_mm_cvtsi32_si128(rd16(wp)));
+            }
+            __m256i qx;
+            if (T == T_Q4_0) {
+                qx = _mm256_sub_epi8(nib32b(wp + 2), _mm256_set1_epi8(8));
+            } else if (T == T_Q4_1) {
+                qx = nib32b(wp + 4);
+            } else if (T == T_Q5_0) {
+                const __m256i hi = _mm256_andnot_si256(bits32(wp + 2), _mm256_set1_epi8((char)0xF0));
+                qx = _mm256_or_si256(nib32b(wp + 6), hi);
+            } else if (T == T_Q5_1) {
+                const __m256i hi = _mm256_and_si256(bits32(wp + 4), _mm256_set1_epi8(0x10));
+                qx = _mm256_or_si256(nib32b(wp + 8), hi);
+            } else {
+                qx = _mm256_loadu_si256((const __m256i *)(wp + 2));
+            }
+            const __m256i ax = is_signed ? _mm256_sign_epi8(qx, qx) : qx;
+            const __m256i qy = is_signed ? _mm256_sign_epi8(qy0, qx) : qy0;
+            const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(ax, qy), ones16));
+            const __m128 ds = _mm_mul_ps(dm, _mm_castpd_ps(yds));
+            acc[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(ds), p, acc[r]);
+            if (has_min) accm[r] = _mm_add_ps(accm[r], ds);
+        }
+    }
+    for (int r = 0; r < 2; r++) {
+        const float summs = has_min ? _mm_cvtss_f32(_mm_shuffle_ps(accm[r], accm[r], 1)) : 0.f;
+        out[r] = hsum8(acc[r]) + summs;
+    }
+}
+
 /* -- k-quant helpers -- */
 
 /* For types with a scale per 16 values: from 8 int16 scales duplicated in both lanes (sc8),
@@ -1021,6 +1076,19 @@ static void kern_avx2(int type, int nb, const uint8_t *w, const void *a, size_t 
     }
 }
 
+/* Two weight rows, one activation row (legacy_avx2_w2); 0 for a type without this kernel. */
+TGT static int kern2_avx2(int type, int nb, const uint8_t *w, size_t rb, const void *a, float *out) {
+    const uint8_t *ab = (const uint8_t *)a;
+    switch (type) {
+    case T_Q4_0: legacy_avx2_w2(T_Q4_0, nb, w, rb, ab, out); return 1;
+    case T_Q4_1: legacy_avx2_w2(T_Q4_1, nb, w, rb, ab, out); return 1;
+    case T_Q5_0: legacy_avx2_w2(T_Q5_0, nb, w, rb, ab, out); return 1;
+    case T_Q5_1: legacy_avx2_w2(T_Q5_1, nb, w, rb, ab, out); return 1;
+    case T_Q8_0: legacy_avx2_w2(T_Q8_0, nb, w, rb, ab, out); return 1;
+    default: return 0;
+    }
+}
+
 static int cpu_has_avx2(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
@@ -1108,7 +1176,19 @@ static void run_chunks(job_t *jb) {
             const int nr = (int)(M - m0 < MT ? M - m0 : MT);
             const uint8_t *a = jb->act + m0 * jb->arow;
             float *yo = mt->y + m0 * mt->N;
-            for (long n = n0; n < n1; n++) {
+            long n = n0;
+#if QK_X86
+            /* one activation row (decode): weight rows in pairs where the type has the kernel */
+            if (M == 1 && jb->use_avx2) {
+                for (; n + 2 <= n1; n += 2) {
+                    const size_t at = n * mt->row_bytes + PREFETCH_AHEAD, end = n1 * mt->row_bytes;
+                    for (size_t o = at; o < at + 2 * mt->row_bytes && o < end; o += 64)
+                        __builtin_prefetch(mt->w + o, 0, 3);
+                    if (!kern2_avx2(mt->type, mt->nb, mt->w + n * mt->row_bytes, mt->row_bytes, a, yo + n)) break;
+                }
+            }
+#endif
+            for (; n < n1; n++) {
                 if (M <= MT) {
                     /* one pass over the rows, each fetched from memory once: ask for the
                      * bytes PREFETCH_AHEAD ahead (tuned on SmolLM2/Gemma 3 token passes:
@@ -1144,13 +1224,9 @@ static uint8_t *scratch(size_t n) {
     return t_scratch;
 }
 
-/* One weight of a call: type, raw rows [N, row_bytes], output [M, N]. */
-typedef struct {
-    int type;
-    const uint8_t *w;
-    float *y;
-    long N;
-} mat_spec;
+/* One weight of a call: type, raw rows [N, row_bytes], output [M, N] (capi.h: the fused
+ * decode step hands its matrices over in this form). */
+typedef corral_mat_spec mat_spec;
 
 /* y_i = x @ W_i^T for n matrices that take the same activation blocks (same K and act kind):
  * x is quantized once, then all matrices' row chunks go to the threads of one parallel
@@ -1614,7 +1690,24 @@ static struct PyModuleDef module = {
     NULL,
 };
 
+static int act_kind(int type) {
+    type_info ti;
+    return get_info(type, &ti) ? ti.act : -1;
+}
+
+/* The table corral._decode calls (capi.h); has_avx2 is filled in at import. */
+static corral_qkernels_api c_api = {CORRAL_QKERNELS_API_VERSION, 0, qmatmul_run, act_kind};
+
 PyMODINIT_FUNC PyInit__qkernels(void) {
     g_has_avx2 = cpu_has_avx2();
-    return PyModule_Create(&module);
+    c_api.has_avx2 = g_has_avx2;
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    PyObject *cap = PyCapsule_New(&c_api, "corral._qkernels._C_API", NULL);
+    if (!cap || PyModule_AddObject(m, "_C_API", cap) < 0) {
+        Py_XDECREF(cap);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -111,6 +111,7 @@ static void rope_rows(const float *x, const float *cs, const float *sn, float *y
 }
 
 #include "half.h"
+#include "capi.h"
 
 static float g_gelu[1 << 16];
 
@@ -312,7 +313,18 @@ static struct PyModuleDef module = {
     -1, methods, NULL, NULL, NULL, NULL,
 };
 
+/* The table corral._decode calls (capi.h). */
+static corral_rowops_api c_api = {CORRAL_ROWOPS_API_VERSION, rms_norm_rows, rope_rows};
+
 PyMODINIT_FUNC PyInit__rowops(void) {
     gelu_table_init();
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    PyObject *cap = PyCapsule_New(&c_api, "corral._rowops._C_API", NULL);
+    if (!cap || PyModule_AddObject(m, "_C_API", cap) < 0) {
+        Py_XDECREF(cap);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

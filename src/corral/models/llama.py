@@ -17,6 +17,7 @@ from corral.engine.kv_cache import AttentionCache
 from corral.gguf.hparams import HParams
 from corral.gguf.reader import GGUFFile
 from corral.models.decoder import AttentionLM, GluBlock, RmsRopeArgs
+from corral.models.fused import FusedDecode
 from corral.models.layers import (
     RopeStyle,
     apply_rope,
@@ -79,6 +80,13 @@ class Model(AttentionLM[ModelArgs]):
             args.rope_dim, args.rope_base, freq_factors, args.rope_scale, self.device.torch_device
         )
         self.blocks = [Block.load(src, i) for i in range(args.n_layers)]
+        # decode steps (a few new tokens) in one C call where the weights allow (None: always
+        # the loop below)
+        self.fused = FusedDecode.build(
+            self.blocks, self.device.torch_device.type, self.device.dtype, args.n_head,
+            args.n_head_kv, args.head_dim, args.rope_dim, False, args.rms_eps,
+            args.sliding_window,
+        )  # fmt: skip
 
     @torch.inference_mode()
     def forward(
@@ -88,9 +96,22 @@ class Model(AttentionLM[ModelArgs]):
         tokens = tokens.to(self.device.torch_device)
         b, t = tokens.shape
         cos, sin = rope_cos_sin(self.inv_freq, cache.positions(t))  # [B, 1, T, D/2]
+        x = self.tok_embd.rows(tokens).to(self.device.dtype)  # [B, T, E]
+        if self.fused is None or not self.fused(x, cos, sin, cache):
+            x = self._blocks(x, cos, sin, cache)
+        cache.advance(t)
+        if last_only:
+            x = x[:, -1:]
+        return self.output(rms_norm(x, self.output_norm, a.rms_eps)).float()
+
+    def _blocks(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: AttentionCache
+    ) -> torch.Tensor:
+        """The eager block loop: x [B, T, E] -> [B, T, E], writing the new keys/values."""
+        a = self.args
+        b, t, _ = x.shape
         mask = cache.mask(t, a.sliding_window)
         scale = default_scale(a.head_dim)
-        x = self.tok_embd.rows(tokens).to(self.device.dtype)  # [B, T, E]
         for i, blk in enumerate(self.blocks):
             h = rms_norm(x, blk.attn_norm, a.rms_eps)
             q, k, v = project(h, blk.wq, blk.wk, blk.wv)
@@ -109,7 +130,4 @@ class Model(AttentionLM[ModelArgs]):
             h = rms_norm(x, blk.ffn_norm, a.rms_eps)
             g, u = project(h, blk.gate, blk.up)
             x = x + blk.down(F.silu(g) * u)
-        cache.advance(t)
-        if last_only:
-            x = x[:, -1:]
-        return self.output(rms_norm(x, self.output_norm, a.rms_eps)).float()
+        return x

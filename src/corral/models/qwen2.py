@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from corral.engine.kv_cache import AttentionCache
 from corral.models.decoder import AttentionLM, GluBlock, RmsRopeArgs
+from corral.models.fused import FusedDecode
 from corral.models.layers import (
     RopeStyle,
     apply_rope,
@@ -61,6 +62,12 @@ class Model(AttentionLM[ModelArgs]):
             args.head_dim, args.rope_base, None, args.rope_scale, self.device.torch_device
         )
         self.blocks = [Block.load(src, i) for i in range(args.n_layers)]
+        # decode steps (a few new tokens) in one C call where the weights allow (None: always
+        # the loop below)
+        self.fused = FusedDecode.build(
+            self.blocks, self.device.torch_device.type, self.device.dtype, args.n_head,
+            args.n_head_kv, args.head_dim, args.head_dim, True, args.rms_eps, None,
+        )  # fmt: skip
 
     @torch.inference_mode()
     def forward(
@@ -70,9 +77,22 @@ class Model(AttentionLM[ModelArgs]):
         tokens = tokens.to(self.device.torch_device)
         b, t = tokens.shape
         cos, sin = rope_cos_sin(self.inv_freq, cache.positions(t))  # [B, 1, T, D/2]
+        x = self.tok_embd.rows(tokens).to(self.device.dtype)  # [B, T, E]
+        if self.fused is None or not self.fused(x, cos, sin, cache):
+            x = self._blocks(x, cos, sin, cache)
+        cache.advance(t)
+        if last_only:
+            x = x[:, -1:]
+        return self.output(rms_norm(x, self.output_norm, a.rms_eps)).float()
+
+    def _blocks(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: AttentionCache
+    ) -> torch.Tensor:
+        """The eager block loop: x [B, T, E] -> [B, T, E], writing the new keys/values."""
+        a = self.args
+        b, t, _ = x.shape
         mask = cache.mask(t, None)
         scale = default_scale(a.head_dim)
-        x = self.tok_embd.rows(tokens).to(self.device.dtype)  # [B, T, E]
         for i, blk in enumerate(self.blocks):
             h = rms_norm(x, blk.attn_norm, a.rms_eps)
             q = (blk.wq(h) + blk.bq).view(b, t, a.n_head, a.head_dim).transpose(1, 2)
@@ -83,7 +103,4 @@ class Model(AttentionLM[ModelArgs]):
             x = x + blk.wo(cached_attention(cache, i, q, k, v, mask, scale))
             h = rms_norm(x, blk.ffn_norm, a.rms_eps)
             x = x + blk.down(F.silu(blk.gate(h)) * blk.up(h))
-        cache.advance(t)
-        if last_only:
-            x = x[:, -1:]
-        return self.output(rms_norm(x, self.output_norm, a.rms_eps)).float()
+        return x

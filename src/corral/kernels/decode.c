@@ -1,0 +1,456 @@
+/*
+ * corral._decode: every block of a llama-family decode step (a few new tokens) in one C call,
+ * instead of ~25 dispatched torch ops and C calls per block.
+ *
+ * A one-token step of a small model is mostly dispatch: on SmolLM2-135M (30 blocks) the C
+ * kernels take about half of a step, Python and torch the rest, a few microseconds per view,
+ * add and call. Here the whole stack of blocks runs without returning to Python, calling the
+ * same kernels the eager path calls (through the tables of capi.h: corral._qkernels for the
+ * quantized matmuls, corral._attn for attention over the float16 cache, corral._rowops for the
+ * RMS norm and rope), so the results are the eager path's bit for bit. What the eager path
+ * leaves to torch is redone here with torch's arithmetic:
+ *   - bias and residual adds: one float32 addition per value;
+ *   - the new keys/values stored in the float16 cache: round to nearest even (half.h's f2h,
+ *     the bits of torch's float -> half copy);
+ *   - silu(g) * u: torch computes silu as x / (1 + exp(-x)), with Sleef's expf_u10 on the
+ *     values its vector loop covers (all but the last n % silu_vec of a serial call, silu_vec
+ *     being two vectors of torch's CPU capability: 32 for AVX512, 16 for AVX2) and libm's
+ *     expf on the rest; sleef_expf below is Sleef's algorithm (checked bit for bit against
+ *     torch over all 2^32 inputs on an AVX512 build). The caller checks that torch would run
+ *     the op serially (fewer than 32768 values) and passes silu_vec.
+ *
+ * One block, M rows (x [M, E] float32, updated in place):
+ *   h = rms_norm(x) * attn_norm; q, k, v = h Wq^T (+bq), h Wk^T (+bk), h Wv^T (+bv)
+ *   rope(q), rope(k); k, v -> cache[slot, :, len - 1]; a = attention(q, cache, len)
+ *   x += a Wo^T; h = rms_norm(x) * ffn_norm; x += (silu(h Wg^T) * h Wu^T) Wd^T
+ * Shapes: E width, H / Hkv heads, D head dim, R rotated dims, F feed-forward width. Row m of a
+ * call gets the bits a call with that row alone would (every kernel keeps rows apart). Rows
+ * may share a slot (a step of a few new tokens of one sequence): every row's keys and values
+ * are stored before any row attends, and row m sees its slot's first len[m] positions.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#define DC_X86 1
+#include <immintrin.h>
+#else
+#define DC_X86 0
+#endif
+
+#include "capi.h"
+#include "half.h"
+
+static const corral_qkernels_api *g_qk = NULL;
+static const corral_attn_api *g_at = NULL;
+static const corral_rowops_api *g_ro = NULL;
+
+/* One block's weights (outputs are filled in per call: the scratch is per thread). */
+typedef struct {
+    const float *attn_norm, *ffn_norm; /* [E] */
+    const float *bq, *bk, *bv;         /* [H*D], [Hkv*D], [Hkv*D] or NULL */
+    corral_mat_spec wq, wk, wv, wo, gate, up, down;
+} layer_t;
+
+typedef struct {
+    long L, E, H, Hkv, D, R, F;
+    int neox;        /* rope pairs (i, i + R/2) instead of (2i, 2i + 1) */
+    float eps, scale;
+    long window;     /* > 0: only the last `window` positions are visible */
+    long silu_vec;   /* see the top of the file; 0: libm's expf for every value */
+    int use_avx2;    /* quantized kernels' AVX2 path (as corral.kernels chooses it) */
+    int attn_simd;   /* attention's AVX2/F16C path (as corral.kernels.attention chooses it) */
+    layer_t layers[];
+} plan_t;
+
+#define PLAN_NAME "corral._decode.plan"
+
+/* ------------------------------------------------------------------------------------------ */
+/* silu(g) * u as torch computes it                                                           */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Sleef's xexpf (1-ulp), one lane: the FMA build's operation sequence (torch's AVX2 and
+ * AVX512 builds), here with fmaf. */
+static inline float pow2i(int q) { return u2f((uint32_t)(q + 0x7f) << 23); }
+
+static float sleef_expf(float d) {
+    if (d != d) return d;
+    if (d < -104.0f) return 0.0f;
+    if (d > 100.0f) return INFINITY;
+    const int q = (int)rintf(d * 1.442695040888963407359924681001892137426645954152985934135449406931f);
+    float s = fmaf((float)q, -0.693145751953125f, d);
+    s = fmaf((float)q, -1.428606765330187045e-06f, s);
+    float u = 0.000198527617612853646278381f;
+    u = fmaf(u, s, 0.00139304355252534151077271f);
+    u = fmaf(u, s, 0.00833336077630519866943359f);
+    u = fmaf(u, s, 0.0416664853692054748535156f);
+    u = fmaf(u, s, 0.166666671633720397949219f);
+    u = fmaf(u, s, 0.5f);
+    u = 1.0f + fmaf(s * s, u, s);
+    /* ldexp in two steps, as Sleef's vldexp2 (the products may round in the subnormals) */
+    return u * pow2i(q >> 1) * pow2i(q - (q >> 1));
+}
+
+#if DC_X86
+#define TGT __attribute__((target("avx2,fma")))
+
+/* 8 lanes of sleef_expf(-x), then x / (1 + e) * u */
+TGT static void silu_mul_avx2(const float *g, const float *u, float *y, long n) {
+    const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+    const __m256 lo = _mm256_set1_ps(-104.0f), hi = _mm256_set1_ps(100.0f);
+    const __m256 inf = _mm256_set1_ps(INFINITY);
+    for (long i = 0; i + 8 <= n; i += 8) {
+        const __m256 x = _mm256_loadu_ps(g + i);
+        const __m256 d = _mm256_xor_ps(x, sign);
+        const __m256i q = _mm256_cvtps_epi32(
+            _mm256_mul_ps(d, _mm256_set1_ps(1.442695040888963407359924681001892137426645954152985934135449406931f)));
+        const __m256 qf = _mm256_cvtepi32_ps(q);
+        __m256 s = _mm256_fmadd_ps(qf, _mm256_set1_ps(-0.693145751953125f), d);
+        s = _mm256_fmadd_ps(qf, _mm256_set1_ps(-1.428606765330187045e-06f), s);
+        __m256 p = _mm256_set1_ps(0.000198527617612853646278381f);
+        p = _mm256_fmadd_ps(p, s, _mm256_set1_ps(0.00139304355252534151077271f));
+        p = _mm256_fmadd_ps(p, s, _mm256_set1_ps(0.00833336077630519866943359f));
+        p = _mm256_fmadd_ps(p, s, _mm256_set1_ps(0.0416664853692054748535156f));
+        p = _mm256_fmadd_ps(p, s, _mm256_set1_ps(0.166666671633720397949219f));
+        p = _mm256_fmadd_ps(p, s, _mm256_set1_ps(0.5f));
+        p = _mm256_add_ps(one, _mm256_fmadd_ps(_mm256_mul_ps(s, s), p, s));
+        const __m256i q1 = _mm256_srai_epi32(q, 1), q2 = _mm256_sub_epi32(q, q1);
+        const __m256i bias = _mm256_set1_epi32(0x7f);
+        p = _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(q1, bias), 23)));
+        p = _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(q2, bias), 23)));
+        p = _mm256_andnot_ps(_mm256_cmp_ps(d, lo, _CMP_LT_OQ), p);
+        p = _mm256_blendv_ps(p, inf, _mm256_cmp_ps(hi, d, _CMP_LT_OQ));
+        const __m256 sl = _mm256_div_ps(x, _mm256_add_ps(one, p));
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(sl, _mm256_loadu_ps(u + i)));
+    }
+}
+
+static int cpu_has_avx2_fma(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+#else
+static int cpu_has_avx2_fma(void) { return 0; }
+#endif
+
+static int g_avx2_fma = 0;
+
+/* y[i] = silu(g[i]) * u[i] for i < n; y may be g. */
+static void silu_mul(const float *g, const float *u, float *y, long n, long vec) {
+    const long nv = vec > 0 ? n - n % vec : 0; /* torch's vector loop covers [0, nv) */
+    long i = 0;
+#if DC_X86
+    if (g_avx2_fma && vec % 8 == 0) {
+        silu_mul_avx2(g, u, y, nv);
+        i = nv;
+    }
+#endif
+    for (; i < nv; i++) {
+        const float s = g[i] / (1.0f + sleef_expf(-g[i]));
+        y[i] = s * u[i];
+    }
+    for (; i < n; i++) {
+        const float s = g[i] / (1.0f + expf(-g[i]));
+        y[i] = s * u[i];
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The step                                                                                   */
+/* ------------------------------------------------------------------------------------------ */
+
+/* y_i = x W_i^T for n matrices on one input: those taking the same activation blocks share
+ * a call (x quantized once), as corral.kernels.qmatmul_many groups them. */
+static int matmuls(const corral_mat_spec *specs, int n, const float *x, long M, long K, int nth, int avx2) {
+    int done[8] = {0};
+    for (int i = 0; i < n; i++) {
+        if (done[i]) continue;
+        corral_mat_spec group[8];
+        int m = 0;
+        const int kind = g_qk->act_kind(specs[i].type);
+        for (int j = i; j < n; j++)
+            if (!done[j] && g_qk->act_kind(specs[j].type) == kind) {
+                group[m++] = specs[j];
+                done[j] = 1;
+            }
+        if (g_qk->qmatmul(group, m, x, M, K, nth, avx2)) return -1;
+    }
+    return 0;
+}
+
+static void add_rows(float *x, const float *b, long M, long n, int bias) {
+    /* bias: b [n] added to each of M rows; else b [M, n] element-wise */
+    for (long m = 0; m < M; m++) {
+        float *xr = x + m * n;
+        const float *br = bias ? b : b + m * n;
+        for (long i = 0; i < n; i++) xr[i] = xr[i] + br[i];
+    }
+}
+
+/* Per-thread scratch, grown as needed and never shrunk (calls from several Python threads
+ * run at once: the GIL is released). */
+static __thread float *t_buf = NULL;
+static __thread size_t t_cap = 0;
+
+static float *scratch(size_t n) {
+    if (n > t_cap) {
+        free(t_buf);
+        t_buf = NULL;
+        t_cap = 0;
+        void *p = NULL;
+        if (posix_memalign(&p, 64, n * sizeof(float)) != 0) return NULL;
+        t_buf = p;
+        t_cap = n;
+    }
+    return t_buf;
+}
+
+/* kv: int64 [L, 5] per layer: k buffer, v buffer (float16 [slots, Hkv, len, D] addresses),
+ * and their element strides of slot, head and position (unit stride on D). */
+static int run_step(const plan_t *p, float *x, long M, const float *cs, const float *sn, const int64_t *kv,
+                    const int64_t *slot, const int64_t *len, int nth) {
+    const long E = p->E, H = p->H, Hkv = p->Hkv, D = p->D, F = p->F;
+    const long nq = H * D, nk = Hkv * D;
+    float *buf = scratch((size_t)M * (size_t)(2 * E + 2 * nq + 2 * nk + 2 * F));
+    if (!buf) return -1;
+    float *h = buf, *q = h + M * E, *k = q + M * nq, *v = k + M * nk, *att = v + M * nk;
+    float *o = att + M * nq, *g = o + M * E, *u = g + M * F;
+    for (long l = 0; l < p->L; l++) {
+        const layer_t *ly = &p->layers[l];
+        const int64_t *kvl = kv + 5 * l;
+        uint16_t *kb = (uint16_t *)(uintptr_t)kvl[0], *vb = (uint16_t *)(uintptr_t)kvl[1];
+        const long s_slot = (long)kvl[2], s_head = (long)kvl[3], s_pos = (long)kvl[4];
+
+        /* attention half */
+        g_ro->rms_norm(x, ly->attn_norm, h, M, E, p->eps, nth);
+        corral_mat_spec qkv[3] = {ly->wq, ly->wk, ly->wv};
+        qkv[0].y = q;
+        qkv[1].y = k;
+        qkv[2].y = v;
+        if (matmuls(qkv, 3, h, M, E, nth, p->use_avx2)) return -1;
+        if (ly->bq) add_rows(q, ly->bq, M, nq, 1);
+        if (ly->bk) add_rows(k, ly->bk, M, nk, 1);
+        if (ly->bv) add_rows(v, ly->bv, M, nk, 1);
+        /* q [M, H, 1, D], k [M, Hkv, 1, D]: one position per row */
+        g_ro->rope(q, cs, sn, q, M, H, 1, D, p->R, p->neox, nth);
+        g_ro->rope(k, cs, sn, k, M, Hkv, 1, D, p->R, p->neox, nth);
+        for (long m = 0; m < M; m++) {
+            const long base = (long)slot[m] * s_slot + ((long)len[m] - 1) * s_pos;
+            for (long hh = 0; hh < Hkv; hh++) {
+                uint16_t *kd = kb + base + hh * s_head, *vd = vb + base + hh * s_head;
+                const float *ks = k + m * nk + hh * D, *vs = v + m * nk + hh * D;
+                for (long d = 0; d < D; d++) {
+                    kd[d] = f2h(ks[d]);
+                    vd[d] = f2h(vs[d]);
+                }
+            }
+        }
+        const corral_attn_job jb = {q, kb, vb, slot, len, att, M, H, Hkv, D,
+                                    s_slot, s_head, s_pos, p->window, p->scale, 0};
+        if (g_at->decode(&jb, nth, p->attn_simd)) return -1;
+        corral_mat_spec wo = ly->wo;
+        wo.y = o;
+        if (g_qk->qmatmul(&wo, 1, att, M, nq, nth, p->use_avx2)) return -1;
+        add_rows(x, o, M, E, 0);
+
+        /* feed-forward half */
+        g_ro->rms_norm(x, ly->ffn_norm, h, M, E, p->eps, nth);
+        corral_mat_spec gu[2] = {ly->gate, ly->up};
+        gu[0].y = g;
+        gu[1].y = u;
+        if (matmuls(gu, 2, h, M, E, nth, p->use_avx2)) return -1;
+        silu_mul(g, u, g, M * F, p->silu_vec);
+        corral_mat_spec down = ly->down;
+        down.y = o;
+        if (g_qk->qmatmul(&down, 1, g, M, F, nth, p->use_avx2)) return -1;
+        add_rows(x, o, M, E, 0);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Python interface                                                                           */
+/* ------------------------------------------------------------------------------------------ */
+
+static void plan_free(PyObject *cap) { free(PyCapsule_GetPointer(cap, PLAN_NAME)); }
+
+static int get_ptr(PyObject *o, const void **out, int nullable) {
+    const unsigned long long v = PyLong_AsUnsignedLongLong(o);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) return 0;
+    if (!v && !nullable) {
+        PyErr_SetString(PyExc_ValueError, "null data pointer");
+        return 0;
+    }
+    *out = (const void *)(uintptr_t)v;
+    return 1;
+}
+
+/* (type, address) of a weight with N rows of K values -> spec */
+static int get_mat(PyObject *o, long N, corral_mat_spec *out) {
+    int type;
+    unsigned long long w;
+    if (!PyArg_ParseTuple(o, "iK", &type, &w)) return 0;
+    if (g_qk->act_kind(type) < 0) {
+        PyErr_Format(PyExc_ValueError, "ggml type id %d has no quantized kernel", type);
+        return 0;
+    }
+    if (!w) {
+        PyErr_SetString(PyExc_ValueError, "null weight pointer");
+        return 0;
+    }
+    *out = (corral_mat_spec){type, (const uint8_t *)(uintptr_t)w, NULL, N};
+    return 1;
+}
+
+PyDoc_STRVAR(plan_doc,
+             "plan(dims, layers) -> capsule\n\n"
+             "dims: (L, E, H, Hkv, D, R, F, neox, eps, scale, window, silu_vec, qk_scalar, attn_scalar);\n"
+             "layers: L "
+             "tuples (attn_norm, ffn_norm, bq, bk, bv, wq, wk, wv, wo, gate, up, down) of raw "
+             "addresses (biases 0 when absent), each weight a (ggml type, address) pair of "
+             "contiguous rows. The caller keeps every tensor alive for as long as the plan.");
+
+static PyObject *py_plan(PyObject *self, PyObject *args) {
+    (void)self;
+    long L, E, H, Hkv, D, R, F, window, silu_vec;
+    int neox, qk_scalar, attn_scalar;
+    double eps, scale;
+    PyObject *layers;
+    if (!PyArg_ParseTuple(args, "(lllllllpddllpp)O!", &L, &E, &H, &Hkv, &D, &R, &F, &neox, &eps, &scale,
+                          &window, &silu_vec, &qk_scalar, &attn_scalar, &PyTuple_Type, &layers))
+        return NULL;
+    if (L < 1 || E < 1 || H < 1 || Hkv < 1 || H % Hkv || D < 1 || D > 512 || R < 0 || R > D || R % 2 ||
+        F < 1 || silu_vec < 0 || PyTuple_GET_SIZE(layers) != L)
+        return PyErr_Format(PyExc_ValueError, "bad dims L=%ld E=%ld H=%ld Hkv=%ld D=%ld R=%ld F=%ld", L, E, H,
+                            Hkv, D, R, F);
+    plan_t *p = calloc(1, sizeof(plan_t) + (size_t)L * sizeof(layer_t));
+    if (!p) return PyErr_NoMemory();
+    p->L = L, p->E = E, p->H = H, p->Hkv = Hkv, p->D = D, p->R = R, p->F = F;
+    p->neox = neox, p->eps = (float)eps, p->scale = (float)scale, p->window = window;
+    p->silu_vec = silu_vec;
+    /* the choices corral.kernels and corral.kernels.attention make for their own calls */
+    p->use_avx2 = g_qk->has_avx2 && !qk_scalar;
+    p->attn_simd = g_at->simd && !attn_scalar && D % 8 == 0;
+    for (long l = 0; l < L; l++) {
+        PyObject *t = PyTuple_GET_ITEM(layers, l);
+        layer_t *ly = &p->layers[l];
+        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 12) {
+            PyErr_SetString(PyExc_ValueError, "a layer is a tuple of 12");
+            goto fail;
+        }
+        const void **vecs[5] = {(const void **)&ly->attn_norm, (const void **)&ly->ffn_norm,
+                                (const void **)&ly->bq, (const void **)&ly->bk, (const void **)&ly->bv};
+        for (int i = 0; i < 5; i++)
+            if (!get_ptr(PyTuple_GET_ITEM(t, i), vecs[i], i >= 2)) goto fail;
+        if (!get_mat(PyTuple_GET_ITEM(t, 5), H * D, &ly->wq) || !get_mat(PyTuple_GET_ITEM(t, 6), Hkv * D, &ly->wk) ||
+            !get_mat(PyTuple_GET_ITEM(t, 7), Hkv * D, &ly->wv) || !get_mat(PyTuple_GET_ITEM(t, 8), E, &ly->wo) ||
+            !get_mat(PyTuple_GET_ITEM(t, 9), F, &ly->gate) || !get_mat(PyTuple_GET_ITEM(t, 10), F, &ly->up) ||
+            !get_mat(PyTuple_GET_ITEM(t, 11), E, &ly->down))
+            goto fail;
+    }
+    PyObject *cap = PyCapsule_New(p, PLAN_NAME, plan_free);
+    if (!cap) goto fail;
+    return cap;
+fail:
+    free(p);
+    return NULL;
+}
+
+PyDoc_STRVAR(step_doc,
+             "step(plan, x, M, cos, sin, kv, slot, len, n_threads) -> None\n\n"
+             "Runs every block of `plan` on x [M, E] float32 in place (raw addresses): cos/sin "
+             "[M, R/2] float32, kv int64 [L, 5] (k and v buffer addresses, slot/head/position "
+             "strides), slot and len int64 [M] (the new token goes to position len - 1 of its "
+             "slot, already checked against the buffers).");
+
+static PyObject *py_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 9) return PyErr_Format(PyExc_TypeError, "step takes 9 arguments, got %zd", nargs);
+    const plan_t *p = PyCapsule_GetPointer(args[0], PLAN_NAME);
+    if (!p) return NULL;
+    const void *ptr[6]; /* x, cos, sin, kv, slot, len */
+    const int at[6] = {1, 3, 4, 5, 6, 7};
+    for (int i = 0; i < 6; i++)
+        if (!get_ptr(args[at[i]], &ptr[i], 0)) return NULL;
+    const long M = PyLong_AsLong(args[2]);
+    long nth = PyLong_AsLong(args[8]);
+    if (PyErr_Occurred()) return NULL;
+    if (M < 1) return PyErr_Format(PyExc_ValueError, "bad row count M=%ld", M);
+    const int64_t *len = ptr[5];
+    for (long m = 0; m < M; m++)
+        if (len[m] < 1) return PyErr_Format(PyExc_ValueError, "row %ld has no positions", m);
+    if (nth < 1) nth = 1;
+    if (nth > 256) nth = 256;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = run_step(p, (float *)ptr[0], M, ptr[1], ptr[2], ptr[3], ptr[4], len, (int)nth);
+    Py_END_ALLOW_THREADS
+    if (rc) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(silu_mul_doc,
+             "silu_mul(g, u, y, n, vec) -> None\n\n"
+             "y = silu(g) * u over n float32 values (raw addresses) as torch computes it: Sleef's "
+             "exp on [0, n - n % vec), libm's on the rest (vec 0: libm's everywhere).");
+
+static PyObject *py_silu_mul(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 5) return PyErr_Format(PyExc_TypeError, "silu_mul takes 5 arguments, got %zd", nargs);
+    const void *ptr[3];
+    for (int i = 0; i < 3; i++)
+        if (!get_ptr(args[i], &ptr[i], 0)) return NULL;
+    const long n = PyLong_AsLong(args[3]), vec = PyLong_AsLong(args[4]);
+    if (PyErr_Occurred()) return NULL;
+    if (n < 0 || vec < 0) return PyErr_Format(PyExc_ValueError, "bad size n=%ld vec=%ld", n, vec);
+    silu_mul(ptr[0], ptr[1], (float *)ptr[2], n, vec);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"plan", py_plan, METH_VARARGS, plan_doc},
+    {"step", (PyCFunction)(void (*)(void))py_step, METH_FASTCALL, step_doc},
+    {"silu_mul", (PyCFunction)(void (*)(void))py_silu_mul, METH_FASTCALL, silu_mul_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_decode",
+    "The blocks of a llama-family decode step in one C call; see corral.kernels.decode.",
+    -1, methods, NULL, NULL, NULL, NULL,
+};
+
+/* the table of `module` ("corral._x._C_API"), checked against the version we were built with */
+static const void *import_api(const char *module_name, const char *name, int version) {
+    /* PyCapsule_Import walks attributes from the package down: the submodule must be loaded */
+    PyObject *mod = PyImport_ImportModule(module_name);
+    if (!mod) return NULL;
+    Py_DECREF(mod);
+    const int *api = PyCapsule_Import(name, 0);
+    if (!api) { /* a module built before it had the table: an ImportError, so Python falls back */
+        PyErr_Clear();
+        PyErr_Format(PyExc_ImportError, "%s is missing: rebuild corral's extensions", name);
+        return NULL;
+    }
+    if (*api != version) {
+        PyErr_Format(PyExc_ImportError, "%s has version %d, corral._decode needs %d", name, *api, version);
+        return NULL;
+    }
+    return api;
+}
+
+PyMODINIT_FUNC PyInit__decode(void) {
+    g_qk = import_api("corral._qkernels", "corral._qkernels._C_API", CORRAL_QKERNELS_API_VERSION);
+    if (!g_qk) return NULL;
+    g_at = import_api("corral._attn", "corral._attn._C_API", CORRAL_ATTN_API_VERSION);
+    if (!g_at) return NULL;
+    g_ro = import_api("corral._rowops", "corral._rowops._C_API", CORRAL_ROWOPS_API_VERSION);
+    if (!g_ro) return NULL;
+    g_avx2_fma = cpu_has_avx2_fma();
+    return PyModule_Create(&module);
+}

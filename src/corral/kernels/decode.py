@@ -1,0 +1,225 @@
+"""Every block of a llama-family decode step in one C call (`corral._decode`).
+
+A one-token step of a small model spends more time dispatching than computing: each block is
+~25 torch ops and C calls of a few microseconds each. `DecodePlan` binds a model's block weights
+once; `DecodePlan.step` then runs all blocks on the new tokens' hidden states in C, through the
+same kernels the eager path calls (quantized matmuls, float16-cache attention, RMS norm, rope),
+so the result is the eager path's bit for bit. The few element-wise ops the eager path leaves
+to torch are redone with torch's arithmetic; silu is the delicate one (Sleef's exp, see
+decode.c), so `silu_vec()` checks it against torch once before a plan is built.
+
+`available()` is False where the extension (or one of the three it calls) could not be built;
+the models then keep to their eager path.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+
+import torch
+import torch.nn.functional as F
+
+from corral import kernels
+
+try:  # torch first (shared OpenMP runtime); imports _qkernels, _attn and _rowops itself
+    from corral import _decode as _ext
+except ImportError:  # pragma: no cover - the extension is built by pip install
+    _ext = None
+
+__all__ = ["BlockWeights", "DecodePlan", "available", "silu_mul", "silu_vec"]
+
+# torch's float32 vector loop covers two vectors per iteration (ATen's vectorized_loop): the
+# values of a serial element-wise op past the last whole pair get the scalar formula.
+_SILU_VEC = {"AVX512": 32, "AVX2": 16, "DEFAULT": 0}
+# an element-wise op on at least this many values runs in parallel in torch (GRAIN_SIZE),
+# each thread with its own scalar tail: silu_mul reproduces serial calls only
+TORCH_GRAIN = 32768
+
+
+def available() -> bool:
+    """Whether corral._decode is importable."""
+    return _ext is not None
+
+
+def silu_mul(g: torch.Tensor, u: torch.Tensor, vec: int | None = None) -> torch.Tensor:
+    """F.silu(g) * u for contiguous float32 CPU tensors of one shape, in C (as the fused step
+    computes it); `vec`: torch's vector-loop width (default: this torch's, see silu_vec)."""
+    if _ext is None:
+        raise RuntimeError("corral._decode is not built (reinstall corral: pip install -e .)")
+    if vec is None:
+        vec = _SILU_VEC.get(torch.backends.cpu.get_cpu_capability(), 0)
+    g, u = g.contiguous(), u.contiguous()
+    if g.shape != u.shape or g.dtype is not torch.float32 or u.dtype is not torch.float32:
+        raise ValueError("g and u must be float32 tensors of one shape")
+    y = torch.empty_like(g)
+    _ext.silu_mul(g.data_ptr(), u.data_ptr(), y.data_ptr(), g.numel(), vec)
+    return y
+
+
+@cache
+def silu_vec() -> int | None:
+    """torch's silu vector-loop width on this machine (see decode.c), or None where the C
+    silu does not reproduce torch's (an unknown CPU capability or platform): then no plan."""
+    cap = torch.backends.cpu.get_cpu_capability()
+    if (
+        _ext is None
+        or cap not in _SILU_VEC
+        or platform.machine().lower() not in ("x86_64", "amd64")
+    ):
+        return None
+    vec = _SILU_VEC[cap]
+    # a probe over silu's whole range (and past exp's over/underflow), with a scalar tail
+    gen = torch.Generator().manual_seed(0)
+    g = torch.cat(
+        (
+            torch.randn(3000, generator=gen) * 4,
+            torch.linspace(-120, 120, 1001),
+            torch.tensor([0.0, -0.0, 1e-30, -1e-30, 88.7, -88.7, 103.9, -103.9, 1e30, -1e30]),
+        )
+    )
+    u = torch.randn(g.numel(), generator=gen)
+    ok = torch.equal(silu_mul(g, u, vec), F.silu(g) * u)
+    return vec if ok else None
+
+
+@dataclass(frozen=True)
+class BlockWeights:
+    """One pre-norm block's tensors as the fused step reads them: norms [E] float32, optional
+    q/k/v biases, and the seven projections as kernel-backed quantized matrices."""
+
+    attn_norm: torch.Tensor
+    ffn_norm: torch.Tensor
+    bq: torch.Tensor | None
+    bk: torch.Tensor | None
+    bv: torch.Tensor | None
+    wq: kernels.QMatrix
+    wk: kernels.QMatrix
+    wv: kernels.QMatrix
+    wo: kernels.QMatrix
+    gate: kernels.QMatrix
+    up: kernels.QMatrix
+    down: kernels.QMatrix
+
+
+def _vector(t: torch.Tensor | None, n: int, what: str) -> int:
+    """Address of a float32 CPU vector [n] (0 for None)."""
+    if t is None:
+        return 0
+    if t.dtype is not torch.float32 or not t.is_cpu or t.shape != (n,) or not t.is_contiguous():
+        raise ValueError(f"{what} must be a contiguous float32 CPU vector of {n}")
+    return t.data_ptr()
+
+
+def _matrix(q: kernels.QMatrix, n_out: int, k: int, what: str) -> tuple[int, int]:
+    if q.n_out != n_out or q.k != k:
+        raise ValueError(f"{what} is [{q.n_out}, {q.k}], expected [{n_out}, {k}]")
+    return int(q.ggml_type), q.w.data_ptr()
+
+
+class DecodePlan:
+    """A stack of blocks bound for `step`: the model's tensors stay referenced here (the C
+    plan holds their addresses)."""
+
+    def __init__(
+        self, blocks: Sequence[BlockWeights], n_head: int, n_head_kv: int, head_dim: int,
+        rope_dim: int, neox: bool, eps: float, scale: float, window: int | None,
+    ) -> None:  # fmt: skip
+        if _ext is None:
+            raise RuntimeError("corral._decode is not built (reinstall corral: pip install -e .)")
+        vec = silu_vec()
+        if vec is None:
+            raise RuntimeError("the fused decode step cannot reproduce torch's silu here")
+        if not blocks:
+            raise ValueError("no blocks")
+        self.blocks = list(blocks)
+        e = blocks[0].attn_norm.shape[0]
+        f = blocks[0].gate.n_out
+        nq, nk = n_head * head_dim, n_head_kv * head_dim
+        layers = []
+        for i, b in enumerate(self.blocks):
+            layers.append(
+                (
+                    _vector(b.attn_norm, e, f"block {i} attn_norm"),
+                    _vector(b.ffn_norm, e, f"block {i} ffn_norm"),
+                    _vector(b.bq, nq, f"block {i} bq"),
+                    _vector(b.bk, nk, f"block {i} bk"),
+                    _vector(b.bv, nk, f"block {i} bv"),
+                    _matrix(b.wq, nq, e, f"block {i} wq"),
+                    _matrix(b.wk, nk, e, f"block {i} wk"),
+                    _matrix(b.wv, nk, e, f"block {i} wv"),
+                    _matrix(b.wo, e, nq, f"block {i} wo"),
+                    _matrix(b.gate, f, e, f"block {i} gate"),
+                    _matrix(b.up, f, e, f"block {i} up"),
+                    _matrix(b.down, e, f, f"block {i} down"),
+                )
+            )
+        dims = (
+            len(layers), e, n_head, n_head_kv, head_dim, rope_dim, f, neox, eps, scale,
+            # the portable-C switches the eager calls use: CORRAL_QKERNELS_SCALAR for the
+            # matmuls; attention's is a test-only argument, off in the models
+            window or 0, vec, kernels._FORCE_SCALAR, False,
+        )  # fmt: skip
+        self._plan = _ext.plan(dims, tuple(layers))
+        self.n_layers, self.n_embd, self.n_ff = len(layers), e, f
+        self.n_head_kv, self.head_dim, self.rope_dim = n_head_kv, head_dim, rope_dim
+        # rows per call: a matrix's dense route, or torch running silu in parallel, would
+        # give the eager path other bits
+        dense = min(m.dense_rows for b in self.blocks for m in _mats(b))
+        self.max_rows = max(0, min(dense - 1, (TORCH_GRAIN - 1) // f))
+
+    def kv_table(self, k: Sequence[torch.Tensor], v: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The cache buffers of every layer (float16 [slots, Hkv, len, D], CPU, unit stride
+        on D, k and v strides equal) as the int64 [L, 5] table `step` reads."""
+        if len(k) != self.n_layers or len(v) != self.n_layers:
+            raise ValueError(f"expected {self.n_layers} k and v buffers")
+        rows = []
+        for kb, vb in zip(k, v, strict=True):
+            want = (self.n_head_kv, self.head_dim)
+            if (
+                kb.dtype is not torch.float16 or vb.dtype is not torch.float16
+                or not kb.is_cpu or not vb.is_cpu or kb.dim() != 4
+                or kb.shape != vb.shape or tuple(kb.shape[1:2]) + (kb.shape[3],) != want
+                or kb.stride() != vb.stride() or kb.stride(-1) != 1
+            ):  # fmt: skip
+                raise ValueError("cache buffers must be float16 CPU [slots, Hkv, len, D] pairs")
+            rows.append((kb.data_ptr(), vb.data_ptr(), *kb.stride()[:3]))
+        return torch.tensor(rows, dtype=torch.int64)
+
+    def step(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv: torch.Tensor,
+        slots: torch.Tensor, lengths: torch.Tensor, n_threads: int | None = None,
+    ) -> None:  # fmt: skip
+        """Runs every block on x [M, E] float32 (contiguous, updated in place): the new token
+        of row m has rope angles cos/sin [M, R/2] and goes to position lengths[m] - 1 of cache
+        slot slots[m] (int64 [M], checked against the buffers of `kv`, a kv_table). Rows may
+        share a slot (several new tokens of one sequence); each attends to its slot's first
+        lengths[m] positions, all rows' keys and values written first."""
+        m = x.shape[0]
+        if not 0 < m <= self.max_rows:
+            raise ValueError(f"a fused step takes 1 to {self.max_rows} rows, got {m}")
+        half = self.rope_dim // 2
+        if (
+            x.dtype is not torch.float32 or not x.is_contiguous() or x.shape[1:] != (self.n_embd,)
+            or cos.dtype is not torch.float32 or sin.dtype is not torch.float32
+            or cos.shape != (m, half) or sin.shape != (m, half)
+            or not cos.is_contiguous() or not sin.is_contiguous()
+            or slots.dtype is not torch.int64 or lengths.dtype is not torch.int64
+            or slots.shape != (m,) or lengths.shape != (m,)
+            or not slots.is_contiguous() or not lengths.is_contiguous()
+            or kv.dtype is not torch.int64 or kv.shape != (self.n_layers, 5)
+        ):  # fmt: skip
+            raise ValueError(
+                "step takes x [M, E], cos/sin [M, R/2] float32 and int64 slots/lengths [M]"
+            )
+        _ext.step(  # type: ignore[union-attr]
+            self._plan, x.data_ptr(), m, cos.data_ptr(), sin.data_ptr(), kv.data_ptr(),
+            slots.data_ptr(), lengths.data_ptr(),
+            torch.get_num_threads() if n_threads is None else n_threads,
+        )  # fmt: skip
+
+
+def _mats(b: BlockWeights) -> tuple[kernels.QMatrix, ...]:
+    return (b.wq, b.wk, b.wv, b.wo, b.gate, b.up, b.down)

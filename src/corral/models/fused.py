@@ -1,0 +1,116 @@
+"""The fused decode step of the llama family: every block of a decode step in one C call.
+
+`FusedDecode.build(...)` binds a model's blocks once (corral.kernels.decode.DecodePlan) when
+they all qualify: the CPU, float32 activations, kernel-backed quantized weights (no LoRA
+wrappers, no float matrices), the C extensions built. Each step then goes to the plan when it
+can (at most KERNEL_MAX_ROWS new tokens over the batch, on a float16 KVCache or SlotBatch)
+and the caller runs its eager loop otherwise. The results are the eager loop's bit for bit
+(tests/kernels/test_decode.py, tests/models/test_fused_decode.py): on SmolLM2-135M a decode
+step takes about half the time, the Python and torch dispatch of 30 blocks gone.
+
+CORRAL_FUSED_DECODE=0 keeps every step on the eager loop (for debugging, or for comparing);
+setting a model's `fused` attribute to None does the same for that model.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from corral.engine.kv_cache import KVCache, SlotBatch
+from corral.kernels import decode
+from corral.models import layers
+from corral.models.weights import KERNEL_MAX_ROWS, BlockWeight, Linear
+
+ENABLED = os.environ.get("CORRAL_FUSED_DECODE", "1") != "0"
+
+
+def _qmatrix(w: Linear) -> Any:
+    """The QMatrix behind a kernel-backed BlockWeight, else None (LoRA, float, no kernels)."""
+    return w.kernel if type(w) is BlockWeight else None
+
+
+class FusedDecode:
+    """A model's blocks bound for decode steps (see the module docstring)."""
+
+    def __init__(self, plan: decode.DecodePlan) -> None:
+        self.plan = plan
+        self.max_rows = min(plan.max_rows, KERNEL_MAX_ROWS)
+        # kv tables per KVCache, built on first use (the buffers never move)
+        self._tables: weakref.WeakKeyDictionary[KVCache, torch.Tensor | None] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    @classmethod
+    def build(
+        cls, blocks: Sequence[Any], device_type: str, dtype: torch.dtype, n_head: int,
+        n_head_kv: int, head_dim: int, rope_dim: int, neox: bool, eps: float,
+        window: int | None,
+    ) -> FusedDecode | None:  # fmt: skip
+        """The fused step for `blocks` (GluBlock-shaped: attn_norm, wq, wk, wv, wo, ffn_norm,
+        gate, up, down; optional bq/bk/bv), or None where the eager loop must run every step
+        (see the module docstring)."""
+        if not ENABLED or layers._EXACT or not layers._ROWOPS or not decode.available():
+            return None
+        if device_type != "cpu" or dtype != torch.float32 or decode.silu_vec() is None:
+            return None
+        specs = []
+        for b in blocks:
+            mats = [_qmatrix(getattr(b, n)) for n in ("wq", "wk", "wv", "wo", "gate", "up", "down")]
+            if any(m is None for m in mats):
+                return None
+            bias = [getattr(b, n, None) for n in ("bq", "bk", "bv")]
+            specs.append(decode.BlockWeights(b.attn_norm, b.ffn_norm, *bias, *mats))
+        try:
+            plan = decode.DecodePlan(
+                specs, n_head, n_head_kv, head_dim, rope_dim, neox, eps,
+                layers.default_scale(head_dim), window,
+            )  # fmt: skip
+        except ValueError:  # a shape the C step does not take (e.g. head_dim > 512)
+            return None
+        return cls(plan) if plan.max_rows > 0 else None
+
+    def _table(self, kv: KVCache) -> torch.Tensor | None:
+        if kv not in self._tables:
+            try:
+                table: torch.Tensor | None = self.plan.kv_table(kv.k, kv.v)
+            except ValueError:  # not float16 CPU buffers: the eager loop's business
+                table = None
+            self._tables[kv] = table
+        return self._tables[kv]
+
+    def __call__(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: object
+    ) -> bool:
+        """Run every block on x [B, T, E] (in place) when this step qualifies: cos/sin
+        [B, 1, T, R/2] from layers.rope_cos_sin at the new positions. False (nothing done)
+        when the eager loop must run it; the caller advances the cache either way.
+
+        A step of several new tokens (a short prompt, a speculative draft being verified)
+        qualifies too: each token is a row of its own, at its own position, as the eager
+        loop's kernels and C attention compute it."""
+        b, t, e = x.shape
+        m = b * t
+        if m > self.max_rows or not x.is_contiguous():
+            return False
+        kind = type(cache)
+        if kind is KVCache:
+            kv = cache
+        elif kind is SlotBatch:
+            kv = cache.cache  # type: ignore[attr-defined]
+        else:
+            return False
+        table = self._table(kv)  # type: ignore[arg-type]
+        if table is None:
+            return False
+        slots, lengths, _ = cache.step_rows(t)  # type: ignore[attr-defined]
+        half = cos.shape[-1]
+        # rows in [B, T] order: what step_rows and a [B, 1, T, R/2] reshape give
+        self.plan.step(
+            x.view(m, e), cos.reshape(m, half), sin.reshape(m, half), table, slots, lengths
+        )
+        return True

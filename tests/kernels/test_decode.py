@@ -1,0 +1,238 @@
+"""The fused decode step (corral._decode, corral.models.fused) against the eager block loop: the
+logits of every step must be the same bits, for the routes a one-token step can take (one
+sequence, a batch of equal rows, slots at their own lengths, a sliding window, q/k/v biases),
+and the eager loop must still serve whatever the fused step does not take."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from gguf import GGMLQuantizationType as Q
+
+import corral
+from corral.engine.kv_cache import KVCache, SlotBatch
+from corral.kernels import decode
+from corral.models import fused as fused_mod
+from corral.models import layers, weights
+
+# the fused step needs the C kernels on (not CORRAL_KERNELS=0, CORRAL_EXACT=1 or
+# CORRAL_FUSED_DECODE=0) and a torch whose silu it reproduces
+pytestmark = pytest.mark.skipif(
+    not decode.available()
+    or decode.silu_vec() is None
+    or not weights._USE_KERNELS
+    or layers._EXACT
+    or not fused_mod.ENABLED,
+    reason="the fused decode step is off or not usable here",
+)
+
+PROMPT = [5, 9, 11, 3, 7]
+STEPS = [12, 4, 8, 10, 6, 13, 14, 15, 16, 17]
+
+
+def tiny(tmp_path: Path, qtype: Q = Q.Q4_1, **kw: Any) -> Any:
+    from tiny_gguf import write_tiny
+
+    path = write_tiny(tmp_path / f"m-{qtype.name}.gguf", qtype=qtype, **kw)
+    return corral.load(path).net
+
+
+def decode_logits(net: Any, fused: bool, batch: int = 1) -> list[torch.Tensor]:
+    """Logits [B, 1, V] of a prompt then one-token steps, on the fused step or the eager loop."""
+    saved = net.fused
+    net.fused = saved if fused else None
+    try:
+        cache = net.make_cache(64, batch=batch)
+        rows = [PROMPT[i:] + PROMPT[:i] for i in range(batch)]
+        outs = [net.forward(torch.tensor(rows), cache, last_only=True)]
+        for j in range(len(STEPS)):
+            ids = torch.tensor([[STEPS[(j + i) % len(STEPS)]] for i in range(batch)])  # [B, 1]
+            outs.append(net.forward(ids, cache))
+        return outs
+    finally:
+        net.fused = saved
+
+
+def assert_same(a: list[torch.Tensor], b: list[torch.Tensor]) -> None:
+    assert len(a) == len(b)
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
+        assert torch.equal(x, y), f"step {i}: largest difference {(x - y).abs().max().item()}"
+
+
+@pytest.mark.parametrize("qtype", [Q.Q4_1, Q.Q8_0, Q.Q4_0, Q.Q5_1])
+def test_fused_steps_equal_the_eager_loop(tmp_path: Path, qtype: Q) -> None:
+    net = tiny(tmp_path, qtype)
+    assert net.fused is not None
+    assert_same(decode_logits(net, True), decode_logits(net, False))
+
+
+@pytest.mark.parametrize("qtype", [Q.Q4_1, Q.Q8_0])
+def test_fused_qwen2_steps_equal_the_eager_loop(tmp_path: Path, qtype: Q) -> None:
+    # NEOX rope and q/k/v biases
+    net = tiny(tmp_path, qtype, arch="qwen2", qkv_bias=True)
+    assert net.fused is not None
+    assert_same(decode_logits(net, True), decode_logits(net, False))
+    assert_same(decode_logits(net, True, batch=2), decode_logits(net, False, batch=2))
+
+
+def test_fused_steps_with_window_biases_and_odd_shapes(tmp_path: Path) -> None:
+    # a sliding window shorter than the steps, an odd head count, one kv head, a wider FFN
+    net = tiny(tmp_path, Q.Q8_0, n_embd=96, n_head=3, n_head_kv=1, n_ff=224, sliding_window=4)
+    gen = torch.Generator().manual_seed(1)
+    for blk in net.blocks:
+        blk.bq = torch.randn(96, generator=gen) * 0.1
+        blk.bk = torch.randn(32, generator=gen) * 0.1
+        blk.bv = torch.randn(32, generator=gen) * 0.1
+    net.fused = fused_mod.FusedDecode.build(
+        net.blocks, "cpu", torch.float32, 3, 1, 32, 32, False, 1e-5, 4,
+    )  # fmt: skip
+    assert net.fused is not None
+    assert_same(decode_logits(net, True), decode_logits(net, False))
+
+
+def test_fused_batch_rows_equal_the_eager_loop(tmp_path: Path) -> None:
+    net = tiny(tmp_path)
+    assert_same(decode_logits(net, True, batch=3), decode_logits(net, False, batch=3))
+
+
+def test_fused_slot_batch_equals_the_eager_loop(tmp_path: Path) -> None:
+    net = tiny(tmp_path)
+
+    def run(fused: bool) -> list[torch.Tensor]:
+        saved = net.fused
+        net.fused = saved if fused else None
+        try:
+            kv = KVCache(net.args.n_layers, net.args.n_head_kv, net.args.head_dim, 64, batch=3)
+            # slots 2 and 0 filled to different lengths, then decoded together
+            net.forward(torch.tensor([PROMPT]), kv.slot(2, 0))
+            net.forward(torch.tensor([PROMPT[:3]]), kv.slot(0, 0))
+            offsets = [len(PROMPT), 3]
+            outs = []
+            for tok in STEPS[:6]:
+                view = SlotBatch(kv, [2, 0], offsets)
+                outs.append(net.forward(torch.tensor([[tok], [tok + 1]]), view))
+                offsets = [o + 1 for o in offsets]
+            return outs
+        finally:
+            net.fused = saved
+
+    assert_same(run(True), run(False))
+
+
+def test_fused_step_is_taken_and_the_eager_loop_serves_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    net = tiny(tmp_path)
+    calls = []
+    eager = net._blocks
+    monkeypatch.setattr(net, "_blocks", lambda *a: calls.append(a[0].shape) or eager(*a))
+    cache = net.make_cache(64)
+    rows = net.fused.max_rows
+    net.forward(torch.tensor([PROMPT]), cache)
+    net.forward(torch.tensor([[4]]), cache)
+    net.forward(torch.tensor([[4] * rows]), cache)
+    assert calls == []
+    net.forward(torch.tensor([[4] * (rows + 1)]), cache)
+    assert calls == [torch.Size([1, rows + 1, 64])]
+    # more rows than the plan takes over a batch: eager
+    wide = net.make_cache(8, batch=rows + 1)
+    net.forward(torch.tensor([[4]] * (rows + 1)), wide)
+    assert calls[-1] == torch.Size([rows + 1, 1, 64])
+
+
+def test_fused_few_token_steps_equal_the_eager_loop(tmp_path: Path) -> None:
+    # several new tokens per step (speculative drafts being verified), one and two sequences
+    net = tiny(tmp_path, Q.Q8_0, sliding_window=6)
+
+    def run(fused: bool, batch: int) -> list[torch.Tensor]:
+        saved = net.fused
+        net.fused = saved if fused else None
+        try:
+            cache = net.make_cache(64, batch=batch)
+            outs = [net.forward(torch.tensor([PROMPT[:2]] * batch), cache)]
+            for j in range(0, 9, 3):
+                outs.append(net.forward(torch.tensor([STEPS[j : j + 3]] * batch), cache))
+            return outs
+        finally:
+            net.fused = saved
+
+    for batch in (1, 2):
+        assert_same(run(True, batch), run(False, batch))
+
+
+def test_eager_when_disabled_or_not_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fused_mod, "ENABLED", False)  # what CORRAL_FUSED_DECODE=0 sets
+    assert tiny(tmp_path).fused is None
+    monkeypatch.setattr(fused_mod, "ENABLED", True)
+    monkeypatch.setattr(decode, "_ext", None)  # as on a machine without the extension
+    assert not decode.available()
+    net = tiny(tmp_path, Q.Q8_0)
+    assert net.fused is None
+    cache = net.make_cache(16)
+    out = net.forward(torch.tensor([[4]]), cache)
+    assert out.shape == (1, 1, net.vocab_size) and torch.isfinite(out).all()
+
+
+def test_float_weights_keep_the_eager_loop(tmp_path: Path) -> None:
+    assert tiny(tmp_path, Q.F32).fused is None
+
+
+def test_silu_mul_matches_torch_bit_for_bit() -> None:
+    gen = torch.Generator().manual_seed(0)
+    # random bit patterns: every exponent, NaNs and infinities included
+    bits = torch.randint(-(2**31), 2**31 - 1, (1 << 20,), generator=gen, dtype=torch.int64)
+    g = bits.to(torch.int32).view(torch.float32)
+    u = torch.randn(g.numel(), generator=gen)
+    want, got = F.silu(g) * u, decode.silu_mul(g, u)
+    same = (want.view(torch.int32) == got.view(torch.int32)) | (want.isnan() & got.isnan())
+    assert bool(same.all()), f"{int((~same).sum())} values differ"
+    # sizes with a scalar tail after torch's vector loop
+    for n in (1, 7, 15, 17, 31, 33, 47, 100, 1000):
+        g = torch.randn(n, generator=gen) * 20
+        u = torch.randn(n, generator=gen)
+        assert torch.equal(decode.silu_mul(g, u), F.silu(g) * u), n
+
+
+def test_plan_rejects_wrong_inputs(tmp_path: Path) -> None:
+    net = tiny(tmp_path)
+    plan = net.fused.plan
+    kv = net.make_cache(8)
+    with pytest.raises(ValueError):
+        plan.kv_table(kv.k[:1], kv.v[:1])
+    with pytest.raises(ValueError):
+        plan.kv_table([b.float() for b in kv.k], [b.float() for b in kv.v])
+    table = plan.kv_table(kv.k, kv.v)
+    x = torch.zeros(1, 64)
+    cs = torch.zeros(1, 8)
+    one = torch.zeros(1, dtype=torch.int64)
+    with pytest.raises(ValueError):
+        plan.step(torch.zeros(1, 63), cs, cs, table, one, one + 1)
+    with pytest.raises(ValueError):
+        plan.step(x, cs, cs, table, one.int(), one + 1)
+    with pytest.raises(ValueError):  # a row with no positions
+        plan.step(x, cs, cs, table, one, one)
+
+
+@pytest.mark.parametrize("qtype", [Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q8_0])
+def test_one_row_matmul_pairs_equal_single_rows(qtype: Q) -> None:
+    # a one-row call takes weight rows two at a time (the decode kernel); a one-weight-row
+    # call takes the single-row kernel: the bits must agree
+    import numpy as np
+    from gguf import quants
+
+    from corral import kernels
+
+    rng = np.random.default_rng(int(qtype))
+    n, k = 37, 256
+    w = torch.from_numpy(
+        np.ascontiguousarray(quants.quantize(rng.standard_normal((n, k)).astype(np.float32), qtype))
+    )
+    x = torch.randn(1, k, generator=torch.Generator().manual_seed(1)) * 3
+    for nth in (1, 2):
+        whole = kernels.qmatmul(x, w, qtype, n, k, n_threads=nth)
+        rows = torch.cat([kernels.qmatmul(x, w[i : i + 1], qtype, 1, k) for i in range(n)], -1)
+        assert torch.equal(whole, rows)

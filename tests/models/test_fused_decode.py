@@ -1,0 +1,81 @@
+"""SmolLM2 (Q4_1, llama): the fused decode step gives the eager block loop's logits bit for bit,
+step after step of a greedy generation, for one sequence and for slots decoded together."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import corral
+from corral.engine.kv_cache import SlotBatch
+from corral.kernels import decode
+from corral.models import fused, layers, weights
+
+pytestmark = [
+    pytest.mark.realmodel,
+    pytest.mark.skipif(
+        not decode.available()
+        or decode.silu_vec() is None
+        or not weights._USE_KERNELS
+        or layers._EXACT
+        or not fused.ENABLED,
+        reason="the fused decode step is off or not usable here",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def net(smollm2_path: Path) -> Any:
+    net = corral.load(smollm2_path, n_ctx=256).net
+    assert net.fused is not None
+    return net
+
+
+def greedy(net: Any, fused: bool, prompt: list[int], steps: int) -> list[torch.Tensor]:
+    """Logits [V] of each greedy step after `prompt`, on the fused step or the eager loop."""
+    saved = net.fused
+    net.fused = saved if fused else None
+    try:
+        cache = net.make_cache(128)
+        logits = net.forward(torch.tensor([prompt]), cache, last_only=True)[0, -1]
+        outs = [logits]
+        for _ in range(steps):
+            tok = torch.tensor([[int(logits.argmax())]])
+            logits = net.forward(tok, cache, last_only=True)[0, -1]
+            outs.append(logits)
+        return outs
+    finally:
+        net.fused = saved
+
+
+def test_smollm2_fused_decode_is_bit_identical(net: Any) -> None:
+    prompt = [1, 504, 3458, 282, 260, 5382, 7115, 314]
+    fused, eager = greedy(net, True, prompt, 24), greedy(net, False, prompt, 24)
+    for i, (a, b) in enumerate(zip(fused, eager, strict=True)):
+        assert torch.equal(a, b), f"step {i}: largest difference {(a - b).abs().max().item()}"
+
+
+def test_smollm2_fused_slot_batch_is_bit_identical(net: Any) -> None:
+    def run(fused: bool) -> list[torch.Tensor]:
+        saved = net.fused
+        net.fused = saved if fused else None
+        try:
+            kv = net.make_cache(64, batch=2)
+            net.forward(torch.tensor([[1, 504, 3458, 282]]), kv.slot(1, 0))
+            net.forward(torch.tensor([[1, 260]]), kv.slot(0, 0))
+            offsets, outs = [4, 2], []
+            toks = torch.tensor([[314], [7115]])
+            for _ in range(8):
+                logits = net.forward(toks, SlotBatch(kv, [1, 0], offsets))[:, -1]
+                outs.append(logits)
+                toks = logits.argmax(-1, keepdim=True)
+                offsets = [o + 1 for o in offsets]
+            return outs
+        finally:
+            net.fused = saved
+
+    for i, (a, b) in enumerate(zip(run(True), run(False), strict=True)):
+        assert torch.equal(a, b), f"step {i}: largest difference {(a - b).abs().max().item()}"
