@@ -72,3 +72,18 @@ def test_qmatmul_many_shares_amx_rounding() -> None:
     x = make_x(80, k, seed=11)
     for got, q in zip(qmatmul_many(x, mats), mats, strict=True):
         assert torch.equal(got, q(x))
+
+
+@pytest.mark.parametrize("t", (Q.Q4_K, Q.Q5_K), ids=lambda t: t.name)
+def test_amx_kquant_mins_in_kernel(t: Q) -> None:
+    """Q4_K/Q5_K's min term is formed in C from the raw blocks: one and two threads give the
+    same bits, and the matrix keeps no per-matrix float copy of its mins afterwards."""
+    n, k = 40, 768
+    raw = make_weight(t, n, k, seed=5)
+    amx, _ = _routes(t, raw, n, k)
+    x = make_x(37, k, seed=6)
+    one = amx(x, n_threads=1)
+    assert torch.equal(one, amx(x, n_threads=2))
+    assert rel_err(one, reference(t, raw, x)) <= TOL
+    kept = [getattr(amx, s, None) for s in type(amx).__slots__]
+    assert all(v is None or v is amx.w for v in kept if isinstance(v, torch.Tensor))

@@ -94,13 +94,12 @@ AMX: Final[bool] = (
     _amx is not None and _amx.available() and os.environ.get("CORRAL_AMX", "1") != "0"
 )
 # With AMX the dense route pays off from fewer rows than the float32 GEMM (7B-shaped Q4_K
-# 4096x14336: 1.5x the int8 kernels at 32 rows, 1.8-3x at 64); Q6_K's unpacking keeps it at
-# DENSE_BREAK_EVEN. Never below KERNEL_MAX_ROWS (models.weights): short steps stay exact.
+# 4096x14336: 1.5x the int8 kernels at 32 rows, 1.8-3x at 64; Q6_K 4096x14336, its
+# unpacking vectorized: 2.4x at 32 rows, 3x at 64). Never below KERNEL_MAX_ROWS
+# (models.weights): short steps stay exact.
 AMX_BREAK_EVEN: Final[dict[int, int]] = dict.fromkeys(
-    (int(t) for t in (Q.Q4_0, Q.Q5_0, Q.Q8_0, Q.Q4_K, Q.Q5_K)), 32
+    (int(t) for t in (Q.Q4_0, Q.Q5_0, Q.Q8_0, Q.Q4_K, Q.Q5_K, Q.Q6_K)), 32
 )
-# ggml types whose scale and min share the Q4_K layout (6-bit mins per 32 values)
-_KMIN: Final[frozenset[int]] = frozenset((int(Q.Q4_K), int(Q.Q5_K)))
 # CORRAL_QKERNELS_SCALAR=1 forces the portable C path (for tests and for comparison).
 _FORCE_SCALAR: Final[bool] = os.environ.get("CORRAL_QKERNELS_SCALAR", "") not in ("", "0")
 
@@ -428,32 +427,11 @@ class QMatrix:
         return y
 
     def _amx_dense(self, xq: torch.Tensor, m: int, nth: int) -> torch.Tensor:
-        """y [m, n] from ggml's activation blocks xq (uint8 [m, bytes]) on AMX tiles; Q4_K/Q5_K's
-        min term, -sum over 32-value sub-blocks of (d_a * bsum) * (dmin * min), added here
-        as one small GEMM ([m, k/32] x [k/32, n])."""
-        n, k = self.n_out, self.k
-        y = torch.empty(m, n)
-        _amx.matmul(self._tid, xq.data_ptr(), self._ptr, y.data_ptr(), m, n, k, nth)  # type: ignore[union-attr]
-        if self._tid in _KMIN:
-            if self._mins_t is None:
-                self._mins_t = self._kquant_mins().T.contiguous()  # [k/32, n]
-            blocks = xq.view(m, k // 256, 292)
-            d = blocks[:, :, :4].contiguous().view(torch.float32)  # [m, k/256, 1]
-            bsums = blocks[:, :, 260:].contiguous().view(torch.int16).view(m, k // 256, 8, 2)
-            bm = (bsums.sum(-1, dtype=torch.int32).float() * d).view(m, k // 32)
-            y.addmm_(bm, self._mins_t, alpha=-1.0)
+        """y [m, n] from ggml's activation blocks xq (uint8 [m, bytes]) on AMX tiles, all in
+        C (Q4_K/Q5_K's min term too, from the raw blocks: no per-matrix float copy)."""
+        y = torch.empty(m, self.n_out)
+        _amx.matmul(self._tid, xq.data_ptr(), self._ptr, y.data_ptr(), m, self.n_out, self.k, nth)  # type: ignore[union-attr]
         return y
-
-    def _kquant_mins(self) -> torch.Tensor:
-        """dmin * min of each 32-value sub-block (Q4_K/Q5_K), float32 [n, k/32]."""
-        block_bytes = _WEIGHT_BLOCK[self._tid][1]
-        blocks = self.w.view(self.n_out, self.k // 256, block_bytes)
-        dmin = blocks[:, :, 2:4].contiguous().view(torch.float16).float()  # [n, k/256, 1]
-        sc = blocks[:, :, 4:16].to(torch.int32)  # ggml's get_scale_min_k4 layout
-        lo = sc[:, :, 4:8] & 63  # sub-blocks 0-3
-        hi = (sc[:, :, 8:12] >> 4) | ((sc[:, :, 4:8] >> 6) << 4)  # sub-blocks 4-7
-        mins = torch.cat((lo, hi), dim=-1).float()  # [n, k/256, 8]
-        return (dmin * mins).view(self.n_out, -1)
 
     def _block_mins(self) -> torch.Tensor:
         """The fp16 min m of each block (types Q4_1/Q5_1), float32 [n, k/32]."""

@@ -20,8 +20,10 @@
  * integer dot product, as in ggml's vec_dot kernels; only the float32 order of the per-block
  * sum differs (ggml sums 8 lanes of partial sums). The k-quants' sc * q (up to 13 bits) does
  * not fit int8, so it is split into two planes, v = 64 * hi + lo with lo in [0, 63], each
- * dotted exactly and combined in int32. Q4_K/Q5_K's min term (dmin * m * bsum) is not
- * included: the caller adds it (one small GEMM, see corral.kernels.QMatrix).
+ * dotted exactly and combined in int32. Q4_K/Q5_K's min term is ggml's too: per block,
+ * (-d_a * dmin) * sum over the 8 sub-blocks j of m_j * bsum_j, the integer dot of the 6-bit
+ * mins with the activation block's sums of 32 values (from its int16 bsums), exact in int32,
+ * formed per 16 x 16 tile with AVX-512 (VPMADDWD/VPDPWSSD) from the raw weight blocks.
  *
  * Layout: a uint8 [M, K/QA * block bytes] (ggml's activation blocks), w uint8 [N, row_bytes]
  * (the raw weight rows), y float32 [M, N] (overwritten). Threads (OpenMP) take panels of 16
@@ -47,8 +49,11 @@
 #include <immintrin.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+/* the unpacking below runs only next to the tiles: let the compiler vectorize it for AVX-512 */
+#define UNPACK_TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
 #else
 #define AMX_BUILD 0
+#define UNPACK_TGT
 #endif
 
 enum { T_Q4_0 = 2, T_Q5_0 = 6, T_Q8_0 = 8, T_Q4_K = 12, T_Q5_K = 13, T_Q6_K = 14 };
@@ -59,22 +64,23 @@ typedef struct {
     int abytes;  /* bytes per activation block */
     int aoff;    /* offset of the int8 values in an activation block */
     int planes;  /* int8 planes of the weight (2 where sc * q needs more than 8 bits) */
+    int mins;    /* 1 for Q4_K/Q5_K: a min term dmin * m per 32 values */
 } amx_type;
 
 static int amx_info(int type, amx_type *t) {
     switch (type) {
-    case T_Q4_0: *t = (amx_type){32, 18, 34, 2, 1}; return 1;
-    case T_Q5_0: *t = (amx_type){32, 22, 34, 2, 1}; return 1;
-    case T_Q8_0: *t = (amx_type){32, 34, 34, 2, 1}; return 1;
-    case T_Q4_K: *t = (amx_type){256, 144, 292, 4, 2}; return 1;
-    case T_Q5_K: *t = (amx_type){256, 176, 292, 4, 2}; return 1;
-    case T_Q6_K: *t = (amx_type){256, 210, 292, 4, 2}; return 1;
+    case T_Q4_0: *t = (amx_type){32, 18, 34, 2, 1, 0}; return 1;
+    case T_Q5_0: *t = (amx_type){32, 22, 34, 2, 1, 0}; return 1;
+    case T_Q8_0: *t = (amx_type){32, 34, 34, 2, 1, 0}; return 1;
+    case T_Q4_K: *t = (amx_type){256, 144, 292, 4, 2, 1}; return 1;
+    case T_Q5_K: *t = (amx_type){256, 176, 292, 4, 2, 1}; return 1;
+    case T_Q6_K: *t = (amx_type){256, 210, 292, 4, 2, 0}; return 1;
     default: return 0;
     }
 }
 
 /* The 6-bit scale and min of sub-block j of a Q4_K/Q5_K block (ggml's get_scale_min_k4). */
-static inline void scale_min_k4(int j, const uint8_t *q, int *sc, int *m) {
+UNPACK_TGT static inline void scale_min_k4(int j, const uint8_t *q, int *sc, int *m) {
     if (j < 4) {
         *sc = q[j] & 63;
         *m = q[j + 4] & 63;
@@ -94,9 +100,24 @@ static inline void scale_min_k4(int j, const uint8_t *q, int *sc, int *m) {
         lo[k] = (int8_t)(x_ & 63);     \
     } while (0)
 
-/* One weight row -> its integer values (int8 planes hi[K], and lo[K] for the k-quants) and
- * the float scale of each qk-block. */
-static void unpack_row(int type, const uint8_t *row, long K, int8_t *hi, int8_t *lo, float *scale) {
+#if AMX_BUILD
+/* 32 values q (int8) times scale s0 (the first 16) and s1 (the last 16), as PUT2 stores them:
+ * 64 * hi + lo, lo in [0, 63] (the product fits int16: |sc * q| <= 4096). */
+UNPACK_TGT static inline void put2_32(int8_t *hi, int8_t *lo, __m256i q, int s0, int s1) {
+    const __m512i sc =
+        _mm512_inserti64x4(_mm512_set1_epi16((short)s0), _mm256_set1_epi16((short)s1), 1);
+    const __m512i v = _mm512_mullo_epi16(_mm512_cvtepi8_epi16(q), sc);
+    const __m512i l6 = _mm512_and_si512(v, _mm512_set1_epi16(63));
+    _mm256_storeu_si256((__m256i *)hi, _mm512_cvtepi16_epi8(_mm512_srai_epi16(v, 6)));
+    _mm256_storeu_si256((__m256i *)lo, _mm512_cvtepi16_epi8(l6));
+}
+#endif
+
+/* One weight row -> its integer values (int8 planes hi[K], and lo[K] for the k-quants), the
+ * float scale of each qk-block and, for Q4_K/Q5_K, each block's dmin and its 8 6-bit mins
+ * (mn[8 * b + j], sub-block j). */
+UNPACK_TGT static void unpack_row(int type, const uint8_t *row, long K, int8_t *hi, int8_t *lo,
+                                  float *scale, float *dmin, int16_t *mn) {
     switch (type) {
     case T_Q4_0:
         for (long b = 0; b < K / 32; b++, row += 18, hi += 32) {
@@ -128,13 +149,31 @@ static void unpack_row(int type, const uint8_t *row, long K, int8_t *hi, int8_t 
     case T_Q5_K: {
         const int five = type == T_Q5_K;
         const int bytes = five ? 176 : 144;
-        for (long b = 0; b < K / 256; b++, row += bytes, hi += 256, lo += 256) {
+        for (long b = 0; b < K / 256; b++, row += bytes, hi += 256, lo += 256, mn += 8) {
             scale[b] = h2f(rd16(row));
+            dmin[b] = h2f(rd16(row + 2));
             const uint8_t *sc = row + 4, *qh = row + 16, *qs = row + (five ? 48 : 16);
             for (int j = 0; j < 4; j++) {  /* 64 values: low nibbles, then high nibbles */
                 int s0, m0, s1, m1;
                 scale_min_k4(2 * j, sc, &s0, &m0);
                 scale_min_k4(2 * j + 1, sc, &s1, &m1);
+                mn[2 * j] = (int16_t)m0;
+                mn[2 * j + 1] = (int16_t)m1;
+#if AMX_BUILD
+                const __m256i m4 = _mm256_set1_epi8(0xF), one = _mm256_set1_epi8(1);
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * j));
+                __m256i q0 = _mm256_and_si256(v, m4);
+                __m256i q1 = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                if (five) { /* bits 2j and 2j + 1 of qh[i], as bit 4 (no carry between bytes) */
+                    const __m256i h = _mm256_loadu_si256((const __m256i *)qh);
+                    const __m256i b0 = _mm256_srl_epi16(h, _mm_cvtsi32_si128(2 * j));
+                    const __m256i b1 = _mm256_srli_epi16(b0, 1);
+                    q0 = _mm256_or_si256(q0, _mm256_slli_epi16(_mm256_and_si256(b0, one), 4));
+                    q1 = _mm256_or_si256(q1, _mm256_slli_epi16(_mm256_and_si256(b1, one), 4));
+                }
+                put2_32(hi + 64 * j, lo + 64 * j, q0, s0, s0);
+                put2_32(hi + 64 * j + 32, lo + 64 * j + 32, q1, s1, s1);
+#else
                 for (int i = 0; i < 32; i++) {
                     int q0 = qs[32 * j + i] & 0xF, q1 = qs[32 * j + i] >> 4;
                     if (five) {
@@ -144,6 +183,7 @@ static void unpack_row(int type, const uint8_t *row, long K, int8_t *hi, int8_t 
                     PUT2(64 * j + i, s0 * q0);
                     PUT2(64 * j + 32 + i, s1 * q1);
                 }
+#endif
             }
         }
         break;
@@ -154,6 +194,28 @@ static void unpack_row(int type, const uint8_t *row, long K, int8_t *hi, int8_t 
             const int8_t *sc = (const int8_t *)(row + 192);
             scale[b] = h2f(rd16(row + 208));
             for (int h = 0; h < 2; h++) {  /* two halves of 128 values */
+#if AMX_BUILD
+                const __m256i m4 = _mm256_set1_epi8(0xF), m3 = _mm256_set1_epi8(3);
+                const __m256i off = _mm256_set1_epi8(32);
+                const __m256i a = _mm256_loadu_si256((const __m256i *)ql);
+                const __m256i c = _mm256_loadu_si256((const __m256i *)(ql + 32));
+                const __m256i e = _mm256_loadu_si256((const __m256i *)qh);
+                /* q1..q4 as the scalar code: 4 low bits from ql, 2 high from qh, minus 32 */
+#define Q6(lo4, sh)                                                                       \
+    _mm256_sub_epi8(                                                                      \
+        _mm256_or_si256(                                                                  \
+            lo4, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(e, sh), m3), 4)), \
+        off)
+                const __m256i q1 = Q6(_mm256_and_si256(a, m4), 0);
+                const __m256i q2 = Q6(_mm256_and_si256(c, m4), 2);
+                const __m256i q3 = Q6(_mm256_and_si256(_mm256_srli_epi16(a, 4), m4), 4);
+                const __m256i q4 = Q6(_mm256_and_si256(_mm256_srli_epi16(c, 4), m4), 6);
+#undef Q6
+                put2_32(hi + 128 * h, lo + 128 * h, q1, sc[0], sc[1]);
+                put2_32(hi + 128 * h + 32, lo + 128 * h + 32, q2, sc[2], sc[3]);
+                put2_32(hi + 128 * h + 64, lo + 128 * h + 64, q3, sc[4], sc[5]);
+                put2_32(hi + 128 * h + 96, lo + 128 * h + 96, q4, sc[6], sc[7]);
+#else
                 for (int l = 0; l < 32; l++) {
                     const int is = l / 16;
                     const int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
@@ -165,6 +227,7 @@ static void unpack_row(int type, const uint8_t *row, long K, int8_t *hi, int8_t 
                     PUT2(128 * h + l + 64, sc[is + 4] * q3);
                     PUT2(128 * h + l + 96, sc[is + 6] * q4);
                 }
+#endif
                 ql += 64;
                 qh += 32;
                 sc += 8;
@@ -181,14 +244,14 @@ static void unpack_row(int type, const uint8_t *row, long K, int8_t *hi, int8_t 
 #define ARCH_REQ_XCOMP_PERM 0x1023
 #define XFEATURE_XTILEDATA 18
 
-/* 1 when the CPU has AMX-INT8 and AVX-512 (F, BW) and the kernel granted this process the
- * tile state; 0 otherwise (then corral keeps its float32 dense route). */
+/* 1 when the CPU has AMX-INT8 and AVX-512 (F, BW, VNNI) and the kernel granted this process
+ * the tile state; 0 otherwise (then corral keeps its float32 dense route). */
 static int amx_probe(void) {
     unsigned a, b, c, d;
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
     const int tile = (d >> 24) & 1, int8 = (d >> 25) & 1;
-    const int avx512f = (b >> 16) & 1, avx512bw = (b >> 30) & 1;
-    if (!(tile && int8 && avx512f && avx512bw)) return 0;
+    const int avx512f = (b >> 16) & 1, avx512bw = (b >> 30) & 1, vnni = (c >> 11) & 1;
+    if (!(tile && int8 && avx512f && avx512bw && vnni)) return 0;
     if (!__builtin_cpu_supports("avx512f")) return 0; /* also checks that the OS saves zmm */
     return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
 }
@@ -203,7 +266,7 @@ typedef struct __attribute__((packed, aligned(64))) {
  * 1 holds activations [16 rows x KC bytes] read in place from ggml's blocks, 2 and 4 the
  * weight planes in the VNNI layout [KC/4 rows x 16 weight rows x 4 bytes]; KC = 32 for the
  * 32-value types (one scale block per dot), 64 for the k-quants (4 dots per block). */
-#define AMX_TGT __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl")))
+#define AMX_TGT __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl,avx512vnni")))
 
 AMX_TGT static void amx_config(int kc) {
     tilecfg cfg;
@@ -219,22 +282,38 @@ AMX_TGT static void amx_config(int kc) {
 
 /* Rows [n0, n0 + 16) of the weight, unpacked row-major into rm (planes [16][K] each), then
  * into the tile layout: plane byte (k/4)*64 + i*4 + k%4 holds value k of row n0 + i (rows
- * past N are zero); scales [nb][16]. */
-static void unpack_panel(const amx_type *t, int type, const uint8_t *w, long N, long K, long n0,
-                         int8_t *rm, float *rowsc, int8_t *hi, int8_t *lo, float *scales) {
+ * past N are zero); scales [nb][16]. Q4_K/Q5_K also: dmins [nb][16], and the mins as int16
+ * pairs minsv [nb][4][16][2] (pair p of row i: the mins of sub-blocks 2p and 2p + 1), the
+ * layout _mm512_madd_epi16 meets with one activation row's broadcast pair of bsums. */
+UNPACK_TGT static void unpack_panel(const amx_type *t, int type, const uint8_t *w, long N, long K,
+                                    long n0, int8_t *rm, float *rowsc, float *rowdm,
+                                    int16_t *rowmn, int8_t *hi, int8_t *lo, float *scales,
+                                    float *dmins, int16_t *minsv) {
     const long nb = K / t->qk;
     const size_t rb = (size_t)nb * t->wbytes;
     int8_t *rm_lo = rm + 16 * K;
     for (int i = 0; i < 16; i++) {
         const long n = n0 + i;
         if (n < N) {
-            unpack_row(type, w + (size_t)n * rb, K, rm + i * K, rm_lo + i * K, rowsc);
+            unpack_row(type, w + (size_t)n * rb, K, rm + i * K, rm_lo + i * K, rowsc, rowdm, rowmn);
         } else {
             memset(rm + i * K, 0, (size_t)K);
             memset(rm_lo + i * K, 0, (size_t)K);
             for (long b = 0; b < nb; b++) rowsc[b] = 0.0f;
+            if (t->mins) {
+                for (long b = 0; b < nb; b++) rowdm[b] = 0.0f;
+                memset(rowmn, 0, (size_t)nb * 8 * sizeof *rowmn);
+            }
         }
         for (long b = 0; b < nb; b++) scales[b * 16 + i] = rowsc[b];
+        if (t->mins)
+            for (long b = 0; b < nb; b++) {
+                dmins[b * 16 + i] = rowdm[b];
+                for (int p = 0; p < 4; p++) {
+                    minsv[((b * 4 + p) * 16 + i) * 2] = rowmn[b * 8 + 2 * p];
+                    minsv[((b * 4 + p) * 16 + i) * 2 + 1] = rowmn[b * 8 + 2 * p + 1];
+                }
+            }
     }
     for (int p = 0; p < t->planes; p++) {
         const uint32_t *src = (const uint32_t *)(p ? rm_lo : rm);
@@ -244,9 +323,13 @@ static void unpack_panel(const amx_type *t, int type, const uint8_t *w, long N, 
     }
 }
 
-/* One 16 x 16 output tile over all of K: acc[r] += (d_a[r] * d_w) * isum per block. */
+/* One 16 x 16 output tile over all of K: acc[r] += (d_a[r] * d_w) * isum per block, and for
+ * Q4_K/Q5_K then acc[r] += (-d_a[r] * dmin) * msum, msum = sum over the 8 sub-blocks j of
+ * m_j * bsum_j (exact in int32), as ggml's vec_dot_q4_K_q8_K. bs: the activation rows' bsums
+ * of 32 values as int16 pairs [16][nb][4]. */
 AMX_TGT static void tile_rows(const amx_type *t, const uint8_t *a, long arow, const float *da,
-                              long nb, const int8_t *hi, const int8_t *lo, const float *scales,
+                              const uint32_t *bs, long nb, const int8_t *hi, const int8_t *lo,
+                              const float *scales, const float *dmins, const int16_t *minsv,
                               int32_t *cbuf, float *out, long ldy, int rows, int cols) {
     __m512 acc[16];
     for (int r = 0; r < 16; r++) acc[r] = _mm512_setzero_ps();
@@ -280,6 +363,22 @@ AMX_TGT static void tile_rows(const amx_type *t, const uint8_t *a, long arow, co
             const __m512 d = _mm512_mul_ps(_mm512_set1_ps(da[r * nb + b]), dw);
             acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc[r]);
         }
+        if (t->mins) {
+            const __m512 dm = _mm512_loadu_ps(dmins + b * 16);
+            const __m512i *mv = (const __m512i *)(minsv + b * 128);
+            const __m512i m0 = _mm512_load_si512(mv), m1 = _mm512_load_si512(mv + 1);
+            const __m512i m2 = _mm512_load_si512(mv + 2), m3 = _mm512_load_si512(mv + 3);
+#pragma GCC unroll 16
+            for (int r = 0; r < 16; r++) {
+                const uint32_t *p = bs + (r * nb + b) * 4;
+                __m512i s = _mm512_madd_epi16(_mm512_set1_epi32((int)p[0]), m0);
+                s = _mm512_dpwssd_epi32(s, _mm512_set1_epi32((int)p[1]), m1);
+                s = _mm512_dpwssd_epi32(s, _mm512_set1_epi32((int)p[2]), m2);
+                s = _mm512_dpwssd_epi32(s, _mm512_set1_epi32((int)p[3]), m3);
+                const __m512 d = _mm512_mul_ps(_mm512_set1_ps(da[r * nb + b]), dm);
+                acc[r] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(s), d, acc[r]);
+            }
+        }
     }
     const __mmask16 mask = (__mmask16)((1u << cols) - 1u);
     for (int r = 0; r < rows; r++) _mm512_mask_storeu_ps(out + r * ldy, mask, acc[r]);
@@ -296,18 +395,24 @@ AMX_TGT static int amx_run(int type, const uint8_t *a, const uint8_t *w, float *
     if (nth > panels) nth = (int)panels;
     if (nth < 1) nth = 1;
     /* activation block scales as float [M][nb] (fp16 for block_q8_0, float for block_q8_K);
-     * the last, partial tile of activation rows padded with zeros; per thread: the panel's
-     * planes (tile layout, then row-major), its scales, one row's scales, the int32 tiles */
+     * the last, partial tile of activation rows padded with zeros; for Q4_K/Q5_K the bsums
+     * of each 32 activation values as int16 pairs [mtiles * 16][nb][4] (zero past row M);
+     * per thread: the panel's planes (tile layout, then row-major), the int32 tiles, its
+     * mins (Q4_K/Q5_K), scales and dmins, one row's scales, dmins and mins */
+    const long mb = t.mins ? nb : 0; /* blocks with a min term */
     float *da = malloc((size_t)M * nb * sizeof *da);
     uint8_t *pad = calloc(16, (size_t)arow);
     float *dpad = calloc(16 * (size_t)nb, sizeof *dpad);
+    uint32_t *bs = calloc((size_t)mtiles * 16 * mb * 4 + 1, sizeof *bs);
     const size_t plane = (size_t)K * 16;
-    const size_t per = (4 * plane + 2048 + 64 * (size_t)nb + 4 * (size_t)nb + 63) / 64 * 64;
+    const size_t per = (4 * plane + 2048 + 256 * (size_t)mb + 64 * (size_t)nb + 4 * (size_t)nb +
+                        (64 + 4 + 16) * (size_t)mb + 63) / 64 * 64;
     uint8_t *buf = aligned_alloc(64, per * nth);
-    if (!da || !pad || !dpad || !buf) {
+    if (!da || !pad || !dpad || !bs || !buf) {
         free(da);
         free(pad);
         free(dpad);
+        free(bs);
         free(buf);
         return -1;
     }
@@ -318,6 +423,12 @@ AMX_TGT static int amx_run(int type, const uint8_t *a, const uint8_t *w, float *
                 da[m * nb + b] = h2f(rd16(blk));
             } else {
                 memcpy(da + m * nb + b, blk, 4);
+            }
+            if (t.mins) {
+                int16_t g[16], s[8];
+                memcpy(g, blk + 260, sizeof g);
+                for (int j = 0; j < 8; j++) s[j] = (int16_t)(g[2 * j] + g[2 * j + 1]);
+                memcpy(bs + (m * nb + b) * 4, s, sizeof s);
             }
         }
     const long tail = M % 16;
@@ -337,8 +448,12 @@ AMX_TGT static int amx_run(int type, const uint8_t *a, const uint8_t *w, float *
         /* per, plane and 2048 are multiples of 64: the tiles' buffers are aligned */
         int8_t *hi = (int8_t *)mine, *lo = hi + plane, *rm = lo + plane;
         int32_t *cbuf = (int32_t *)(mine + 4 * plane);
-        float *scales = (float *)(mine + 4 * plane + 2048);
-        float *rowsc = scales + 16 * nb;
+        int16_t *minsv = (int16_t *)(mine + 4 * plane + 2048); /* 256 bytes a block */
+        float *scales = (float *)(mine + 4 * plane + 2048 + 256 * (size_t)mb);
+        float *dmins = scales + 16 * nb;
+        float *rowsc = dmins + 16 * mb;
+        float *rowdm = rowsc + nb;
+        int16_t *rowmn = (int16_t *)(rowdm + mb);
         amx_config(t.qk == 32 ? 32 : 64);
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
@@ -346,13 +461,15 @@ AMX_TGT static int amx_run(int type, const uint8_t *a, const uint8_t *w, float *
         for (long p = 0; p < panels; p++) {
             const long n0 = p * 16;
             const int cols = (int)(N - n0 < 16 ? N - n0 : 16);
-            unpack_panel(&t, type, w, N, K, n0, rm, rowsc, hi, lo, scales);
+            unpack_panel(&t, type, w, N, K, n0, rm, rowsc, rowdm, rowmn, hi, lo, scales, dmins,
+                         minsv);
             for (long mt = 0; mt < mtiles; mt++) {
                 const long m0 = mt * 16;
                 const int rows = (int)(M - m0 < 16 ? M - m0 : 16);
                 const int part = rows < 16;
-                tile_rows(&t, part ? pad : a + m0 * arow, arow, part ? dpad : da + m0 * nb, nb, hi,
-                          lo, scales, cbuf, y + m0 * N + n0, N, rows, cols);
+                tile_rows(&t, part ? pad : a + m0 * arow, arow, part ? dpad : da + m0 * nb,
+                          bs + m0 * mb * 4, nb, hi, lo, scales, dmins, minsv, cbuf,
+                          y + m0 * N + n0, N, rows, cols);
             }
         }
         _tile_release();
@@ -360,6 +477,7 @@ AMX_TGT static int amx_run(int type, const uint8_t *a, const uint8_t *w, float *
     free(da);
     free(pad);
     free(dpad);
+    free(bs);
     free(buf);
     return 0;
 }
@@ -388,8 +506,7 @@ static PyObject *py_supports(PyObject *self, PyObject *args) {
 PyDoc_STRVAR(matmul_doc,
              "matmul(type, a_ptr, w_ptr, y_ptr, M, N, K, n_threads) -> None\n\n"
              "y[M, N] float32 = activations a (ggml blocks from _qkernels.quantize for this "
-             "weight type, M rows of K values) times the raw weight rows w[N] of `type`, "
-             "without the min term of Q4_K/Q5_K.");
+             "weight type, M rows of K values) times the raw weight rows w[N] of `type`.");
 
 static PyObject *py_matmul(PyObject *self, PyObject *args) {
     (void)self;
