@@ -7,8 +7,8 @@
  * add and call. Here the whole stack of blocks runs without returning to Python, calling the
  * same kernels the eager path calls (through the tables of capi.h: corral._qkernels for the
  * quantized matmuls, corral._attn for attention over the float16 cache, corral._rowops for the
- * RMS norm, rope and ggml's table GELU), so the results are the eager path's bit for bit. What the eager path
- * leaves to torch is redone here with torch's arithmetic:
+ * RMS norm, rope and ggml's table GELU), so the results are the eager path's bit for bit. What
+ * the eager path leaves to torch is redone here with torch's arithmetic:
  *   - bias and residual adds: one float32 addition per value;
  *   - the new keys/values stored in the float16 cache: round to nearest even (half.h's f2h,
  *     the bits of torch's float -> half copy);
@@ -24,9 +24,10 @@
  *   h = rms_norm(x) * attn_norm; q, k, v = h Wq^T [+bq], h Wk^T [+bk], h Wv^T [+bv]
  *   [q = rms_norm(q) * q_norm, k = rms_norm(k) * k_norm, per head of D values]
  *   rope(q), rope(k) with the layer's cos/sin set; k, v -> cache[slot, :, len - 1]
- *   a = attention(q, cache, len, the layer's window); o = a Wo^T [o = rms_norm(o) * attn_post_norm]
- *   x += o; h = rms_norm(x) * ffn_norm; o = (act(h Wg^T) * h Wu^T) Wd^T [o = rms_norm(o) * ffn_post_norm]
- *   x += o
+ *   a = attention(q, cache, len, the layer's window); o = a Wo^T
+ *   [o = rms_norm(o) * attn_post_norm]; x += o
+ *   h = rms_norm(x) * ffn_norm; o = (act(h Wg^T) * h Wu^T) Wd^T
+ *   [o = rms_norm(o) * ffn_post_norm]; x += o
  * act is silu (llama, qwen2) or ggml's table GELU (Gemma 3: layers.gelu_tanh on the CPU, the
  * gated form of rowops.c, whose product is torch's `gelu(g) * u` bit for bit).
  * Shapes: E width, H / Hkv heads, D head dim, R rotated dims, F feed-forward width. Row m of a
@@ -375,16 +376,17 @@ static PyObject *py_plan(PyObject *self, PyObject *args) {
                                 (const void **)&ly->ffn_post};
         for (int i = 0; i < 9; i++)
             if (!get_ptr(PyTuple_GET_ITEM(t, i), vecs[i], i >= 2)) goto fail;
-        if (!get_mat(PyTuple_GET_ITEM(t, 9), H * D, &ly->wq) || !get_mat(PyTuple_GET_ITEM(t, 10), Hkv * D, &ly->wk) ||
-            !get_mat(PyTuple_GET_ITEM(t, 11), Hkv * D, &ly->wv) || !get_mat(PyTuple_GET_ITEM(t, 12), E, &ly->wo) ||
-            !get_mat(PyTuple_GET_ITEM(t, 13), F, &ly->gate) || !get_mat(PyTuple_GET_ITEM(t, 14), F, &ly->up) ||
-            !get_mat(PyTuple_GET_ITEM(t, 15), E, &ly->down))
-            goto fail;
+        /* the seven projections (items 9 to 15) and their row counts */
+        corral_mat_spec *mats[7] = {&ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->gate, &ly->up, &ly->down};
+        const long rows[7] = {H * D, Hkv * D, Hkv * D, E, F, F, E};
+        for (int i = 0; i < 7; i++)
+            if (!get_mat(PyTuple_GET_ITEM(t, 9 + i), rows[i], mats[i])) goto fail;
         ly->window = PyLong_AsLong(PyTuple_GET_ITEM(t, 16));
         ly->rope = PyLong_AsLong(PyTuple_GET_ITEM(t, 17));
         if (PyErr_Occurred()) goto fail;
         if (ly->window < 0 || ly->rope < 0 || ly->rope >= n_rope) {
-            PyErr_Format(PyExc_ValueError, "layer %ld: bad window %ld or rope set %ld", l, ly->window, ly->rope);
+            PyErr_Format(PyExc_ValueError, "layer %ld: bad window %ld or rope set %ld", l, ly->window,
+                         ly->rope);
             goto fail;
         }
     }
