@@ -293,6 +293,13 @@ def test_fused_gemma3_steps_equal_the_eager_loop(tmp_path: Path, qtype: Q) -> No
     assert_same(decode_logits(net, True, batch=3), decode_logits(net, False, batch=3))
 
 
+def test_fused_gemma3_with_local_layers_only(tmp_path: Path) -> None:
+    # two blocks, both local: the plan uses one rope set of the two the model passes
+    net = gemma(tiny(tmp_path, Q.Q8_0, arch="gemma3", sliding_window=4))
+    assert net.fused is not None and net.fused.plan.n_rope == 1
+    assert_same(decode_logits(net, True, batch=2), decode_logits(net, False, batch=2))
+
+
 @pytest.mark.parametrize("qtype", [Q.Q4_K, Q.Q6_K])
 def test_fused_gemma3_kquants_equal_the_eager_loop(tmp_path: Path, qtype: Q) -> None:
     # the real Gemma 3 270M's blocks are Q4_K/Q6_K (and Q5_0/Q8_0)

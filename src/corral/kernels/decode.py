@@ -230,8 +230,9 @@ class DecodePlan:
         slots: torch.Tensor, lengths: torch.Tensor, n_threads: int | None = None,
     ) -> None:  # fmt: skip
         """Runs every block on x [M, E] float32 (contiguous, updated in place): the new token
-        of row m has rope angles cos/sin [M, R/2] (or [S, M, R/2], S = n_rope sets, when the
-        blocks take several) and goes to position lengths[m] - 1 of cache
+        of row m has rope angles cos/sin [M, R/2], or [S, M, R/2] for S >= n_rope sets (a
+        model passes all of its sets, some of which a plan may not use: a tiny Gemma 3 with
+        local layers only) and goes to position lengths[m] - 1 of cache
         slot slots[m] (int64 [M], checked against the buffers of `kv`, a kv_table). Rows may
         share a slot (several new tokens of one sequence); each attends to its slot's first
         lengths[m] positions, all rows' keys and values written first."""
@@ -239,9 +240,11 @@ class DecodePlan:
         if not 0 < m <= self.max_rows:
             raise ValueError(f"a fused step takes 1 to {self.max_rows} rows, got {m}")
         half = self.rope_dim // 2
-        want = (m, half) if cos.dim() == 2 and self.n_rope == 1 else (self.n_rope, m, half)
+        sets = cos.shape[0] if cos.dim() == 3 else 1
+        want = (m, half) if cos.dim() == 2 else (sets, m, half)
         if (
-            x.dtype is not torch.float32 or not x.is_contiguous() or x.shape[1:] != (self.n_embd,)
+            sets < self.n_rope or cos.dim() not in (2, 3)
+            or x.dtype is not torch.float32 or not x.is_contiguous() or x.shape[1:] != (self.n_embd,)
             or cos.dtype is not torch.float32 or sin.dtype is not torch.float32
             or cos.shape != want or sin.shape != want
             or not cos.is_contiguous() or not sin.is_contiguous()
@@ -251,8 +254,8 @@ class DecodePlan:
             or kv.dtype is not torch.int64 or kv.shape != (self.n_layers, 5)
         ):  # fmt: skip
             raise ValueError(
-                "step takes x [M, E], cos/sin [M, R/2] or [S, M, R/2] float32 and int64 "
-                "slots/lengths [M]"
+                "step takes x [M, E], cos/sin [M, R/2] or [S >= n_rope, M, R/2] float32 and "
+                "int64 slots/lengths [M]"
             )
         _ext.step(  # type: ignore[union-attr]
             self._plan, x.data_ptr(), m, cos.data_ptr(), sin.data_ptr(), kv.data_ptr(),
