@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
-"""A/B of a llama-family model's decode step: the eager block loop against the fused C step,
-in one process, alternating (this VM's speed drifts by tens of percent within minutes, so
-numbers from separate processes or separate minutes do not compare).
+"""A/B of a model's decode step (llama family, qwen2, gemma3): the eager block loop against
+the fused C step, in one process, alternating (this VM's speed drifts by tens of percent
+within minutes, so numbers from separate processes or separate minutes do not compare).
 
     python bench/decode_ab.py [MODEL] [--rounds 5] [--tokens 128] [--threads 2] [--ctx 0]
 
-MODEL is a store name or a .gguf path (default smollm2). Each round runs `--tokens` greedy
-one-token steps with each path (after `--ctx` tokens of context) and takes the median step
-time; the JSON gives every round's medians (ms per step), their medians and the speedup, and
-checks that both paths produced the same logits bits.
+MODEL is a store name or a .gguf path (default smollm2; e.g. gemma3-270m). Each round runs
+`--tokens` greedy one-token steps with each path (after `--ctx` tokens of context) and takes
+the median step time; the JSON gives every round's medians (ms per step), their medians and
+the speedup, and checks that both paths produced the same logits bits.
 """
 
 from __future__ import annotations

@@ -236,3 +236,163 @@ def test_one_row_matmul_pairs_equal_single_rows(qtype: Q) -> None:
         whole = kernels.qmatmul(x, w, qtype, n, k, n_threads=nth)
         rows = torch.cat([kernels.qmatmul(x, w[i : i + 1], qtype, 1, k) for i in range(n)], -1)
         assert torch.equal(whole, rows)
+
+
+# ---- Gemma 3: per-head q/k norms, post norms, table GELU, local/global layers -----------------
+
+# seven blocks: five local (sliding window), one global, one local again (is_local's pattern
+# of 6); a window of 4 is passed within the prompt and the steps below
+GEMMA = {"arch": "gemma3", "n_layers": 7, "sliding_window": 4}
+GEMMA_MATS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+
+
+def gemma(net: Any) -> Any:
+    """A tiny Gemma 3 whose global layers rotate with another base than the local ones (the
+    tiny files give both 10000): a layer taking the wrong rope set changes the logits."""
+    net.inv_freq_global = layers.rope_inv_freq(net.args.head_dim, 1e6)
+    return net
+
+
+# where each K-quant block keeps its float16 scale(s) (byte offset, value): random bytes
+# elsewhere are valid quants; the scales are set small so activations stay finite
+K_SCALES = {Q.Q4_K: ((0, 1e-3), (2, 1e-3)), Q.Q5_K: ((0, 1e-3), (2, 1e-3)), Q.Q6_K: ((208, 2e-4),)}
+
+
+def tiny_kquant(tmp_path: Path, qtype: Q) -> Any:
+    """A tiny Gemma 3 whose block matrices are random `qtype` (a K-quant, which gguf-py cannot
+    quantize) blocks: written as zero bytes, then filled in place."""
+    import numpy as np
+    from gguf import GGML_QUANT_SIZES, GGUFReader
+
+    from tiny_gguf import write_tiny
+
+    names = {f"blk.{i}.{n}.weight" for i in range(GEMMA["n_layers"]) for n in GEMMA_MATS}
+    path = write_tiny(
+        tmp_path / f"g-{qtype.name}.gguf", qtype=Q.Q8_0, n_embd=256, n_head=4, n_head_kv=2,
+        n_ff=512, raw_types=dict.fromkeys(names, qtype), **GEMMA,
+    )  # fmt: skip
+    rng = np.random.default_rng(int(qtype))
+    size = GGML_QUANT_SIZES[qtype][1]
+    reader = GGUFReader(path, "r+")
+    for t in reader.tensors:
+        if t.name in names:
+            blocks = t.data.reshape(-1, size)
+            blocks[:] = rng.integers(0, 256, blocks.shape, dtype=np.uint8)
+            for off, value in K_SCALES[qtype]:
+                blocks[:, off : off + 2] = np.array([value], np.float16).view(np.uint8)
+    reader.data.flush()
+    del reader
+    return gemma(corral.load(path).net)
+
+
+@pytest.mark.parametrize("qtype", [Q.Q4_1, Q.Q8_0, Q.Q4_0, Q.Q5_0])
+def test_fused_gemma3_steps_equal_the_eager_loop(tmp_path: Path, qtype: Q) -> None:
+    net = gemma(tiny(tmp_path, qtype, **GEMMA))
+    assert net.fused is not None and net.fused.plan.n_rope == 2
+    assert_same(decode_logits(net, True), decode_logits(net, False))
+    assert_same(decode_logits(net, True, batch=3), decode_logits(net, False, batch=3))
+
+
+def test_fused_gemma3_with_local_layers_only(tmp_path: Path) -> None:
+    # two blocks, both local: the plan uses one rope set of the two the model passes
+    net = gemma(tiny(tmp_path, Q.Q8_0, arch="gemma3", sliding_window=4))
+    assert net.fused is not None and net.fused.plan.n_rope == 1
+    assert_same(decode_logits(net, True, batch=2), decode_logits(net, False, batch=2))
+
+
+@pytest.mark.parametrize("qtype", [Q.Q4_K, Q.Q6_K])
+def test_fused_gemma3_kquants_equal_the_eager_loop(tmp_path: Path, qtype: Q) -> None:
+    # the real Gemma 3 270M's blocks are Q4_K/Q6_K (and Q5_0/Q8_0)
+    net = tiny_kquant(tmp_path, qtype)
+    assert net.fused is not None
+    fused, eager = decode_logits(net, True), decode_logits(net, False)
+    assert all(torch.isfinite(x).all() for x in eager)
+    assert_same(fused, eager)
+    assert_same(decode_logits(net, True, batch=2), decode_logits(net, False, batch=2))
+
+
+def test_fused_gemma3_slots_and_few_token_steps_equal_the_eager_loop(tmp_path: Path) -> None:
+    net = gemma(tiny(tmp_path, Q.Q8_0, **GEMMA))
+
+    def slots(fused: bool) -> list[torch.Tensor]:
+        saved = net.fused
+        net.fused = saved if fused else None
+        try:
+            kv = KVCache(net.args.n_layers, net.args.n_head_kv, net.args.head_dim, 64, batch=3)
+            net.forward(torch.tensor([PROMPT]), kv.slot(2, 0))
+            net.forward(torch.tensor([PROMPT[:2]]), kv.slot(0, 0))
+            offsets, outs = [len(PROMPT), 2], []
+            for tok in STEPS[:7]:  # slot 0 passes the window of 4 during these steps
+                outs.append(
+                    net.forward(torch.tensor([[tok], [tok + 1]]), SlotBatch(kv, [2, 0], offsets))
+                )
+                offsets = [o + 1 for o in offsets]
+            return outs
+        finally:
+            net.fused = saved
+
+    def few(fused: bool) -> list[torch.Tensor]:
+        saved = net.fused
+        net.fused = saved if fused else None
+        try:
+            cache = net.make_cache(64, batch=2)
+            outs = [net.forward(torch.tensor([PROMPT[:2]] * 2), cache)]
+            for j in range(0, 9, 3):
+                outs.append(net.forward(torch.tensor([STEPS[j : j + 3]] * 2), cache))
+            return outs
+        finally:
+            net.fused = saved
+
+    assert_same(slots(True), slots(False))
+    assert_same(few(True), few(False))
+
+
+def test_fused_gemma3_is_taken_and_the_eager_loop_serves_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    net = gemma(tiny(tmp_path, Q.Q8_0, **GEMMA))
+    calls = []
+    eager = net._blocks
+    monkeypatch.setattr(net, "_blocks", lambda *a: calls.append(a[0].shape) or eager(*a))
+    cache = net.make_cache(64)
+    rows = net.fused.max_rows
+    net.forward(torch.tensor([PROMPT]), cache)
+    net.forward(torch.tensor([[4]]), cache)
+    assert calls == []
+    net.forward(torch.tensor([[4] * (rows + 1)]), cache)
+    assert calls == [torch.Size([1, rows + 1, 64])]
+
+
+def test_gemma3_keeps_the_eager_loop_when_disabled_or_off_the_cpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    net = gemma(tiny(tmp_path, Q.Q8_0, **GEMMA))
+    a = net.args
+    # what gemma3.Model passes, on a GPU or with other activations: no plan
+    args = (a.n_head, a.n_head_kv, a.head_dim, a.head_dim, True, a.rms_eps, None)
+    for device, dtype in (("cuda", torch.float32), ("cpu", torch.float16)):
+        built = fused_mod.FusedDecode.build(
+            net.blocks, device, dtype, *args, scale=a.attn_scale, activation="gelu_tanh"
+        )
+        assert built is None
+    monkeypatch.setattr(fused_mod, "ENABLED", False)  # what CORRAL_FUSED_DECODE=0 sets
+    off = tiny(tmp_path, Q.Q8_0, **GEMMA)
+    assert off.fused is None
+    out = off.forward(torch.tensor([PROMPT]), off.make_cache(16))
+    assert out.shape == (1, len(PROMPT), off.vocab_size) and torch.isfinite(out).all()
+
+
+def test_plan_rejects_a_bad_activation_or_rope_set(tmp_path: Path) -> None:
+    net = gemma(tiny(tmp_path, Q.Q8_0, **GEMMA))
+    specs = net.fused.plan.blocks
+    a = net.args
+    args = (specs, a.n_head, a.n_head_kv, a.head_dim, a.head_dim, True, a.rms_eps, 0.1, None)
+    with pytest.raises(ValueError):
+        decode.DecodePlan(*args, activation="relu")
+    with pytest.raises(ValueError):  # one rope set per block
+        decode.DecodePlan(*args, rope_sets=[0])
+    plan = decode.DecodePlan(*args, rope_sets=[0, 1] * 3 + [0], activation="gelu_tanh")
+    kv = net.make_cache(8)
+    x, one = torch.zeros(1, 64), torch.zeros(1, dtype=torch.int64)
+    with pytest.raises(ValueError):  # two rope sets needed
+        plan.step(x, torch.zeros(1, 8), torch.zeros(1, 8), plan.kv_table(kv.k, kv.v), one, one + 1)

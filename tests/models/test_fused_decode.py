@@ -1,5 +1,6 @@
-"""SmolLM2 (Q4_1, llama): the fused decode step gives the eager block loop's logits bit for bit,
-step after step of a greedy generation, for one sequence and for slots decoded together."""
+"""SmolLM2 (Q4_1, llama) and Gemma 3 270M (Q4_K_M: Q4_K/Q5_0/Q6_K/Q8_0 blocks, local and
+global layers): the fused decode step gives the eager block loop's logits bit for bit, step
+after step of a greedy generation, for one sequence and for slots decoded together."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ pytestmark = [
     pytest.mark.realmodel,
     pytest.mark.skipif(
         not decode.available()
-        or decode.silu_vec() is None
+        or decode.silu_vec() is None  # (gemma3's GELU does not need it; smollm2's silu does)
         or not weights._USE_KERNELS
         or layers._EXACT
         or not fused.ENABLED,
@@ -76,6 +77,44 @@ def test_smollm2_fused_slot_batch_is_bit_identical(net: Any) -> None:
             return outs
         finally:
             net.fused = saved
+
+    for i, (a, b) in enumerate(zip(run(True), run(False), strict=True)):
+        assert torch.equal(a, b), f"step {i}: largest difference {(a - b).abs().max().item()}"
+
+
+@pytest.fixture(scope="module")
+def gemma(gemma3_path: Path) -> Any:
+    net = corral.load(gemma3_path, n_ctx=256).net
+    assert net.fused is not None
+    return net
+
+
+def test_gemma3_fused_decode_is_bit_identical(gemma: Any) -> None:
+    # the prompt itself (8 tokens) goes through the fused step too
+    prompt = [2, 818, 5279, 529, 7001, 563, 496, 3207]
+    fused, eager = greedy(gemma, True, prompt, 24), greedy(gemma, False, prompt, 24)
+    for i, (a, b) in enumerate(zip(fused, eager, strict=True)):
+        assert torch.equal(a, b), f"step {i}: largest difference {(a - b).abs().max().item()}"
+
+
+def test_gemma3_fused_slot_batch_is_bit_identical(gemma: Any) -> None:
+    def run(fused: bool) -> list[torch.Tensor]:
+        saved = gemma.fused
+        gemma.fused = saved if fused else None
+        try:
+            kv = gemma.make_cache(64, batch=2)
+            gemma.forward(torch.tensor([[2, 818, 5279, 529, 7001]]), kv.slot(1, 0))
+            gemma.forward(torch.tensor([[2, 563]]), kv.slot(0, 0))
+            offsets, outs = [5, 2], []
+            toks = torch.tensor([[496], [3207]])
+            for _ in range(8):
+                logits = gemma.forward(toks, SlotBatch(kv, [1, 0], offsets))[:, -1]
+                outs.append(logits)
+                toks = logits.argmax(-1, keepdim=True)
+                offsets = [o + 1 for o in offsets]
+            return outs
+        finally:
+            gemma.fused = saved
 
     for i, (a, b) in enumerate(zip(run(True), run(False), strict=True)):
         assert torch.equal(a, b), f"step {i}: largest difference {(a - b).abs().max().item()}"

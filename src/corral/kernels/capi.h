@@ -63,7 +63,7 @@ typedef struct {
 
 /* ---- corral._rowops ---------------------------------------------------------------------- */
 
-#define CORRAL_ROWOPS_API_VERSION 1
+#define CORRAL_ROWOPS_API_VERSION 2
 
 typedef struct {
     int version;
@@ -72,6 +72,9 @@ typedef struct {
     /* x, y [B, H, T, D]; cos, sin [B, T, R/2]; y may be x */
     void (*rope)(const float *x, const float *cs, const float *sn, float *y, long B, long H, long T,
                  long D, long R, int neox, int nth);
+    /* y = gelu(x) (tanh form, ggml's float16 table) times g when g is not NULL, over n values;
+     * y may be x (version 2) */
+    void (*gelu)(const float *x, const float *g, float *y, long n, int nth);
 } corral_rowops_api;
 
 #endif /* CORRAL_CAPI_H */

@@ -1,14 +1,14 @@
 /*
- * corral._decode: every block of a llama-family decode step (a few new tokens) in one C call,
- * instead of ~25 dispatched torch ops and C calls per block.
+ * corral._decode: every block of a decode step (a few new tokens) in one C call, instead of ~25
+ * dispatched torch ops and C calls per block; llama-family blocks and Gemma 3's.
  *
  * A one-token step of a small model is mostly dispatch: on SmolLM2-135M (30 blocks) the C
  * kernels take about half of a step, Python and torch the rest, a few microseconds per view,
  * add and call. Here the whole stack of blocks runs without returning to Python, calling the
  * same kernels the eager path calls (through the tables of capi.h: corral._qkernels for the
  * quantized matmuls, corral._attn for attention over the float16 cache, corral._rowops for the
- * RMS norm and rope), so the results are the eager path's bit for bit. What the eager path
- * leaves to torch is redone here with torch's arithmetic:
+ * RMS norm, rope and ggml's table GELU), so the results are the eager path's bit for bit. What
+ * the eager path leaves to torch is redone here with torch's arithmetic:
  *   - bias and residual adds: one float32 addition per value;
  *   - the new keys/values stored in the float16 cache: round to nearest even (half.h's f2h,
  *     the bits of torch's float -> half copy);
@@ -19,10 +19,17 @@
  *     torch over all 2^32 inputs on an AVX512 build). The caller checks that torch would run
  *     the op serially (fewer than 32768 values) and passes silu_vec.
  *
- * One block, M rows (x [M, E] float32, updated in place):
- *   h = rms_norm(x) * attn_norm; q, k, v = h Wq^T (+bq), h Wk^T (+bk), h Wv^T (+bv)
- *   rope(q), rope(k); k, v -> cache[slot, :, len - 1]; a = attention(q, cache, len)
- *   x += a Wo^T; h = rms_norm(x) * ffn_norm; x += (silu(h Wg^T) * h Wu^T) Wd^T
+ * One block, M rows (x [M, E] float32, updated in place); [...] is present in some blocks only
+ * (a NULL pointer in the plan where absent):
+ *   h = rms_norm(x) * attn_norm; q, k, v = h Wq^T [+bq], h Wk^T [+bk], h Wv^T [+bv]
+ *   [q = rms_norm(q) * q_norm, k = rms_norm(k) * k_norm, per head of D values]
+ *   rope(q), rope(k) with the layer's cos/sin set; k, v -> cache[slot, :, len - 1]
+ *   a = attention(q, cache, len, the layer's window); o = a Wo^T
+ *   [o = rms_norm(o) * attn_post_norm]; x += o
+ *   h = rms_norm(x) * ffn_norm; o = (act(h Wg^T) * h Wu^T) Wd^T
+ *   [o = rms_norm(o) * ffn_post_norm]; x += o
+ * act is silu (llama, qwen2) or ggml's table GELU (Gemma 3: layers.gelu_tanh on the CPU, the
+ * gated form of rowops.c, whose product is torch's `gelu(g) * u` bit for bit).
  * Shapes: E width, H / Hkv heads, D head dim, R rotated dims, F feed-forward width. Row m of a
  * call gets the bits a call with that row alone would (every kernel keeps rows apart). Rows
  * may share a slot (a step of a few new tokens of one sequence): every row's keys and values
@@ -52,16 +59,23 @@ static const corral_rowops_api *g_ro = NULL;
 
 /* One block's weights (outputs are filled in per call: the scratch is per thread). */
 typedef struct {
-    const float *attn_norm, *ffn_norm; /* [E] */
-    const float *bq, *bk, *bv;         /* [H*D], [Hkv*D], [Hkv*D] or NULL */
+    const float *attn_norm, *ffn_norm;     /* [E] */
+    const float *bq, *bk, *bv;             /* [H*D], [Hkv*D], [Hkv*D] or NULL */
+    const float *q_norm, *k_norm;          /* [D] or NULL: per-head norms of q and k (Gemma 3) */
+    const float *attn_post, *ffn_post;     /* [E] or NULL: norms of each half's output (Gemma 3) */
     corral_mat_spec wq, wk, wv, wo, gate, up, down;
+    long window;                           /* > 0: only the last `window` positions are visible */
+    long rope;                             /* which cos/sin set of the step rotates q and k */
 } layer_t;
+
+enum { ACT_SILU = 0, ACT_GELU = 1 }; /* the feed-forward gate's activation */
 
 typedef struct {
     long L, E, H, Hkv, D, R, F;
     int neox;        /* rope pairs (i, i + R/2) instead of (2i, 2i + 1) */
     float eps, scale;
-    long window;     /* > 0: only the last `window` positions are visible */
+    int act;         /* ACT_SILU or ACT_GELU */
+    long n_rope;     /* cos/sin sets a step passes (Gemma 3: local and global bases) */
     long silu_vec;   /* see the top of the file; 0: libm's expf for every value */
     int use_avx2;    /* quantized kernels' AVX2 path (as corral.kernels chooses it) */
     int attn_simd;   /* attention's AVX2/F16C path (as corral.kernels.attention chooses it) */
@@ -211,7 +225,8 @@ static float *scratch(size_t n) {
 }
 
 /* kv: int64 [L, 5] per layer: k buffer, v buffer (float16 [slots, Hkv, len, D] addresses),
- * and their element strides of slot, head and position (unit stride on D). */
+ * and their element strides of slot, head and position (unit stride on D). cs/sn:
+ * [n_rope, M, R/2], the layer's set at cs + rope * M * R/2. */
 static int run_step(const plan_t *p, float *x, long M, const float *cs, const float *sn, const int64_t *kv,
                     const int64_t *slot, const int64_t *len, int nth) {
     const long E = p->E, H = p->H, Hkv = p->Hkv, D = p->D, F = p->F;
@@ -236,9 +251,13 @@ static int run_step(const plan_t *p, float *x, long M, const float *cs, const fl
         if (ly->bq) add_rows(q, ly->bq, M, nq, 1);
         if (ly->bk) add_rows(k, ly->bk, M, nk, 1);
         if (ly->bv) add_rows(v, ly->bv, M, nk, 1);
+        /* each head's D values a row of its own, as the eager norm of q [B, H, T, D] sees them */
+        if (ly->q_norm) g_ro->rms_norm(q, ly->q_norm, q, M * H, D, p->eps, nth);
+        if (ly->k_norm) g_ro->rms_norm(k, ly->k_norm, k, M * Hkv, D, p->eps, nth);
         /* q [M, H, 1, D], k [M, Hkv, 1, D]: one position per row */
-        g_ro->rope(q, cs, sn, q, M, H, 1, D, p->R, p->neox, nth);
-        g_ro->rope(k, cs, sn, k, M, Hkv, 1, D, p->R, p->neox, nth);
+        const long roff = ly->rope * M * (p->R / 2);
+        g_ro->rope(q, cs + roff, sn + roff, q, M, H, 1, D, p->R, p->neox, nth);
+        g_ro->rope(k, cs + roff, sn + roff, k, M, Hkv, 1, D, p->R, p->neox, nth);
         for (long m = 0; m < M; m++) {
             const long base = (long)slot[m] * s_slot + ((long)len[m] - 1) * s_pos;
             for (long hh = 0; hh < Hkv; hh++) {
@@ -251,11 +270,12 @@ static int run_step(const plan_t *p, float *x, long M, const float *cs, const fl
             }
         }
         const corral_attn_job jb = {q, kb, vb, slot, len, att, M, H, Hkv, D,
-                                    s_slot, s_head, s_pos, p->window, p->scale, 0};
+                                    s_slot, s_head, s_pos, ly->window, p->scale, 0};
         if (g_at->decode(&jb, nth, p->attn_simd)) return -1;
         corral_mat_spec wo = ly->wo;
         wo.y = o;
         if (g_qk->qmatmul(&wo, 1, att, M, nq, nth, p->use_avx2)) return -1;
+        if (ly->attn_post) g_ro->rms_norm(o, ly->attn_post, o, M, E, p->eps, nth);
         add_rows(x, o, M, E, 0);
 
         /* feed-forward half */
@@ -264,10 +284,14 @@ static int run_step(const plan_t *p, float *x, long M, const float *cs, const fl
         gu[0].y = g;
         gu[1].y = u;
         if (matmuls(gu, 2, h, M, E, nth, p->use_avx2)) return -1;
-        silu_mul(g, u, g, M * F, p->silu_vec);
+        if (p->act == ACT_GELU)
+            g_ro->gelu(g, u, g, M * F, nth);
+        else
+            silu_mul(g, u, g, M * F, p->silu_vec);
         corral_mat_spec down = ly->down;
         down.y = o;
         if (g_qk->qmatmul(&down, 1, g, M, F, nth, p->use_avx2)) return -1;
+        if (ly->ffn_post) g_ro->rms_norm(o, ly->ffn_post, o, M, E, p->eps, nth);
         add_rows(x, o, M, E, 0);
     }
     return 0;
@@ -309,49 +333,62 @@ static int get_mat(PyObject *o, long N, corral_mat_spec *out) {
 
 PyDoc_STRVAR(plan_doc,
              "plan(dims, layers) -> capsule\n\n"
-             "dims: (L, E, H, Hkv, D, R, F, neox, eps, scale, window, silu_vec, qk_scalar, attn_scalar);\n"
-             "layers: L "
-             "tuples (attn_norm, ffn_norm, bq, bk, bv, wq, wk, wv, wo, gate, up, down) of raw "
-             "addresses (biases 0 when absent), each weight a (ggml type, address) pair of "
-             "contiguous rows. The caller keeps every tensor alive for as long as the plan.");
+             "dims: (L, E, H, Hkv, D, R, F, neox, eps, scale, gelu, n_rope, silu_vec, qk_scalar, "
+             "attn_scalar);\n"
+             "layers: L tuples (attn_norm, ffn_norm, bq, bk, bv, q_norm, k_norm, attn_post_norm, "
+             "ffn_post_norm, wq, wk, wv, wo, gate, up, down, window, rope) of raw addresses (all "
+             "but the two norms 0 when absent), each weight a (ggml type, address) pair of "
+             "contiguous rows, window 0 for none, rope the layer's cos/sin set (< n_rope). The "
+             "caller keeps every tensor alive for as long as the plan.");
 
 static PyObject *py_plan(PyObject *self, PyObject *args) {
     (void)self;
-    long L, E, H, Hkv, D, R, F, window, silu_vec;
-    int neox, qk_scalar, attn_scalar;
+    long L, E, H, Hkv, D, R, F, n_rope, silu_vec;
+    int neox, gelu, qk_scalar, attn_scalar;
     double eps, scale;
     PyObject *layers;
-    if (!PyArg_ParseTuple(args, "(lllllllpddllpp)O!", &L, &E, &H, &Hkv, &D, &R, &F, &neox, &eps, &scale,
-                          &window, &silu_vec, &qk_scalar, &attn_scalar, &PyTuple_Type, &layers))
+    if (!PyArg_ParseTuple(args, "(lllllllpddpllpp)O!", &L, &E, &H, &Hkv, &D, &R, &F, &neox, &eps, &scale,
+                          &gelu, &n_rope, &silu_vec, &qk_scalar, &attn_scalar, &PyTuple_Type, &layers))
         return NULL;
     if (L < 1 || E < 1 || H < 1 || Hkv < 1 || H % Hkv || D < 1 || D > 512 || R < 0 || R > D || R % 2 ||
-        F < 1 || silu_vec < 0 || PyTuple_GET_SIZE(layers) != L)
+        F < 1 || n_rope < 1 || silu_vec < 0 || PyTuple_GET_SIZE(layers) != L)
         return PyErr_Format(PyExc_ValueError, "bad dims L=%ld E=%ld H=%ld Hkv=%ld D=%ld R=%ld F=%ld", L, E, H,
                             Hkv, D, R, F);
     plan_t *p = calloc(1, sizeof(plan_t) + (size_t)L * sizeof(layer_t));
     if (!p) return PyErr_NoMemory();
     p->L = L, p->E = E, p->H = H, p->Hkv = Hkv, p->D = D, p->R = R, p->F = F;
-    p->neox = neox, p->eps = (float)eps, p->scale = (float)scale, p->window = window;
-    p->silu_vec = silu_vec;
+    p->neox = neox, p->eps = (float)eps, p->scale = (float)scale;
+    p->act = gelu ? ACT_GELU : ACT_SILU, p->n_rope = n_rope, p->silu_vec = silu_vec;
     /* the choices corral.kernels and corral.kernels.attention make for their own calls */
     p->use_avx2 = g_qk->has_avx2 && !qk_scalar;
     p->attn_simd = g_at->simd && !attn_scalar && D % 8 == 0;
     for (long l = 0; l < L; l++) {
         PyObject *t = PyTuple_GET_ITEM(layers, l);
         layer_t *ly = &p->layers[l];
-        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 12) {
-            PyErr_SetString(PyExc_ValueError, "a layer is a tuple of 12");
+        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 18) {
+            PyErr_SetString(PyExc_ValueError, "a layer is a tuple of 18");
             goto fail;
         }
-        const void **vecs[5] = {(const void **)&ly->attn_norm, (const void **)&ly->ffn_norm,
-                                (const void **)&ly->bq, (const void **)&ly->bk, (const void **)&ly->bv};
-        for (int i = 0; i < 5; i++)
+        const void **vecs[9] = {(const void **)&ly->attn_norm, (const void **)&ly->ffn_norm,
+                                (const void **)&ly->bq,        (const void **)&ly->bk,
+                                (const void **)&ly->bv,        (const void **)&ly->q_norm,
+                                (const void **)&ly->k_norm,    (const void **)&ly->attn_post,
+                                (const void **)&ly->ffn_post};
+        for (int i = 0; i < 9; i++)
             if (!get_ptr(PyTuple_GET_ITEM(t, i), vecs[i], i >= 2)) goto fail;
-        if (!get_mat(PyTuple_GET_ITEM(t, 5), H * D, &ly->wq) || !get_mat(PyTuple_GET_ITEM(t, 6), Hkv * D, &ly->wk) ||
-            !get_mat(PyTuple_GET_ITEM(t, 7), Hkv * D, &ly->wv) || !get_mat(PyTuple_GET_ITEM(t, 8), E, &ly->wo) ||
-            !get_mat(PyTuple_GET_ITEM(t, 9), F, &ly->gate) || !get_mat(PyTuple_GET_ITEM(t, 10), F, &ly->up) ||
-            !get_mat(PyTuple_GET_ITEM(t, 11), E, &ly->down))
+        /* the seven projections (items 9 to 15) and their row counts */
+        corral_mat_spec *mats[7] = {&ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->gate, &ly->up, &ly->down};
+        const long rows[7] = {H * D, Hkv * D, Hkv * D, E, F, F, E};
+        for (int i = 0; i < 7; i++)
+            if (!get_mat(PyTuple_GET_ITEM(t, 9 + i), rows[i], mats[i])) goto fail;
+        ly->window = PyLong_AsLong(PyTuple_GET_ITEM(t, 16));
+        ly->rope = PyLong_AsLong(PyTuple_GET_ITEM(t, 17));
+        if (PyErr_Occurred()) goto fail;
+        if (ly->window < 0 || ly->rope < 0 || ly->rope >= n_rope) {
+            PyErr_Format(PyExc_ValueError, "layer %ld: bad window %ld or rope set %ld", l, ly->window,
+                         ly->rope);
             goto fail;
+        }
     }
     PyObject *cap = PyCapsule_New(p, PLAN_NAME, plan_free);
     if (!cap) goto fail;
@@ -364,7 +401,7 @@ fail:
 PyDoc_STRVAR(step_doc,
              "step(plan, x, M, cos, sin, kv, slot, len, n_threads) -> None\n\n"
              "Runs every block of `plan` on x [M, E] float32 in place (raw addresses): cos/sin "
-             "[M, R/2] float32, kv int64 [L, 5] (k and v buffer addresses, slot/head/position "
+             "[n_rope, M, R/2] float32, kv int64 [L, 5] (k and v buffer addresses, slot/head/position "
              "strides), slot and len int64 [M] (the new token goes to position len - 1 of its "
              "slot, already checked against the buffers).");
 
@@ -421,7 +458,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_decode",
-    "The blocks of a llama-family decode step in one C call; see corral.kernels.decode.",
+    "The blocks of a decode step (llama family, Gemma 3) in one C call; see corral.kernels.decode.",
     -1, methods, NULL, NULL, NULL, NULL,
 };
 

@@ -1,4 +1,4 @@
-"""Every block of a llama-family decode step in one C call (`corral._decode`).
+"""Every block of a decode step in one C call (`corral._decode`): llama-family and Gemma 3 blocks.
 
 A one-token step of a small model spends more time dispatching than computing: each block is
 ~25 torch ops and C calls of a few microseconds each. `DecodePlan` binds a model's block weights
@@ -6,7 +6,13 @@ once; `DecodePlan.step` then runs all blocks on the new tokens' hidden states in
 same kernels the eager path calls (quantized matmuls, float16-cache attention, RMS norm, rope),
 so the result is the eager path's bit for bit. The few element-wise ops the eager path leaves
 to torch are redone with torch's arithmetic; silu is the delicate one (Sleef's exp, see
-decode.c), so `silu_vec()` checks it against torch once before a plan is built.
+decode.c), so `silu_vec()` checks it against torch once before a plan with silu is built.
+
+The block kinds differ by what is present, not by separate code: optional q/k/v biases
+(qwen2), per-head q/k norms and post-attention / post-FFN norms (Gemma 3) are fields of
+`BlockWeights` (None where absent); the gate's activation (silu, or Gemma's table GELU), each
+block's sliding window and which of the step's rope cos/sin sets it takes (Gemma 3's local and
+global bases) are arguments of `DecodePlan`.
 
 `available()` is False where the extension (or one of the three it calls) could not be built;
 the models then keep to their eager path.
@@ -85,10 +91,15 @@ def silu_vec() -> int | None:
     return vec if ok else None
 
 
+ACTIVATIONS = ("silu", "gelu_tanh")  # the gate activations a plan takes (see decode.c)
+
+
 @dataclass(frozen=True)
 class BlockWeights:
     """One pre-norm block's tensors as the fused step reads them: norms [E] float32, optional
-    q/k/v biases, and the seven projections as kernel-backed quantized matrices."""
+    q/k/v biases, the seven projections as kernel-backed quantized matrices, and Gemma 3's
+    optional norms: q_norm/k_norm [D] per head, attn_post_norm/ffn_post_norm [E] on each
+    half's output before its residual add."""
 
     attn_norm: torch.Tensor
     ffn_norm: torch.Tensor
@@ -102,6 +113,10 @@ class BlockWeights:
     gate: kernels.QMatrix
     up: kernels.QMatrix
     down: kernels.QMatrix
+    q_norm: torch.Tensor | None = None
+    k_norm: torch.Tensor | None = None
+    attn_post_norm: torch.Tensor | None = None
+    ffn_post_norm: torch.Tensor | None = None
 
 
 def _vector(t: torch.Tensor | None, n: int, what: str) -> int:
@@ -121,20 +136,35 @@ def _matrix(q: kernels.QMatrix, n_out: int, k: int, what: str) -> tuple[int, int
 
 class DecodePlan:
     """A stack of blocks bound for `step`: the model's tensors stay referenced here (the C
-    plan holds their addresses)."""
+    plan holds their addresses).
+
+    window: the sliding window of every block (None: none), or one per block (Gemma 3's local
+    and global layers). rope_sets: per block, which cos/sin set of a step rotates its q and k
+    (None: all set 0); a step passes max + 1 sets. activation: one of ACTIVATIONS."""
 
     def __init__(
         self, blocks: Sequence[BlockWeights], n_head: int, n_head_kv: int, head_dim: int,
-        rope_dim: int, neox: bool, eps: float, scale: float, window: int | None,
+        rope_dim: int, neox: bool, eps: float, scale: float,
+        window: int | None | Sequence[int | None], rope_sets: Sequence[int] | None = None,
+        activation: str = "silu",
     ) -> None:  # fmt: skip
         if _ext is None:
             raise RuntimeError("corral._decode is not built (reinstall corral: pip install -e .)")
-        vec = silu_vec()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, not {activation!r}")
+        gelu = activation == "gelu_tanh"
+        # the table GELU is rowops.c's own code; only silu needs torch's arithmetic checked
+        vec = 0 if gelu else silu_vec()
         if vec is None:
             raise RuntimeError("the fused decode step cannot reproduce torch's silu here")
         if not blocks:
             raise ValueError("no blocks")
         self.blocks = list(blocks)
+        n = len(self.blocks)
+        windows = list(window) if isinstance(window, Sequence) else [window] * n
+        sets = [0] * n if rope_sets is None else list(rope_sets)
+        if len(windows) != n or len(sets) != n:
+            raise ValueError(f"expected {n} windows and rope sets")
         e = blocks[0].attn_norm.shape[0]
         f = blocks[0].gate.n_out
         nq, nk = n_head * head_dim, n_head_kv * head_dim
@@ -147,6 +177,10 @@ class DecodePlan:
                     _vector(b.bq, nq, f"block {i} bq"),
                     _vector(b.bk, nk, f"block {i} bk"),
                     _vector(b.bv, nk, f"block {i} bv"),
+                    _vector(b.q_norm, head_dim, f"block {i} q_norm"),
+                    _vector(b.k_norm, head_dim, f"block {i} k_norm"),
+                    _vector(b.attn_post_norm, e, f"block {i} attn_post_norm"),
+                    _vector(b.ffn_post_norm, e, f"block {i} ffn_post_norm"),
                     _matrix(b.wq, nq, e, f"block {i} wq"),
                     _matrix(b.wk, nk, e, f"block {i} wk"),
                     _matrix(b.wv, nk, e, f"block {i} wv"),
@@ -154,21 +188,24 @@ class DecodePlan:
                     _matrix(b.gate, f, e, f"block {i} gate"),
                     _matrix(b.up, f, e, f"block {i} up"),
                     _matrix(b.down, e, f, f"block {i} down"),
+                    windows[i] or 0,
+                    sets[i],
                 )
             )
+        self.n_rope = max(sets) + 1
         dims = (
-            len(layers), e, n_head, n_head_kv, head_dim, rope_dim, f, neox, eps, scale,
+            n, e, n_head, n_head_kv, head_dim, rope_dim, f, neox, eps, scale, gelu, self.n_rope,
             # the portable-C switches the eager calls use: CORRAL_QKERNELS_SCALAR for the
             # matmuls; attention's is a test-only argument, off in the models
-            window or 0, vec, kernels._FORCE_SCALAR, False,
+            vec, kernels._FORCE_SCALAR, False,
         )  # fmt: skip
         self._plan = _ext.plan(dims, tuple(layers))
-        self.n_layers, self.n_embd, self.n_ff = len(layers), e, f
+        self.n_layers, self.n_embd, self.n_ff = n, e, f
         self.n_head_kv, self.head_dim, self.rope_dim = n_head_kv, head_dim, rope_dim
         # rows per call: a matrix's dense route, or torch running silu in parallel, would
-        # give the eager path other bits
+        # give the eager path other bits (the table GELU and torch's products do not care)
         dense = min(m.dense_rows for b in self.blocks for m in _mats(b))
-        self.max_rows = max(0, min(dense - 1, (TORCH_GRAIN - 1) // f))
+        self.max_rows = max(0, dense - 1 if gelu else min(dense - 1, (TORCH_GRAIN - 1) // f))
 
     def kv_table(self, k: Sequence[torch.Tensor], v: Sequence[torch.Tensor]) -> torch.Tensor:
         """The cache buffers of every layer (float16 [slots, Hkv, len, D], CPU, unit stride
@@ -193,7 +230,9 @@ class DecodePlan:
         slots: torch.Tensor, lengths: torch.Tensor, n_threads: int | None = None,
     ) -> None:  # fmt: skip
         """Runs every block on x [M, E] float32 (contiguous, updated in place): the new token
-        of row m has rope angles cos/sin [M, R/2] and goes to position lengths[m] - 1 of cache
+        of row m has rope angles cos/sin [M, R/2], or [S, M, R/2] for S >= n_rope sets (a
+        model passes all of its sets, some of which a plan may not use: a tiny Gemma 3 with
+        local layers only) and goes to position lengths[m] - 1 of cache
         slot slots[m] (int64 [M], checked against the buffers of `kv`, a kv_table). Rows may
         share a slot (several new tokens of one sequence); each attends to its slot's first
         lengths[m] positions, all rows' keys and values written first."""
@@ -201,10 +240,13 @@ class DecodePlan:
         if not 0 < m <= self.max_rows:
             raise ValueError(f"a fused step takes 1 to {self.max_rows} rows, got {m}")
         half = self.rope_dim // 2
+        sets = cos.shape[0] if cos.dim() == 3 else 1
+        want = (m, half) if cos.dim() == 2 else (sets, m, half)
         if (
-            x.dtype is not torch.float32 or not x.is_contiguous() or x.shape[1:] != (self.n_embd,)
+            sets < self.n_rope or cos.dim() not in (2, 3)
+            or x.dtype is not torch.float32 or not x.is_contiguous() or x.shape[1:] != (self.n_embd,)
             or cos.dtype is not torch.float32 or sin.dtype is not torch.float32
-            or cos.shape != (m, half) or sin.shape != (m, half)
+            or cos.shape != want or sin.shape != want
             or not cos.is_contiguous() or not sin.is_contiguous()
             or slots.dtype is not torch.int64 or lengths.dtype is not torch.int64
             or slots.shape != (m,) or lengths.shape != (m,)
@@ -212,7 +254,8 @@ class DecodePlan:
             or kv.dtype is not torch.int64 or kv.shape != (self.n_layers, 5)
         ):  # fmt: skip
             raise ValueError(
-                "step takes x [M, E], cos/sin [M, R/2] float32 and int64 slots/lengths [M]"
+                "step takes x [M, E], cos/sin [M, R/2] or [S >= n_rope, M, R/2] float32 and "
+                "int64 slots/lengths [M]"
             )
         _ext.step(  # type: ignore[union-attr]
             self._plan, x.data_ptr(), m, cos.data_ptr(), sin.data_ptr(), kv.data_ptr(),
@@ -222,4 +265,5 @@ class DecodePlan:
 
 
 def _mats(b: BlockWeights) -> tuple[kernels.QMatrix, ...]:
+    """The seven projections of a block."""
     return (b.wq, b.wk, b.wv, b.wo, b.gate, b.up, b.down)

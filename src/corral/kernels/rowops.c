@@ -314,7 +314,7 @@ static struct PyModuleDef module = {
 };
 
 /* The table corral._decode calls (capi.h). */
-static corral_rowops_api c_api = {CORRAL_ROWOPS_API_VERSION, rms_norm_rows, rope_rows};
+static corral_rowops_api c_api = {CORRAL_ROWOPS_API_VERSION, rms_norm_rows, rope_rows, gelu_rows};
 
 PyMODINIT_FUNC PyInit__rowops(void) {
     gelu_table_init();

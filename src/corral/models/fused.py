@@ -1,4 +1,5 @@
-"""The fused decode step of the llama family: every block of a decode step in one C call.
+"""The fused decode step of the llama family and Gemma 3: every block of a decode step in one
+C call.
 
 `FusedDecode.build(...)` binds a model's blocks once (corral.kernels.decode.DecodePlan) when
 they all qualify: the CPU, float32 activations, kernel-backed quantized weights (no LoRA
@@ -7,6 +8,10 @@ can (at most KERNEL_MAX_ROWS new tokens over the batch, on a float16 KVCache or 
 and the caller runs its eager loop otherwise. The results are the eager loop's bit for bit
 (tests/kernels/test_decode.py, tests/models/test_fused_decode.py): on SmolLM2-135M a decode
 step takes about half the time, the Python and torch dispatch of 30 blocks gone.
+
+Gemma 3's block is the same stack with more present (q/k norms per head, post-attention and
+post-FFN norms, read from the blocks when they have them), table GELU instead of silu, a
+window per layer and two rope sets (local and global layers): see `build`'s arguments.
 
 CORRAL_FUSED_DECODE=0 keeps every step on the eager loop (for debugging, or for comparing);
 setting a model's `fused` attribute to None does the same for that model.
@@ -29,6 +34,10 @@ from corral.models.weights import KERNEL_MAX_ROWS, BlockWeight, Linear
 ENABLED = os.environ.get("CORRAL_FUSED_DECODE", "1") != "0"
 
 
+# Gemma 3's norms a block may have besides the two pre-norms (BlockWeights fields)
+_EXTRA_NORMS = ("q_norm", "k_norm", "attn_post_norm", "ffn_post_norm")
+
+
 def _qmatrix(w: Linear) -> Any:
     """The QMatrix behind a kernel-backed BlockWeight, else None (LoRA, float, no kernels)."""
     return w.kernel if type(w) is BlockWeight else None
@@ -49,14 +58,24 @@ class FusedDecode:
     def build(
         cls, blocks: Sequence[Any], device_type: str, dtype: torch.dtype, n_head: int,
         n_head_kv: int, head_dim: int, rope_dim: int, neox: bool, eps: float,
-        window: int | None,
+        window: int | None | Sequence[int | None], *, scale: float | None = None,
+        rope_sets: Sequence[int] | None = None, activation: str = "silu",
     ) -> FusedDecode | None:  # fmt: skip
         """The fused step for `blocks` (GluBlock-shaped: attn_norm, wq, wk, wv, wo, ffn_norm,
-        gate, up, down; optional bq/bk/bv), or None where the eager loop must run every step
-        (see the module docstring)."""
+        gate, up, down; optional bq/bk/bv, and Gemma 3's q_norm/k_norm/attn_post_norm/
+        ffn_post_norm), or None where the eager loop must run every step (see the module
+        docstring).
+
+        window: one for every block or one per block; scale: the attention scale (default
+        1/sqrt(head_dim)); rope_sets: which cos/sin set each block takes (see __call__);
+        activation: "silu", or "gelu_tanh" for layers.gelu_tanh's CPU table GELU."""
         if not ENABLED or layers._EXACT or not layers._ROWOPS or not decode.available():
             return None
-        if device_type != "cpu" or dtype != torch.float32 or decode.silu_vec() is None:
+        # GPUs (and float16/bfloat16 activations) keep their eager path: the C step reads
+        # CPU float32 rows and float16 CPU caches only
+        if device_type != "cpu" or dtype != torch.float32:
+            return None
+        if activation == "silu" and decode.silu_vec() is None:
             return None
         specs = []
         for b in blocks:
@@ -64,11 +83,13 @@ class FusedDecode:
             if any(m is None for m in mats):
                 return None
             bias = [getattr(b, n, None) for n in ("bq", "bk", "bv")]
-            specs.append(decode.BlockWeights(b.attn_norm, b.ffn_norm, *bias, *mats))
+            norms = {n: getattr(b, n, None) for n in _EXTRA_NORMS}
+            specs.append(decode.BlockWeights(b.attn_norm, b.ffn_norm, *bias, *mats, **norms))
         try:
             plan = decode.DecodePlan(
                 specs, n_head, n_head_kv, head_dim, rope_dim, neox, eps,
-                layers.default_scale(head_dim), window,
+                layers.default_scale(head_dim) if scale is None else scale, window,
+                rope_sets, activation,
             )  # fmt: skip
         except ValueError:  # a shape the C step does not take (e.g. head_dim > 512)
             return None
@@ -87,8 +108,9 @@ class FusedDecode:
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: object
     ) -> bool:
         """Run every block on x [B, T, E] (in place) when this step qualifies: cos/sin
-        [B, 1, T, R/2] from layers.rope_cos_sin at the new positions. False (nothing done)
-        when the eager loop must run it; the caller advances the cache either way.
+        [B, 1, T, R/2] from layers.rope_cos_sin at the new positions, or [S, B, 1, T, R/2]
+        (S such sets stacked, block i taking set rope_sets[i]). False (nothing done) when
+        the eager loop must run it; the caller advances the cache either way.
 
         A step of several new tokens (a short prompt, a speculative draft being verified)
         qualifies too: each token is a row of its own, at its own position, as the eager
@@ -109,8 +131,10 @@ class FusedDecode:
             return False
         slots, lengths, _ = cache.step_rows(t)  # type: ignore[attr-defined]
         half = cos.shape[-1]
-        # rows in [B, T] order: what step_rows and a [B, 1, T, R/2] reshape give
+        # rows in [B, T] order: what step_rows and a [B, 1, T, R/2] reshape give; [S, M, R/2]
+        # with S = 1 for a single set
         self.plan.step(
-            x.view(m, e), cos.reshape(m, half), sin.reshape(m, half), table, slots, lengths
-        )
+            x.view(m, e), cos.reshape(-1, m, half), sin.reshape(-1, m, half), table, slots,
+            lengths,
+        )  # fmt: skip
         return True

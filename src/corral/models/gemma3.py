@@ -4,6 +4,10 @@ Differs from llama in: embeddings scaled by sqrt(E); RMSNorm on q and k per head
 attention and after the MLP as well as before; GELU(tanh) gating; NEOX rope; five sliding-window
 layers (rope base 10k) for every global layer (the file's rope base). GGUF norm weights already
 include Gemma's "+1", so RMSNorm is applied as usual.
+
+Decode steps (a few new tokens) on the CPU run every block in one C call where the weights
+allow (corral.models.fused: the same block with its extra norms, table GELU, a window per
+layer and the two rope sets), the loop in `_blocks` otherwise, with the same logits bits.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from corral.engine.kv_cache import AttentionCache
 from corral.gguf.hparams import HParams
 from corral.gguf.reader import GGUFFile
 from corral.models.decoder import AttentionLM, GluBlock, RmsRopeArgs
+from corral.models.fused import FusedDecode
 from corral.models.layers import (
     RopeStyle,
     apply_rope,
@@ -98,6 +103,15 @@ class Model(AttentionLM[ModelArgs]):
         self.inv_freq_local = rope_inv_freq(args.head_dim, _LOCAL_ROPE_BASE, device=dev)
         self.embd_scale = math.sqrt(args.n_embd)
         self.blocks = [Block.load(src, i) for i in range(args.n_layers)]
+        # decode steps in one C call where the weights allow (None: always `_blocks`); the
+        # step's rope sets are (local, global), as forward stacks them
+        self.fused = FusedDecode.build(
+            self.blocks, dev.type, self.device.dtype, args.n_head, args.n_head_kv,
+            args.head_dim, args.head_dim, True, args.rms_eps,
+            [args.sliding_window if local else None for local in args.is_local],
+            scale=args.attn_scale, rope_sets=[0 if local else 1 for local in args.is_local],
+            activation="gelu_tanh",
+        )  # fmt: skip
 
     @torch.inference_mode()
     def forward(
@@ -109,9 +123,27 @@ class Model(AttentionLM[ModelArgs]):
         pos = cache.positions(t)  # [B, T]
         rope_g = rope_cos_sin(self.inv_freq_global, pos)  # [B, 1, T, D/2]
         rope_l = rope_cos_sin(self.inv_freq_local, pos)
+        x = (self.tok_embd.rows(tokens) * self.embd_scale).to(self.device.dtype)  # [B, T, E]
+        fused = self.fused is not None and self.fused(
+            x, torch.stack((rope_l[0], rope_g[0])), torch.stack((rope_l[1], rope_g[1])), cache
+        )  # cos, sin [2, B, 1, T, D/2]: the rope sets of the plan's local and global layers
+        if not fused:
+            x = self._blocks(x, rope_l, rope_g, cache)
+        cache.advance(t)
+        if last_only:
+            x = x[:, -1:]
+        return self.output(rms_norm(x, self.output_norm, a.rms_eps)).float()
+
+    def _blocks(
+        self, x: torch.Tensor, rope_l: tuple[torch.Tensor, torch.Tensor],
+        rope_g: tuple[torch.Tensor, torch.Tensor], cache: AttentionCache,
+    ) -> torch.Tensor:  # fmt: skip
+        """The eager block loop: x [B, T, E] -> [B, T, E], writing the new keys/values;
+        rope_l/rope_g: the local and global layers' cos/sin [B, 1, T, D/2]."""
+        a = self.args
+        b, t, _ = x.shape
         mask_g = cache.mask(t, None)
         mask_l = cache.mask(t, a.sliding_window)
-        x = (self.tok_embd.rows(tokens) * self.embd_scale).to(self.device.dtype)  # [B, T, E]
         for i, blk in enumerate(self.blocks):
             local = a.is_local[i]
             cos, sin = rope_l if local else rope_g
@@ -129,7 +161,4 @@ class Model(AttentionLM[ModelArgs]):
             g, u = project(h, blk.gate, blk.up)
             h = blk.down(gelu_tanh(g) * u)
             x = x + rms_norm(h, blk.ffn_post_norm, a.rms_eps)
-        cache.advance(t)
-        if last_only:
-            x = x[:, -1:]
-        return self.output(rms_norm(x, self.output_norm, a.rms_eps)).float()
+        return x
