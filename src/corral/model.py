@@ -19,7 +19,13 @@ import torch
 
 from corral.engine.constraints import LogitsConstraint
 from corral.engine.device import resolve_device
-from corral.engine.generate import GenerationRequest, Timings, fit_prompt, generate_tokens
+from corral.engine.generate import (
+    GenerationRequest,
+    Timings,
+    common_prefix,
+    fit_prompt,
+    generate_tokens,
+)
 from corral.engine.kv_cache import KVCache
 from corral.engine.memory import gc_paused, release_free_memory, tune_allocator
 from corral.engine.sampling import SamplingParams
@@ -179,7 +185,7 @@ class Model:
             yield from self._graph_events(req, stops)
             return
         cache = self._kv()
-        reuse = _common_prefix(self._cached_ids, req.prompt_ids)
+        reuse = common_prefix(self._cached_ids, req.prompt_ids)
         self._cached_ids = []  # the cache is in flux until this generation ends
         timings = Timings()
         tokens = generate_tokens(self.net, req, cache, timings, cached_prefix=reuse)
@@ -263,15 +269,6 @@ def _track(tokens: Iterator[Any], held: list[int]) -> Iterator[Any]:
     for ev in tokens:
         held.append(ev.token_id)
         yield ev
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def load(

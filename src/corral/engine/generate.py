@@ -113,6 +113,16 @@ def token_event(
     return TokenEvent(token, logprob, finish, eog=eog, top_logprobs=top)
 
 
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens a and b share (what a cache holding a can reuse for b)."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 def fit_prompt(ids: Sequence[int], n_ctx: int, truncate: bool, keep: int = 0) -> list[int]:
     """The prompt, checked against the context; with truncate, keep the first `keep` tokens
     and the most recent ones so that at least one token can still be generated."""

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 
 from corral.engine.cuda_graph import SlotGraphs
-from corral.engine.generate import PREFILL_CHUNK
+from corral.engine.generate import PREFILL_CHUNK, common_prefix
 from corral.engine.kv_cache import KVCache, SlotBatch
 from corral.engine.seq2seq import EncoderDecoderLM
 from corral.models.base import CausalLM
@@ -77,15 +77,6 @@ def make_slots(model: Model, n: int, n_ctx: int) -> Slots:
     if isinstance(model.net, RecurrentLM):
         return RecurrentSlots(model.net, n, n_ctx)
     return SharedSlots(model.net, n, n_ctx)
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def _lowest(free: list[int]) -> int:
@@ -144,12 +135,12 @@ class SharedSlots:
         limit = len(prompt) - 1
         best_free = max(
             free,
-            key=lambda i: (min(_common_prefix(self.held[i], prompt), limit), -self._used[i]),
+            key=lambda i: (min(common_prefix(self.held[i], prompt), limit), -self._used[i]),
         )
-        reuse_free = min(_common_prefix(self.held[best_free], prompt), limit)
+        reuse_free = min(common_prefix(self.held[best_free], prompt), limit)
         if busy:
-            best_busy = max(busy, key=lambda i: _common_prefix(self.held[i], prompt))
-            reuse_busy = min(_common_prefix(self.held[best_busy], prompt), limit)
+            best_busy = max(busy, key=lambda i: common_prefix(self.held[i], prompt))
+            reuse_busy = min(common_prefix(self.held[best_busy], prompt), limit)
             if reuse_busy > reuse_free:
                 target = min(free, key=lambda i: self._used[i])  # least recently used
                 return target, reuse_busy, best_busy

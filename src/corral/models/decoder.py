@@ -23,9 +23,10 @@ import torch
 import torch.nn.functional as F
 
 from corral.engine.device import CPU, Device
-from corral.engine.kv_cache import KVCache
+from corral.engine.kv_cache import AttentionCache, KVCache
 from corral.gguf.hparams import HParams
 from corral.gguf.reader import GGUFFile
+from corral.models.layers import rms_norm, rope_cos_sin
 from corral.models.weights import Linear, TensorSource
 
 Norm = tuple[torch.Tensor, torch.Tensor | None]  # LayerNorm weight, bias (when it has one)
@@ -164,6 +165,42 @@ class AttentionLM(GGUFModel[D]):
         return KVCache(
             a.n_layers, a.n_head_kv, a.head_dim, max_len, batch, kv_dtype, device=d.torch_device
         )
+
+
+R = TypeVar("R", bound=RmsRopeArgs)
+
+
+class RopeDecoder(AttentionLM[R]):
+    """A decoder whose blocks share one rope table (llama, qwen2): embeds, runs the fused
+    decode step where it applies (`fused`, models/fused.py), else the architecture's eager
+    `_blocks`, then the final norm and the output head."""
+
+    inv_freq: torch.Tensor  # [rope_dim / 2], on the model's device
+    fused: Any  # FusedDecode | None
+    output_norm: torch.Tensor
+    output: Linear
+
+    def _blocks(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: AttentionCache
+    ) -> torch.Tensor:
+        """The eager block loop: x [B, T, E] -> [B, T, E], writing the new keys/values."""
+        raise NotImplementedError
+
+    @torch.inference_mode()
+    def forward(
+        self, tokens: torch.Tensor, cache: AttentionCache, last_only: bool = False
+    ) -> torch.Tensor:
+        """tokens [B, T] -> logits [B, T, V] float32 ([B, 1, V] when last_only)."""
+        tokens = tokens.to(self.device.torch_device)
+        _, t = tokens.shape
+        cos, sin = rope_cos_sin(self.inv_freq, cache.positions(t))  # [B, 1, T, D/2]
+        x = self.tok_embd.rows(tokens).to(self.device.dtype)  # [B, T, E]
+        if self.fused is None or not self.fused(x, cos, sin, cache):
+            x = self._blocks(x, cos, sin, cache)
+        cache.advance(t)
+        if last_only:
+            x = x[:, -1:]
+        return self.output(rms_norm(x, self.output_norm, self.args.rms_eps)).float()
 
 
 @dataclass

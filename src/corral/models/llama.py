@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from corral.engine.kv_cache import AttentionCache
 from corral.gguf.hparams import HParams
 from corral.gguf.reader import GGUFFile
-from corral.models.decoder import AttentionLM, GluBlock, RmsRopeArgs
+from corral.models.decoder import GluBlock, RmsRopeArgs, RopeDecoder
 from corral.models.fused import FusedDecode
 from corral.models.layers import (
     RopeStyle,
@@ -24,7 +24,6 @@ from corral.models.layers import (
     cached_attention,
     default_scale,
     rms_norm,
-    rope_cos_sin,
     rope_inv_freq,
 )
 from corral.models.weights import TensorSource, project
@@ -65,7 +64,7 @@ class Block(GluBlock):
         }
 
 
-class Model(AttentionLM[ModelArgs]):
+class Model(RopeDecoder[ModelArgs]):
     """A llama-family decoder built from GGUF tensors (names used as the file has them)."""
 
     args_class = ModelArgs
@@ -87,22 +86,6 @@ class Model(AttentionLM[ModelArgs]):
             args.n_head_kv, args.head_dim, args.rope_dim, False, args.rms_eps,
             args.sliding_window,
         )  # fmt: skip
-
-    @torch.inference_mode()
-    def forward(
-        self, tokens: torch.Tensor, cache: AttentionCache, last_only: bool = False
-    ) -> torch.Tensor:
-        a = self.args
-        tokens = tokens.to(self.device.torch_device)
-        b, t = tokens.shape
-        cos, sin = rope_cos_sin(self.inv_freq, cache.positions(t))  # [B, 1, T, D/2]
-        x = self.tok_embd.rows(tokens).to(self.device.dtype)  # [B, T, E]
-        if self.fused is None or not self.fused(x, cos, sin, cache):
-            x = self._blocks(x, cos, sin, cache)
-        cache.advance(t)
-        if last_only:
-            x = x[:, -1:]
-        return self.output(rms_norm(x, self.output_norm, a.rms_eps)).float()
 
     def _blocks(
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: AttentionCache

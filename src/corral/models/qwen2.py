@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from corral.engine.kv_cache import AttentionCache
-from corral.models.decoder import AttentionLM, GluBlock, RmsRopeArgs
+from corral.models.decoder import GluBlock, RmsRopeArgs, RopeDecoder
 from corral.models.fused import FusedDecode
 from corral.models.layers import (
     RopeStyle,
@@ -22,7 +22,6 @@ from corral.models.layers import (
     cached_attention,
     default_scale,
     rms_norm,
-    rope_cos_sin,
     rope_inv_freq,
 )
 from corral.models.weights import TensorSource
@@ -48,7 +47,7 @@ class Block(GluBlock):
         }
 
 
-class Model(AttentionLM[ModelArgs]):
+class Model(RopeDecoder[ModelArgs]):
     """A Qwen2 decoder built from GGUF tensors."""
 
     args_class = ModelArgs
@@ -68,22 +67,6 @@ class Model(AttentionLM[ModelArgs]):
             self.blocks, self.device.torch_device.type, self.device.dtype, args.n_head,
             args.n_head_kv, args.head_dim, args.head_dim, True, args.rms_eps, None,
         )  # fmt: skip
-
-    @torch.inference_mode()
-    def forward(
-        self, tokens: torch.Tensor, cache: AttentionCache, last_only: bool = False
-    ) -> torch.Tensor:
-        a = self.args
-        tokens = tokens.to(self.device.torch_device)
-        b, t = tokens.shape
-        cos, sin = rope_cos_sin(self.inv_freq, cache.positions(t))  # [B, 1, T, D/2]
-        x = self.tok_embd.rows(tokens).to(self.device.dtype)  # [B, T, E]
-        if self.fused is None or not self.fused(x, cos, sin, cache):
-            x = self._blocks(x, cos, sin, cache)
-        cache.advance(t)
-        if last_only:
-            x = x[:, -1:]
-        return self.output(rms_norm(x, self.output_norm, a.rms_eps)).float()
 
     def _blocks(
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: AttentionCache
