@@ -52,34 +52,44 @@ def greedy(net: Any, fused: bool, prompt: list[int], steps: int) -> list[torch.T
         net.fused = saved
 
 
-def test_smollm2_fused_decode_is_bit_identical(net: Any) -> None:
-    prompt = [1, 504, 3458, 282, 260, 5382, 7115, 314]
-    fused, eager = greedy(net, True, prompt, 24), greedy(net, False, prompt, 24)
+def slot_steps(
+    net: Any, fused: bool, prompts: tuple[list[int], list[int]], first: list[int]
+) -> list[torch.Tensor]:
+    """Slots 1 and 0 prefilled with `prompts` (different lengths), then 8 greedy steps of
+    both rows in one batch starting from tokens `first`: logits [2, V] per step."""
+    saved = net.fused
+    net.fused = saved if fused else None
+    try:
+        kv = net.make_cache(64, batch=2)
+        net.forward(torch.tensor([prompts[0]]), kv.slot(1, 0))
+        net.forward(torch.tensor([prompts[1]]), kv.slot(0, 0))
+        offsets, outs = [len(prompts[0]), len(prompts[1])], []
+        toks = torch.tensor([[t] for t in first])
+        for _ in range(8):
+            logits = net.forward(toks, SlotBatch(kv, [1, 0], offsets))[:, -1]
+            outs.append(logits)
+            toks = logits.argmax(-1, keepdim=True)
+            offsets = [o + 1 for o in offsets]
+        return outs
+    finally:
+        net.fused = saved
+
+
+def assert_bit_identical(fused: list[torch.Tensor], eager: list[torch.Tensor]) -> None:
     for i, (a, b) in enumerate(zip(fused, eager, strict=True)):
         assert torch.equal(a, b), f"step {i}: largest difference {(a - b).abs().max().item()}"
 
 
-def test_smollm2_fused_slot_batch_is_bit_identical(net: Any) -> None:
-    def run(fused: bool) -> list[torch.Tensor]:
-        saved = net.fused
-        net.fused = saved if fused else None
-        try:
-            kv = net.make_cache(64, batch=2)
-            net.forward(torch.tensor([[1, 504, 3458, 282]]), kv.slot(1, 0))
-            net.forward(torch.tensor([[1, 260]]), kv.slot(0, 0))
-            offsets, outs = [4, 2], []
-            toks = torch.tensor([[314], [7115]])
-            for _ in range(8):
-                logits = net.forward(toks, SlotBatch(kv, [1, 0], offsets))[:, -1]
-                outs.append(logits)
-                toks = logits.argmax(-1, keepdim=True)
-                offsets = [o + 1 for o in offsets]
-            return outs
-        finally:
-            net.fused = saved
+def test_smollm2_fused_decode_is_bit_identical(net: Any) -> None:
+    prompt = [1, 504, 3458, 282, 260, 5382, 7115, 314]
+    assert_bit_identical(greedy(net, True, prompt, 24), greedy(net, False, prompt, 24))
 
-    for i, (a, b) in enumerate(zip(run(True), run(False), strict=True)):
-        assert torch.equal(a, b), f"step {i}: largest difference {(a - b).abs().max().item()}"
+
+def test_smollm2_fused_slot_batch_is_bit_identical(net: Any) -> None:
+    prompts, first = ([1, 504, 3458, 282], [1, 260]), [314, 7115]
+    assert_bit_identical(
+        slot_steps(net, True, prompts, first), slot_steps(net, False, prompts, first)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -92,29 +102,11 @@ def gemma(gemma3_path: Path) -> Any:
 def test_gemma3_fused_decode_is_bit_identical(gemma: Any) -> None:
     # the prompt itself (8 tokens) goes through the fused step too
     prompt = [2, 818, 5279, 529, 7001, 563, 496, 3207]
-    fused, eager = greedy(gemma, True, prompt, 24), greedy(gemma, False, prompt, 24)
-    for i, (a, b) in enumerate(zip(fused, eager, strict=True)):
-        assert torch.equal(a, b), f"step {i}: largest difference {(a - b).abs().max().item()}"
+    assert_bit_identical(greedy(gemma, True, prompt, 24), greedy(gemma, False, prompt, 24))
 
 
 def test_gemma3_fused_slot_batch_is_bit_identical(gemma: Any) -> None:
-    def run(fused: bool) -> list[torch.Tensor]:
-        saved = gemma.fused
-        gemma.fused = saved if fused else None
-        try:
-            kv = gemma.make_cache(64, batch=2)
-            gemma.forward(torch.tensor([[2, 818, 5279, 529, 7001]]), kv.slot(1, 0))
-            gemma.forward(torch.tensor([[2, 563]]), kv.slot(0, 0))
-            offsets, outs = [5, 2], []
-            toks = torch.tensor([[496], [3207]])
-            for _ in range(8):
-                logits = gemma.forward(toks, SlotBatch(kv, [1, 0], offsets))[:, -1]
-                outs.append(logits)
-                toks = logits.argmax(-1, keepdim=True)
-                offsets = [o + 1 for o in offsets]
-            return outs
-        finally:
-            gemma.fused = saved
-
-    for i, (a, b) in enumerate(zip(run(True), run(False), strict=True)):
-        assert torch.equal(a, b), f"step {i}: largest difference {(a - b).abs().max().item()}"
+    prompts, first = ([2, 818, 5279, 529, 7001], [2, 563]), [496, 3207]
+    assert_bit_identical(
+        slot_steps(gemma, True, prompts, first), slot_steps(gemma, False, prompts, first)
+    )
