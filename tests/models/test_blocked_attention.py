@@ -1,6 +1,7 @@
 """The CPU prompt attention in blocks of query rows (models.layers._attention_blocks)
 against the unblocked formula it replaced: causal and sliding-window masks, batch rows with
-their own padding, prompts that continue a cache (offset > 0), prompts shorter than a block."""
+their own padding, prompts that continue a cache (offset > 0), prompts shorter than a block;
+and the gated GELU of the prompt MLP (layers.gelu_tanh_mul)."""
 
 from __future__ import annotations
 
@@ -94,3 +95,12 @@ def test_blocked_heads_and_groups() -> None:
         rtol=0,
         atol=2e-6,
     )
+
+
+def test_gelu_tanh_mul_is_the_product() -> None:
+    """The gated GELU in one pass (models.layers.gelu_tanh_mul, Gemma 3's MLP) equals
+    gelu_tanh(x) * gate bit for bit: the same float32 product."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 70, 2048) * 6  # past +-10 too: ggml's exact tails
+    gate = torch.randn(3, 70, 2048)
+    assert torch.equal(layers.gelu_tanh_mul(x, gate), layers.gelu_tanh(x) * gate)
