@@ -159,11 +159,11 @@ def attention(
     if q.device.type != "cpu":  # GPUs: torch's fused kernels, no llama.cpp emulation
         return sdpa_attention(q, k, v, mask, scale)
     qr = q if _EXACT else round_f16(q)
-    if mask is not None and t > ATTN_BLOCK and mask.dim() >= 2 and mask.shape[-2] == t:
-        return _attention_blocks(qr, k, v, mask, scale)
+    if mask is not None and t > ATTN_BLOCK and mask.shape[-2:] == (t, k.shape[2]):
+        return _attention_blocks(qr, k, v, mask, scale)  # a mask per query row and key
     # the r query heads of a group share one kv head: fold them into the query axis
     return (
-        _attention_rows(qr.reshape(b, hkv, r * t, d), k, v, mask, scale)
+        _attention_rows(qr.reshape(b, hkv, r * t, d), k, v, mask, scale, h)
         .view(b, h, t, d)
         .transpose(1, 2)
         .reshape(b, t, h * d)
@@ -171,17 +171,18 @@ def attention(
 
 
 def _attention_rows(
-    qg: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float
-) -> torch.Tensor:
+    qg: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float,
+    h: int,
+) -> torch.Tensor:  # fmt: skip
     """The CPU formula on grouped queries: qg [B, Hkv, r*T, D] (the r query heads of a group
     folded into the rows, float16-rounded unless exact), k/v [B, Hkv, S, D], mask
-    broadcastable to [B, H, T, S] or None -> [B, Hkv, r*T, D]."""
+    broadcastable to [B, H, T, S] or None, h = H query heads -> [B, Hkv, r*T, D]."""
     b, hkv, rt, _ = qg.shape
     scores = qg @ k.transpose(-1, -2)  # [B, Hkv, r*T, S], a new tensor
     scores.mul_(scale)  # in place from here on: a prompt's scores are the largest tensor
     if mask is not None:
-        t = mask.shape[-2]
-        scores.view(b, -1, t, scores.shape[-1]).masked_fill_(~mask, float("-inf"))
+        t = rt * hkv // h  # query rows: the mask meets the scores as [B, H, T, S]
+        scores.view(b, h, t, scores.shape[-1]).masked_fill_(~mask, float("-inf"))
     p = scores.softmax(-1)
     if not _EXACT:
         p = round_f16(p, inplace=True)
@@ -209,7 +210,7 @@ def _attention_blocks(
         lo, hi = (int(cols[0]), int(cols[-1]) + 1) if len(cols) else (0, s)
         qg = q[:, :, i0:i1].reshape(b, hkv, r * (i1 - i0), d)  # [B, Hkv, r*c, D], a copy
         m = mask[..., i0:i1, lo:hi]
-        o = _attention_rows(qg, k[:, :, lo:hi], v[:, :, lo:hi], m, scale)
+        o = _attention_rows(qg, k[:, :, lo:hi], v[:, :, lo:hi], m, scale, h)
         out[:, i0:i1] = o.view(b, h, i1 - i0, d).transpose(1, 2)
     return out.view(b, t, h * d)
 
