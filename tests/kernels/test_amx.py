@@ -49,6 +49,22 @@ def test_amx_matches_reference_and_float_route(t: Q, mnk: tuple[int, int, int]) 
     assert float((y - integer).abs().max() / ref.abs().max()) <= TOL
 
 
+@pytest.mark.parametrize("t", (Q.Q4_0, Q.Q5_0, Q.Q8_0), ids=lambda t: t.name)
+@pytest.mark.parametrize("k", [32, 96, 640])
+def test_amx_32_value_types_odd_and_even_block_counts(t: Q, k: int) -> None:
+    """The 32-value types keep two blocks in flight (amx.c tile_rows32): one block, an odd
+    count (3) and Gemma 3 270M's width (20 blocks) match the integer kernels."""
+    m, n = 37, 40
+    raw = make_weight(t, n, k, seed=k)
+    x = make_x(m, k, seed=k + 1)
+    amx, _ = _routes(t, raw, n, k)
+    y = amx(x)
+    ref = reference(t, raw, x)
+    assert rel_err(y, ref) <= TOL
+    integer = qmatmul(x, torch.from_numpy(raw), t, n, k)
+    assert float((y - integer).abs().max() / ref.abs().max()) <= TOL
+
+
 def test_amx_threads_and_zero_rows() -> None:
     t, n, k = Q.Q6_K, 48, 512
     raw = make_weight(t, n, k, seed=3)

@@ -387,3 +387,21 @@ def test_real_model_matrices(fixture: str, request: pytest.FixtureRequest) -> No
     x = make_x(70, k, seed=9)
     dense = QMatrix(w, qt, raw.shape[0], k, dense_rows=1)
     assert rel_err(dense(x), reference(qt, raw, x)) <= TOL
+
+
+@pytest.mark.parametrize("t", (Q.Q8_0, Q.Q4_1, Q.Q4_K), ids=lambda t: t.name)
+def test_quantize_activations_threads_split_rows_only(
+    t: Q, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prompt's rows go to several threads: the same bytes as one thread, also for row
+    counts that do not divide evenly (block_q8_0, block_q8_1, block_q8_K)."""
+    x = make_x(131, 512)
+    prev = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        threaded = quantize_activations(x, t)
+        monkeypatch.setattr(kernels, "_QUANT_PARALLEL_ROWS", 10**9)
+        single = quantize_activations(x, t)
+    finally:
+        torch.set_num_threads(prev)
+    assert torch.equal(threaded, single)

@@ -233,6 +233,10 @@ def qmatmul(
     return y
 
 
+# rows from which quantize_activations splits its rows over threads
+_QUANT_PARALLEL_ROWS = 64
+
+
 def quantize_activations(
     x: torch.Tensor, ggml_type: GGMLQuantizationType | int, *, _scalar: bool = False
 ) -> torch.Tensor:
@@ -253,7 +257,10 @@ def quantize_activations(
     x = _check_x(x, k)
     m = x.numel() // k
     out = torch.empty((*x.shape[:-1], k // block * size), dtype=torch.uint8)
-    ext.quantize(tid, x.data_ptr(), out.data_ptr(), m, k, _scalar or _FORCE_SCALAR)
+    # a prompt's rows on torch's threads (the AMX route quantizes every matmul input here);
+    # a few rows are not worth waking them. Each row's bytes are the same either way.
+    nth = _threads(None) if m >= _QUANT_PARALLEL_ROWS else 1
+    ext.quantize(tid, x.data_ptr(), out.data_ptr(), m, k, _scalar or _FORCE_SCALAR, nth)
     return out
 
 

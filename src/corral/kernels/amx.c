@@ -277,6 +277,7 @@ AMX_TGT static void amx_config(int kc) {
     cfg.rows[2] = (uint8_t)(kc / 4); cfg.colsb[2] = 64;
     cfg.rows[3] = 16; cfg.colsb[3] = 64;
     cfg.rows[4] = (uint8_t)(kc / 4); cfg.colsb[4] = 64;
+    cfg.rows[5] = 16; cfg.colsb[5] = (uint16_t)kc; /* a second A tile: tile_rows32 */
     _tile_loadconfig(&cfg);
 }
 
@@ -315,10 +316,22 @@ UNPACK_TGT static void unpack_panel(const amx_type *t, int type, const uint8_t *
                 }
             }
     }
+    /* the VNNI regrouping is a transpose of 16 rows x K/4 32-bit groups: one gather of the
+     * 16 rows' group g per 64-byte store (the scalar double loop was this panel's largest
+     * cost); K/4 < 2^29 keeps the gather's int32 indices in range */
     for (int p = 0; p < t->planes; p++) {
         const uint32_t *src = (const uint32_t *)(p ? rm_lo : rm);
         uint32_t *dst = (uint32_t *)(p ? lo : hi);
-        for (long g = 0; g < K / 4; g++)
+        long g = 0;
+#if AMX_BUILD
+        const __m512i rows = _mm512_mullo_epi32(
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+            _mm512_set1_epi32((int)(K / 4)));
+        for (; g < K / 4; g++)
+            _mm512_store_si512((__m512i *)(dst + g * 16),
+                               _mm512_i32gather_epi32(rows, (const void *)(src + g), 4));
+#endif
+        for (; g < K / 4; g++)
             for (int i = 0; i < 16; i++) dst[g * 16 + i] = src[i * (K / 4) + g];
     }
 }
@@ -327,6 +340,49 @@ UNPACK_TGT static void unpack_panel(const amx_type *t, int type, const uint8_t *
  * Q4_K/Q5_K then acc[r] += (-d_a[r] * dmin) * msum, msum = sum over the 8 sub-blocks j of
  * m_j * bsum_j (exact in int32), as ggml's vec_dot_q4_K_q8_K. bs: the activation rows' bsums
  * of 32 values as int16 pairs [16][nb][4]. */
+/* tile_rows for the 32-value types (one int8 plane, no mins): the same sums in the same
+ * float order, with two blocks in flight. Block b's dot waits on the tile unit's latency
+ * before its 16 scaled adds can start; here the dot of block b + 1 (tiles 3, 5, 4) is
+ * issued before block b's adds, so the two units overlap instead of taking turns. */
+#define DOT32(C, A, B, blk)                                                  \
+    do {                                                                     \
+        _tile_zero(C);                                                       \
+        _tile_loadd(A, a + (blk) * t->abytes + t->aoff, arow);               \
+        _tile_loadd(B, hi + (blk) * 8 * 64, 64);                             \
+        _tile_dpbssd(C, A, B);                                               \
+    } while (0)
+#define SCALE32(buf, blk)                                                            \
+    do {                                                                             \
+        const __m512 dw = _mm512_loadu_ps(scales + (blk) * 16);                      \
+        _Pragma("GCC unroll 16") for (int r = 0; r < 16; r++) {                      \
+            const __m512i s = _mm512_load_si512((buf) + 16 * r);                     \
+            const __m512 d = _mm512_mul_ps(_mm512_set1_ps(da[r * nb + (blk)]), dw);  \
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc[r]);              \
+        }                                                                            \
+    } while (0)
+
+AMX_TGT static void tile_rows32(const amx_type *t, const uint8_t *a, long arow, const float *da,
+                                long nb, const int8_t *hi, const float *scales, int32_t *cbuf,
+                                float *out, long ldy, int rows, int cols) {
+    __m512 acc[16];
+    for (int r = 0; r < 16; r++) acc[r] = _mm512_setzero_ps();
+    DOT32(0, 1, 2, 0);
+    for (long b = 0; b < nb; b += 2) {
+        _tile_stored(0, cbuf, 64);
+        if (b + 1 < nb) DOT32(3, 5, 4, b + 1);
+        SCALE32(cbuf, b);
+        if (b + 1 < nb) {
+            _tile_stored(3, cbuf + 256, 64);
+            if (b + 2 < nb) DOT32(0, 1, 2, b + 2);
+            SCALE32(cbuf + 256, b + 1);
+        }
+    }
+    const __mmask16 mask = (__mmask16)((1u << cols) - 1u);
+    for (int r = 0; r < rows; r++) _mm512_mask_storeu_ps(out + r * ldy, mask, acc[r]);
+}
+#undef DOT32
+#undef SCALE32
+
 AMX_TGT static void tile_rows(const amx_type *t, const uint8_t *a, long arow, const float *da,
                               const uint32_t *bs, long nb, const int8_t *hi, const int8_t *lo,
                               const float *scales, const float *dmins, const int16_t *minsv,
@@ -467,9 +523,13 @@ AMX_TGT static int amx_run(int type, const uint8_t *a, const uint8_t *w, float *
                 const long m0 = mt * 16;
                 const int rows = (int)(M - m0 < 16 ? M - m0 : 16);
                 const int part = rows < 16;
-                tile_rows(&t, part ? pad : a + m0 * arow, arow, part ? dpad : da + m0 * nb,
-                          bs + m0 * mb * 4, nb, hi, lo, scales, dmins, minsv, cbuf,
-                          y + m0 * N + n0, N, rows, cols);
+                if (t.planes == 1 && !t.mins)
+                    tile_rows32(&t, part ? pad : a + m0 * arow, arow, part ? dpad : da + m0 * nb,
+                                nb, hi, scales, cbuf, y + m0 * N + n0, N, rows, cols);
+                else
+                    tile_rows(&t, part ? pad : a + m0 * arow, arow, part ? dpad : da + m0 * nb,
+                              bs + m0 * mb * 4, nb, hi, lo, scales, dmins, minsv, cbuf,
+                              y + m0 * N + n0, N, rows, cols);
             }
         }
         _tile_release();

@@ -1503,55 +1503,77 @@ static PyObject *py_qmatmul_many(PyObject *self, PyObject *args) {
 }
 
 PyDoc_STRVAR(quantize_doc,
-             "quantize(type, x_ptr, out_ptr, M, K, scalar) -> None\n\n"
+             "quantize(type, x_ptr, out_ptr, M, K, scalar, n_threads=1) -> None\n\n"
              "Quantize x[M, K] float32 to the activation blocks llama.cpp dots with weights of "
              "ggml type `type`, written in ggml's byte layout (block_q8_0: fp16 d, 32 int8; "
-             "block_q8_1: fp16 d, fp16 s, 32 int8; block_q8_K: float d, 256 int8, 16 int16 bsums).");
+             "block_q8_1: fp16 d, fp16 s, 32 int8; block_q8_K: float d, 256 int8, 16 int16 bsums). "
+             "Rows go to n_threads threads (each row's bytes do not depend on the split).");
+
+/* One activation row x[K] -> its blocks in ggml's byte layout at out (tmp: our layout's
+ * arow bytes of scratch). */
+static void quantize_ggml_row(const type_info *ti, int use_avx2, const float *xr, uint8_t *tmp,
+                              size_t arow, long K, long nb, uint8_t *out) {
+    quantize_rows(ti, use_avx2, xr, tmp, arow, K, 0, 1);
+    for (long b = 0; b < nb; b++) {
+        if (ti->act == ACT_Q8_K) {
+            const act256 *s = (const act256 *)tmp + b;
+            memcpy(out, &s->d, 4);
+            memcpy(out + 4, s->qs, 256);
+            memcpy(out + 260, s->bsums, 32);
+            out += 292;
+        } else {
+            const act32 *s = (const act32 *)tmp + b;
+            const uint16_t d16 = f2h(s->d);
+            memcpy(out, &d16, 2);
+            if (ti->act == ACT_Q8_1) {
+                const uint16_t s16 = f2h(s->s);
+                memcpy(out + 2, &s16, 2);
+                memcpy(out + 4, s->qs, 32);
+                out += 36;
+            } else {
+                memcpy(out + 2, s->qs, 32);
+                out += 34;
+            }
+        }
+    }
+}
 
 static PyObject *py_quantize(PyObject *self, PyObject *args) {
     (void)self;
-    int type, force_scalar;
+    int type, force_scalar, nth = 1;
     unsigned long long xp, op;
     Py_ssize_t M, K;
-    if (!PyArg_ParseTuple(args, "iKKnnp", &type, &xp, &op, &M, &K, &force_scalar)) return NULL;
+    if (!PyArg_ParseTuple(args, "iKKnnp|i", &type, &xp, &op, &M, &K, &force_scalar, &nth))
+        return NULL;
     type_info ti;
     if (!check_type_k(type, (long)K, &ti)) return NULL;
     if (M < 0) return PyErr_Format(PyExc_ValueError, "negative size M=%zd", M);
     if (M == 0) Py_RETURN_NONE;
     if (!xp || !op) return PyErr_Format(PyExc_ValueError, "null data pointer");
+    if (nth < 1) nth = 1;
+    if (nth > M) nth = (int)M;
     const int aqk = ti.act == ACT_Q8_K ? 256 : 32;
     const long nb = (long)K / aqk;
     const size_t arow = (size_t)nb * act_block_bytes(ti.act);
-    uint8_t *tmp = malloc(arow);
+    /* ggml's row bytes: block_q8_K 292, block_q8_1 36, block_q8_0 34 per block */
+    const size_t orow = (size_t)nb * (ti.act == ACT_Q8_K ? 292 : ti.act == ACT_Q8_1 ? 36 : 34);
+    uint8_t *tmp = malloc(arow * (size_t)nth); /* one row of scratch per thread */
     if (!tmp) return PyErr_NoMemory();
     const int use_avx2 = g_has_avx2 && !force_scalar;
+    const float *x = (const float *)(uintptr_t)xp;
     uint8_t *out = (uint8_t *)(uintptr_t)op;
     Py_BEGIN_ALLOW_THREADS
+#ifdef _OPENMP
+    /* a prompt's rows (the AMX route quantizes every matmul input here) on all threads */
+#pragma omp parallel for num_threads(nth) schedule(static) if (nth > 1)
+#endif
     for (Py_ssize_t m = 0; m < M; m++) {
-        const float *xr = (const float *)(uintptr_t)xp + m * K;
-        quantize_rows(&ti, use_avx2, xr, tmp, arow, K, 0, 1);
-        for (long b = 0; b < nb; b++) {
-            if (ti.act == ACT_Q8_K) {
-                const act256 *s = (const act256 *)tmp + b;
-                memcpy(out, &s->d, 4);
-                memcpy(out + 4, s->qs, 256);
-                memcpy(out + 260, s->bsums, 32);
-                out += 292;
-            } else {
-                const act32 *s = (const act32 *)tmp + b;
-                const uint16_t d16 = f2h(s->d);
-                memcpy(out, &d16, 2);
-                if (ti.act == ACT_Q8_1) {
-                    const uint16_t s16 = f2h(s->s);
-                    memcpy(out + 2, &s16, 2);
-                    memcpy(out + 4, s->qs, 32);
-                    out += 36;
-                } else {
-                    memcpy(out + 2, s->qs, 32);
-                    out += 34;
-                }
-            }
-        }
+#ifdef _OPENMP
+        uint8_t *mine = tmp + arow * (size_t)omp_get_thread_num();
+#else
+        uint8_t *mine = tmp;
+#endif
+        quantize_ggml_row(&ti, use_avx2, x + m * K, mine, arow, (long)K, nb, out + m * orow);
     }
     Py_END_ALLOW_THREADS
     free(tmp);

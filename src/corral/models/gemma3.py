@@ -28,7 +28,7 @@ from corral.models.layers import (
     RopeStyle,
     apply_rope,
     cached_attention,
-    gelu_tanh,
+    gelu_tanh_mul,
     rms_norm,
     rope_cos_sin,
     rope_inv_freq,
@@ -159,6 +159,6 @@ class Model(AttentionLM[ModelArgs]):
             x = x + rms_norm(blk.wo(o), blk.attn_post_norm, a.rms_eps)
             h = rms_norm(x, blk.ffn_norm, a.rms_eps)
             g, u = project(h, blk.gate, blk.up)
-            h = blk.down(gelu_tanh(g) * u)
+            h = blk.down(gelu_tanh_mul(g, u))
             x = x + rms_norm(h, blk.ffn_post_norm, a.rms_eps)
         return x
