@@ -19,6 +19,11 @@ from corral.tokenizer.base import Tokenizer
 from corral.tokenizer.pretok import PreConfig, regexes_for
 from corral.tokenizer.vocab import Vocab
 
+try:  # merges split in one C call (corral/gguf/strings.c); the Python split does the same
+    from corral._gguf_strings import merge_pairs as _merge_pairs_c
+except ImportError:  # pragma: no cover - built by pip install
+    _merge_pairs_c = None
+
 
 def _byte_to_char() -> dict[int, str]:
     """GPT-2's table that gives each byte a printable character (bytes_to_unicode)."""
@@ -74,10 +79,7 @@ class BPETokenizer(Tokenizer):
 
 def _build_model(ids: dict[str, int], merges: list[str], ignore_merges: bool) -> models.BPE:
     """The HF BPE model for the GGUF's vocabulary and merges."""
-    if any(m[:1] == " " for m in merges):
-        pairs = [_split_merge(m) for m in merges]
-    else:  # the usual case, and 3x faster: no merge text starts with a space
-        pairs = [tuple(m.split(" ", 1)) for m in merges]  # type: ignore[misc]
+    pairs = merge_pairs(merges)
     try:
         return models.BPE(vocab=ids, merges=pairs, ignore_merges=ignore_merges)
     except (KeyboardInterrupt, SystemExit):
@@ -98,6 +100,16 @@ def _build_model(ids: dict[str, int], merges: list[str], ignore_merges: bool) ->
         return models.BPE(vocab=ids, merges=good, ignore_merges=ignore_merges)
     except Exception as e:  # noqa: BLE001 - tokenizers raises plain Exception types
         raise UnsupportedError(f"cannot build the BPE tokenizer from this GGUF: {e}") from e
+
+
+def merge_pairs(merges: list[str]) -> list[tuple[str, str]]:
+    """Each merge as (left, right), split as llama.cpp splits them (see _split_merge)."""
+    if _merge_pairs_c is not None and type(merges) is list:
+        return _merge_pairs_c(merges)
+    if any(m[:1] == " " for m in merges):
+        return [_split_merge(m) for m in merges]
+    # the usual case, and 3x faster: no merge text starts with a space
+    return [tuple(m.split(" ", 1)) for m in merges]  # type: ignore[misc]
 
 
 def _split_merge(merge: str) -> tuple[str, str]:
