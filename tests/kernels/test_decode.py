@@ -57,6 +57,40 @@ def decode_logits(net: Any, fused: bool, batch: int = 1) -> list[torch.Tensor]:
         net.fused = saved
 
 
+def slot_logits(net: Any, fused: bool, short: int, steps: int) -> list[torch.Tensor]:
+    """Slots 2 and 0 filled with PROMPT and its first `short` tokens, then `steps` steps of
+    both decoded together (SlotBatch): logits [2, 1, V] per step."""
+    saved = net.fused
+    net.fused = saved if fused else None
+    try:
+        kv = KVCache(net.args.n_layers, net.args.n_head_kv, net.args.head_dim, 64, batch=3)
+        net.forward(torch.tensor([PROMPT]), kv.slot(2, 0))
+        net.forward(torch.tensor([PROMPT[:short]]), kv.slot(0, 0))
+        offsets, outs = [len(PROMPT), short], []
+        for tok in STEPS[:steps]:
+            outs.append(
+                net.forward(torch.tensor([[tok], [tok + 1]]), SlotBatch(kv, [2, 0], offsets))
+            )
+            offsets = [o + 1 for o in offsets]
+        return outs
+    finally:
+        net.fused = saved
+
+
+def few_token_logits(net: Any, fused: bool, batch: int) -> list[torch.Tensor]:
+    """A 2-token prompt then steps of 3 new tokens (speculative drafts being verified)."""
+    saved = net.fused
+    net.fused = saved if fused else None
+    try:
+        cache = net.make_cache(64, batch=batch)
+        outs = [net.forward(torch.tensor([PROMPT[:2]] * batch), cache)]
+        for j in range(0, 9, 3):
+            outs.append(net.forward(torch.tensor([STEPS[j : j + 3]] * batch), cache))
+        return outs
+    finally:
+        net.fused = saved
+
+
 def assert_same(a: list[torch.Tensor], b: list[torch.Tensor]) -> None:
     assert len(a) == len(b)
     for i, (x, y) in enumerate(zip(a, b, strict=True)):
@@ -101,26 +135,8 @@ def test_fused_batch_rows_equal_the_eager_loop(tmp_path: Path) -> None:
 
 def test_fused_slot_batch_equals_the_eager_loop(tmp_path: Path) -> None:
     net = tiny(tmp_path)
-
-    def run(fused: bool) -> list[torch.Tensor]:
-        saved = net.fused
-        net.fused = saved if fused else None
-        try:
-            kv = KVCache(net.args.n_layers, net.args.n_head_kv, net.args.head_dim, 64, batch=3)
-            # slots 2 and 0 filled to different lengths, then decoded together
-            net.forward(torch.tensor([PROMPT]), kv.slot(2, 0))
-            net.forward(torch.tensor([PROMPT[:3]]), kv.slot(0, 0))
-            offsets = [len(PROMPT), 3]
-            outs = []
-            for tok in STEPS[:6]:
-                view = SlotBatch(kv, [2, 0], offsets)
-                outs.append(net.forward(torch.tensor([[tok], [tok + 1]]), view))
-                offsets = [o + 1 for o in offsets]
-            return outs
-        finally:
-            net.fused = saved
-
-    assert_same(run(True), run(False))
+    # slots 2 and 0 filled to different lengths, then decoded together
+    assert_same(slot_logits(net, True, 3, 6), slot_logits(net, False, 3, 6))
 
 
 def test_fused_step_is_taken_and_the_eager_loop_serves_the_rest(
@@ -147,21 +163,8 @@ def test_fused_step_is_taken_and_the_eager_loop_serves_the_rest(
 def test_fused_few_token_steps_equal_the_eager_loop(tmp_path: Path) -> None:
     # several new tokens per step (speculative drafts being verified), one and two sequences
     net = tiny(tmp_path, Q.Q8_0, sliding_window=6)
-
-    def run(fused: bool, batch: int) -> list[torch.Tensor]:
-        saved = net.fused
-        net.fused = saved if fused else None
-        try:
-            cache = net.make_cache(64, batch=batch)
-            outs = [net.forward(torch.tensor([PROMPT[:2]] * batch), cache)]
-            for j in range(0, 9, 3):
-                outs.append(net.forward(torch.tensor([STEPS[j : j + 3]] * batch), cache))
-            return outs
-        finally:
-            net.fused = saved
-
     for batch in (1, 2):
-        assert_same(run(True, batch), run(False, batch))
+        assert_same(few_token_logits(net, True, batch), few_token_logits(net, False, batch))
 
 
 def test_eager_when_disabled_or_not_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -313,38 +316,9 @@ def test_fused_gemma3_kquants_equal_the_eager_loop(tmp_path: Path, qtype: Q) -> 
 
 def test_fused_gemma3_slots_and_few_token_steps_equal_the_eager_loop(tmp_path: Path) -> None:
     net = gemma(tiny(tmp_path, Q.Q8_0, **GEMMA))
-
-    def slots(fused: bool) -> list[torch.Tensor]:
-        saved = net.fused
-        net.fused = saved if fused else None
-        try:
-            kv = KVCache(net.args.n_layers, net.args.n_head_kv, net.args.head_dim, 64, batch=3)
-            net.forward(torch.tensor([PROMPT]), kv.slot(2, 0))
-            net.forward(torch.tensor([PROMPT[:2]]), kv.slot(0, 0))
-            offsets, outs = [len(PROMPT), 2], []
-            for tok in STEPS[:7]:  # slot 0 passes the window of 4 during these steps
-                outs.append(
-                    net.forward(torch.tensor([[tok], [tok + 1]]), SlotBatch(kv, [2, 0], offsets))
-                )
-                offsets = [o + 1 for o in offsets]
-            return outs
-        finally:
-            net.fused = saved
-
-    def few(fused: bool) -> list[torch.Tensor]:
-        saved = net.fused
-        net.fused = saved if fused else None
-        try:
-            cache = net.make_cache(64, batch=2)
-            outs = [net.forward(torch.tensor([PROMPT[:2]] * 2), cache)]
-            for j in range(0, 9, 3):
-                outs.append(net.forward(torch.tensor([STEPS[j : j + 3]] * 2), cache))
-            return outs
-        finally:
-            net.fused = saved
-
-    assert_same(slots(True), slots(False))
-    assert_same(few(True), few(False))
+    # slot 0 passes the window of 4 during the 7 steps
+    assert_same(slot_logits(net, True, 2, 7), slot_logits(net, False, 2, 7))
+    assert_same(few_token_logits(net, True, 2), few_token_logits(net, False, 2))
 
 
 def test_fused_gemma3_is_taken_and_the_eager_loop_serves_the_rest(
