@@ -8,6 +8,8 @@ from setuptools import Extension, setup
 # AVX2 and portable paths' shared scalar code. AVX2 code is compiled per function with
 # target attributes and chosen at run time, so no -march flag is needed (or wanted).
 _gnu = sys.platform.startswith("linux")
+# headers the kernels share (a change to one rebuilds them all)
+_HEADERS = [f"src/corral/kernels/{h}.h" for h in ("half", "capi", "scratch")]
 _args = ["-O3", "-ffp-contract=off", "-fno-math-errno"] + (["-fopenmp"] if _gnu else [])
 
 setup(
@@ -15,7 +17,7 @@ setup(
         Extension(
             "corral._qkernels",
             ["src/corral/kernels/qkernels.c"],
-            depends=["src/corral/kernels/half.h", "src/corral/kernels/capi.h"],
+            depends=_HEADERS,
             extra_compile_args=_args,
             extra_link_args=["-fopenmp"] if _gnu else [],
             # a platform without a C compiler still installs corral (the model code then
@@ -27,7 +29,7 @@ setup(
         Extension(
             "corral._attn",
             ["src/corral/kernels/attention.c"],
-            depends=["src/corral/kernels/half.h", "src/corral/kernels/capi.h"],
+            depends=_HEADERS,
             extra_compile_args=_args,
             extra_link_args=["-fopenmp"] if _gnu else [],
             optional=True,
@@ -36,7 +38,7 @@ setup(
         Extension(
             "corral._rowops",
             ["src/corral/kernels/rowops.c"],
-            depends=["src/corral/kernels/half.h", "src/corral/kernels/capi.h"],
+            depends=_HEADERS,
             extra_compile_args=_args,
             extra_link_args=["-fopenmp"] if _gnu else [],
             optional=True,
@@ -56,7 +58,7 @@ setup(
         Extension(
             "corral._decode",
             ["src/corral/kernels/decode.c"],
-            depends=["src/corral/kernels/half.h", "src/corral/kernels/capi.h"],
+            depends=_HEADERS,
             extra_compile_args=_args,
             optional=True,
         ),

@@ -42,24 +42,17 @@
 #endif
 
 #include "half.h"
+#include "scratch.h"
 #include "capi.h"
 
 /* capi.h has the fields (the fused decode step fills one in directly) */
 typedef corral_attn_job attn_job;
 
-/* Per-thread scores buffer, grown as contexts grow, never shrunk. */
-static __thread float *t_buf = NULL;
+/* Per-thread scores buffer (scratch.h), grown as contexts grow: n floats. */
+static __thread void *t_buf = NULL;
 static __thread size_t t_cap = 0;
 
-static float *scores_buf(size_t n) {
-    if (n > t_cap) {
-        free(t_buf);
-        t_cap = (n + 4095) & ~(size_t)4095;
-        t_buf = malloc(t_cap * sizeof(float));
-        if (!t_buf) t_cap = 0;
-    }
-    return t_buf;
-}
+static float *scores_buf(size_t n) { return grow_scratch(&t_buf, &t_cap, n * sizeof(float)); }
 
 /* Visible positions [start, end) of sequence b. */
 static inline void span(const attn_job *jb, long b, long *start, long *end) {

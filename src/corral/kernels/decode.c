@@ -52,6 +52,7 @@
 
 #include "capi.h"
 #include "half.h"
+#include "scratch.h"
 
 static const corral_qkernels_api *g_qk = NULL;
 static const corral_attn_api *g_at = NULL;
@@ -206,23 +207,11 @@ static void add_rows(float *x, const float *b, long M, long n, int bias) {
     }
 }
 
-/* Per-thread scratch, grown as needed and never shrunk (calls from several Python threads
- * run at once: the GIL is released). */
-static __thread float *t_buf = NULL;
+/* Per-thread scratch (scratch.h): n floats. */
+static __thread void *t_buf = NULL;
 static __thread size_t t_cap = 0;
 
-static float *scratch(size_t n) {
-    if (n > t_cap) {
-        free(t_buf);
-        t_buf = NULL;
-        t_cap = 0;
-        void *p = NULL;
-        if (posix_memalign(&p, 64, n * sizeof(float)) != 0) return NULL;
-        t_buf = p;
-        t_cap = n;
-    }
-    return t_buf;
-}
+static float *scratch(size_t n) { return grow_scratch(&t_buf, &t_cap, n * sizeof(float)); }
 
 /* kv: int64 [L, 5] per layer: k buffer, v buffer (float16 [slots, Hkv, len, D] addresses),
  * and their element strides of slot, head and position (unit stride on D). cs/sn:

@@ -151,6 +151,7 @@ static size_t act_block_bytes(int act) { return act == ACT_Q8_K ? sizeof(act256)
 /* ------------------------------------------------------------------------------------------ */
 
 #include "half.h"
+#include "scratch.h"
 #include "capi.h"
 
 /* rint to an int8 with the saturation an AVX2 cvtps/packs sequence gives (NaN -> -128) */
@@ -1203,26 +1204,12 @@ static void run_chunks(job_t *jb) {
     }
 }
 
-/* Per-thread scratch for quantized activations: grown as needed, never shrunk, so steady
- * state decoding allocates nothing.  Thread-local because calls from different Python
- * threads run concurrently (the GIL is released). */
-static __thread uint8_t *t_scratch = NULL;
+/* Per-thread scratch for quantized activations (scratch.h): steady-state decoding allocates
+ * nothing. */
+static __thread void *t_scratch = NULL;
 static __thread size_t t_scratch_cap = 0;
 
-static uint8_t *scratch(size_t n) {
-    if (n > t_scratch_cap) {
-        free(t_scratch);
-        t_scratch = NULL;
-        t_scratch_cap = 0;
-        /* 64-byte aligned, rounded up to a 64 KiB multiple to avoid regrowing by a few bytes */
-        const size_t cap = (n + 65535) & ~(size_t)65535;
-        void *p = NULL;
-        if (posix_memalign(&p, 64, cap) != 0) return NULL;
-        t_scratch = p;
-        t_scratch_cap = cap;
-    }
-    return t_scratch;
-}
+static uint8_t *scratch(size_t n) { return grow_scratch(&t_scratch, &t_scratch_cap, n); }
 
 /* One weight of a call: type, raw rows [N, row_bytes], output [M, N] (capi.h: the fused
  * decode step hands its matrices over in this form). */
