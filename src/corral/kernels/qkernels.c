@@ -568,9 +568,40 @@ TGT AI __m256i nib32b(const uint8_t *p) {
     return _mm256_and_si256(_mm256_srlv_epi64(b, _mm256_set_epi64x(4, 4, 0, 0)), _mm256_set1_epi8(0x0f));
 }
 
+/* Bytes of one block of a legacy type. */
+AI int legacy_wb(const int T) {
+    return T == T_Q4_0 ? 18 : T == T_Q4_1 ? 20 : T == T_Q5_0 ? 22 : T == T_Q5_1 ? 24 : 34;
+}
+
+/* The block's scale (and min) as floats: [d_w, m_w, ...] for the _1 types, [d_w, ...] else. */
+TGT AI __m128 legacy_dm(const int T, const uint8_t *w) {
+    if (T == T_Q4_1 || T == T_Q5_1) {
+        uint32_t v;
+        memcpy(&v, w, 4);
+        return _mm_cvtph_ps(_mm_cvtsi32_si128((int)v));
+    }
+    return _mm_cvtph_ps(_mm_cvtsi32_si128(rd16(w)));
+}
+
+/* The block's 32 weight values as bytes (signed for the types without a min). */
+TGT AI __m256i legacy_qx(const int T, const uint8_t *w) {
+    if (T == T_Q4_0) return _mm256_sub_epi8(nib32b(w + 2), _mm256_set1_epi8(8));
+    if (T == T_Q4_1) return nib32b(w + 4);
+    if (T == T_Q5_0) {
+        /* 0xF0 where the 5th bit is clear: nibble | 0xF0 == nibble - 16 as int8 */
+        const __m256i hi = _mm256_andnot_si256(bits32(w + 2), _mm256_set1_epi8((char)0xF0));
+        return _mm256_or_si256(nib32b(w + 6), hi);
+    }
+    if (T == T_Q5_1) {
+        const __m256i hi = _mm256_and_si256(bits32(w + 4), _mm256_set1_epi8(0x10));
+        return _mm256_or_si256(nib32b(w + 8), hi);
+    }
+    return _mm256_loadu_si256((const __m256i *)(w + 2));
+}
+
 TGT AI void legacy_avx2(const int T, const int NR, int nb, const uint8_t *w, const uint8_t *a,
                         size_t astride, float *out, size_t ostride) {
-    const int wb = T == T_Q4_0 ? 18 : T == T_Q4_1 ? 20 : T == T_Q5_0 ? 22 : T == T_Q5_1 ? 24 : 34;
+    const int wb = legacy_wb(T);
     const int has_min = T == T_Q4_1 || T == T_Q5_1;
     const int is_signed = !has_min;
     const __m256i ones16 = _mm256_set1_epi16(1);
@@ -581,29 +612,8 @@ TGT AI void legacy_avx2(const int T, const int NR, int nb, const uint8_t *w, con
         accm[r] = _mm_setzero_ps();
     }
     for (int ib = 0; ib < nb; ib++, w += wb) {
-        __m128 dm; /* [d_w, m_w, ...] */
-        if (has_min) {
-            uint32_t v;
-            memcpy(&v, w, 4);
-            dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)v));
-        } else {
-            dm = _mm_cvtph_ps(_mm_cvtsi32_si128(rd16(w)));
-        }
-        __m256i qx;
-        if (T == T_Q4_0) {
-            qx = _mm256_sub_epi8(nib32b(w + 2), _mm256_set1_epi8(8));
-        } else if (T == T_Q4_1) {
-            qx = nib32b(w + 4);
-        } else if (T == T_Q5_0) {
-            /* 0xF0 where the 5th bit is clear: nibble | 0xF0 == nibble - 16 as int8 */
-            const __m256i hi = _mm256_andnot_si256(bits32(w + 2), _mm256_set1_epi8((char)0xF0));
-            qx = _mm256_or_si256(nib32b(w + 6), hi);
-        } else if (T == T_Q5_1) {
-            const __m256i hi = _mm256_and_si256(bits32(w + 4), _mm256_set1_epi8(0x10));
-            qx = _mm256_or_si256(nib32b(w + 8), hi);
-        } else {
-            qx = _mm256_loadu_si256((const __m256i *)(w + 2));
-        }
+        const __m128 dm = legacy_dm(T, w); /* [d_w, m_w, ...] */
+        const __m256i qx = legacy_qx(T, w);
         const __m256i ax = is_signed ? _mm256_sign_epi8(qx, qx) : qx;
         for (int r = 0; r < NR; r++) {
             const act32 *y = (const act32 *)(a + r * astride) + ib;
@@ -627,7 +637,7 @@ TGT AI void legacy_avx2(const int T, const int NR, int nb, const uint8_t *w, con
  * independent chains overlap. Each row's operations are those of legacy_avx2 with NR = 1,
  * in the same order, so out[0] and out[1] are the same bits. */
 TGT AI void legacy_avx2_w2(const int T, int nb, const uint8_t *w, size_t rb, const uint8_t *a, float *out) {
-    const int wb = T == T_Q4_0 ? 18 : T == T_Q4_1 ? 20 : T == T_Q5_0 ? 22 : T == T_Q5_1 ? 24 : 34;
+    const int wb = legacy_wb(T);
     const int has_min = T == T_Q4_1 || T == T_Q5_1;
     const int is_signed = !has_min;
     const __m256i ones16 = _mm256_set1_epi16(1);
@@ -640,28 +650,8 @@ TGT AI void legacy_avx2_w2(const int T, int nb, const uint8_t *w, size_t rb, con
         const __m128d yds = _mm_load_sd((const double *)y);
         for (int r = 0; r < 2; r++) {
             const uint8_t *wp = wr[r] + (size_t)ib * wb;
-            __m128 dm;
-            if (has_min) {
-                uint32_t v;
-                memcpy(&v, wp, 4);
-                dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)v));
-            } else {
-                dm = _mm_cvtph_ps(_mm_cvtsi32_si128(rd16(wp)));
-            }
-            __m256i qx;
-            if (T == T_Q4_0) {
-                qx = _mm256_sub_epi8(nib32b(wp + 2), _mm256_set1_epi8(8));
-            } else if (T == T_Q4_1) {
-                qx = nib32b(wp + 4);
-            } else if (T == T_Q5_0) {
-                const __m256i hi = _mm256_andnot_si256(bits32(wp + 2), _mm256_set1_epi8((char)0xF0));
-                qx = _mm256_or_si256(nib32b(wp + 6), hi);
-            } else if (T == T_Q5_1) {
-                const __m256i hi = _mm256_and_si256(bits32(wp + 4), _mm256_set1_epi8(0x10));
-                qx = _mm256_or_si256(nib32b(wp + 8), hi);
-            } else {
-                qx = _mm256_loadu_si256((const __m256i *)(wp + 2));
-            }
+            const __m128 dm = legacy_dm(T, wp);
+            const __m256i qx = legacy_qx(T, wp);
             const __m256i ax = is_signed ? _mm256_sign_epi8(qx, qx) : qx;
             const __m256i qy = is_signed ? _mm256_sign_epi8(qy0, qx) : qy0;
             const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(ax, qy), ones16));
@@ -1710,6 +1700,7 @@ static corral_qkernels_api c_api = {CORRAL_QKERNELS_API_VERSION, 0, qmatmul_run,
 PyMODINIT_FUNC PyInit__qkernels(void) {
     g_has_avx2 = cpu_has_avx2();
     c_api.has_avx2 = g_has_avx2;
+
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
     PyObject *cap = PyCapsule_New(&c_api, "corral._qkernels._C_API", NULL);
