@@ -10,8 +10,12 @@
  * Arithmetic follows llama.cpp's CPU graph (mul_mat(k, q) -> soft_max -> mul_mat(v, kq)):
  * the query is rounded to float16 before it meets the float16 keys, the softmax runs in
  * float32, and its weights are rounded to float16 before they meet the values; sums are
- * float32 (in a different order than ggml's, as any two BLAS would be).  `exact` skips both
- * roundings (CORRAL_EXACT comparisons with reference implementations).
+ * float32 in the order of an AVX2 build's tinyBLAS (head_avx2).  That order decides where
+ * greedy outputs part: a last-bit change in a score flips a float16 rounding now and then,
+ * and the 8-bit activations downstream carry the flip on (with tinyBLAS's 16-lane order,
+ * an AVX-512 build's, these kernels give that build's logits at the positions where the
+ * 8-lane order parts from it).  `exact` skips both roundings (CORRAL_EXACT comparisons with
+ * reference implementations).
  *
  * Layout (element strides, so any [slot, head, pos, dim] buffer with unit dim stride works):
  *   q    float32 [B, H, D] contiguous        the new token's queries
