@@ -9,7 +9,7 @@ from setuptools import Extension, setup
 # target attributes and chosen at run time, so no -march flag is needed (or wanted).
 _gnu = sys.platform.startswith("linux")
 # headers the kernels share (a change to one rebuilds them all)
-_HEADERS = [f"src/corral/kernels/{h}.h" for h in ("half", "capi", "scratch")]
+_HEADERS = [f"src/corral/kernels/{h}.h" for h in ("half", "capi", "scratch", "vexp")]
 _args = ["-O3", "-ffp-contract=off", "-fno-math-errno"] + (["-fopenmp"] if _gnu else [])
 
 setup(

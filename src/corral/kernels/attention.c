@@ -48,6 +48,7 @@
 #include "half.h"
 #include "scratch.h"
 #include "capi.h"
+#include "vexp.h"
 
 /* capi.h has the fields (the fused decode step fills one in directly) */
 typedef corral_attn_job attn_job;
@@ -105,36 +106,6 @@ static void head_scalar(const attn_job *jb, long b, long h, float *s) {
 
 #if AT_X86
 #define TGT __attribute__((target("avx2,fma,f16c")))
-
-/* e^x, 8 lanes, by the algorithm ggml's AVX2 softmax uses (Arm's optimized-routines expf:
- * x = n ln2 + b, a degree-5 polynomial in b, scaled by 2^n with care near over/underflow),
- * so that the softmax weights get llama.cpp's bits. */
-TGT static inline __m256 exp_avx2(__m256 x) {
-    const __m256 shift = _mm256_set1_ps(0x1.8p23f);
-    const __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), shift);
-    const __m256 n = _mm256_sub_ps(z, shift);
-    const __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f),
-                                      _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x));
-    const __m256i e = _mm256_slli_epi32(_mm256_castps_si256(z), 23);
-    const __m256 k = _mm256_castsi256_ps(_mm256_add_epi32(e, _mm256_castps_si256(_mm256_set1_ps(1))));
-    const __m256 absn = _mm256_andnot_ps(_mm256_set1_ps(-0.f), n);
-    const __m256 big = _mm256_cmp_ps(absn, _mm256_set1_ps(126), _CMP_GT_OQ);
-    const __m256 r2 = _mm256_mul_ps(r, r);
-    const __m256 hi = _mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), r, _mm256_set1_ps(0x1.573e2ep-5f));
-    const __m256 lo = _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), r, _mm256_set1_ps(0x1.fffdb6p-2f));
-    const __m256 poly = _mm256_fmadd_ps(_mm256_fmadd_ps(hi, r2, lo), r2,
-                                        _mm256_mul_ps(_mm256_set1_ps(0x1.ffffecp-1f), r));
-    if (!_mm256_movemask_ps(big)) return _mm256_fmadd_ps(poly, k, k);
-    /* |n| > 126: 2^n split in two factors; |n| > 192: plain overflow/underflow */
-    const __m256i sg = _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_LE_OQ)),
-                                        _mm256_set1_epi32((int)0x82000000u));
-    const __m256 s1 = _mm256_castsi256_ps(_mm256_add_epi32(sg, _mm256_set1_epi32(0x7f000000)));
-    const __m256 s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, sg));
-    const __m256 huge = _mm256_cmp_ps(absn, _mm256_set1_ps(192), _CMP_GT_OQ);
-    const __m256 mid = _mm256_blendv_ps(_mm256_fmadd_ps(k, poly, k),
-                                        _mm256_mul_ps(_mm256_fmadd_ps(s2, poly, s2), s1), big);
-    return _mm256_blendv_ps(mid, _mm256_mul_ps(s1, s1), huge);
-}
 
 /* lanes 0..7 summed as ((0+4)+(2+6)) + ((1+5)+(3+7)): ggml's and tinyBLAS's order */
 TGT static inline float hsum(__m256 v) {

@@ -63,7 +63,7 @@ typedef struct {
 
 /* ---- corral._rowops ---------------------------------------------------------------------- */
 
-#define CORRAL_ROWOPS_API_VERSION 2
+#define CORRAL_ROWOPS_API_VERSION 3
 
 typedef struct {
     int version;
@@ -75,6 +75,8 @@ typedef struct {
     /* y = gelu(x) (tanh form, ggml's float16 table) times g when g is not NULL, over n values;
      * y may be x (version 2) */
     void (*gelu)(const float *x, const float *g, float *y, long n, int nth);
+    /* y = silu(g) * u over rows of n values as ggml's swiglu computes it; y may be g */
+    void (*swiglu)(const float *g, const float *u, float *y, long rows, long n, int nth);
 } corral_rowops_api;
 
 #endif /* CORRAL_CAPI_H */

@@ -7,17 +7,11 @@
  * add and call. Here the whole stack of blocks runs without returning to Python, calling the
  * same kernels the eager path calls (through the tables of capi.h: corral._qkernels for the
  * quantized matmuls, corral._attn for attention over the float16 cache, corral._rowops for the
- * RMS norm, rope and ggml's table GELU), so the results are the eager path's bit for bit. What
+ * RMS norm, rope, ggml's table GELU and swiglu), so the results are the eager path's bit for bit. What
  * the eager path leaves to torch is redone here with torch's arithmetic:
  *   - bias and residual adds: one float32 addition per value;
  *   - the new keys/values stored in the float16 cache: round to nearest even (half.h's f2h,
  *     the bits of torch's float -> half copy);
- *   - silu(g) * u: torch computes silu as x / (1 + exp(-x)), with Sleef's expf_u10 on the
- *     values its vector loop covers (all but the last n % silu_vec of a serial call, silu_vec
- *     being two vectors of torch's CPU capability: 32 for AVX512, 16 for AVX2) and libm's
- *     expf on the rest; sleef_expf below is Sleef's algorithm (checked bit for bit against
- *     torch over all 2^32 inputs on an AVX512 build). The caller checks that torch would run
- *     the op serially (fewer than 32768 values) and passes silu_vec.
  *
  * One block, M rows (x [M, E] float32, updated in place); [...] is present in some blocks only
  * (a NULL pointer in the plan where absent):
@@ -28,8 +22,8 @@
  *   [o = rms_norm(o) * attn_post_norm]; x += o
  *   h = rms_norm(x) * ffn_norm; o = (act(h Wg^T) * h Wu^T) Wd^T
  *   [o = rms_norm(o) * ffn_post_norm]; x += o
- * act is silu (llama, qwen2) or ggml's table GELU (Gemma 3: layers.gelu_tanh on the CPU, the
- * gated form of rowops.c, whose product is torch's `gelu(g) * u` bit for bit).
+ * act is silu (llama, qwen2: rowops.c's swiglu, as layers.swiglu) or ggml's table GELU (Gemma 3:
+ * layers.gelu_tanh on the CPU, the gated form of rowops.c).
  * Shapes: E width, H / Hkv heads, D head dim, R rotated dims, F feed-forward width. Row m of a
  * call gets the bits a call with that row alone would (every kernel keeps rows apart). Rows
  * may share a slot (a step of a few new tokens of one sequence): every row's keys and values
@@ -42,13 +36,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-
-#if defined(__x86_64__) || defined(__i386__)
-#define DC_X86 1
-#include <immintrin.h>
-#else
-#define DC_X86 0
-#endif
 
 #include "capi.h"
 #include "half.h"
@@ -77,103 +64,12 @@ typedef struct {
     float eps, scale;
     int act;         /* ACT_SILU or ACT_GELU */
     long n_rope;     /* cos/sin sets a step passes (Gemma 3: local and global bases) */
-    long silu_vec;   /* see the top of the file; 0: libm's expf for every value */
     int use_avx2;    /* quantized kernels' AVX2 path (as corral.kernels chooses it) */
     int attn_simd;   /* attention's AVX2/F16C path (as corral.kernels.attention chooses it) */
     layer_t layers[];
 } plan_t;
 
 #define PLAN_NAME "corral._decode.plan"
-
-/* ------------------------------------------------------------------------------------------ */
-/* silu(g) * u as torch computes it                                                           */
-/* ------------------------------------------------------------------------------------------ */
-
-/* Sleef's xexpf (1-ulp), one lane: the FMA build's operation sequence (torch's AVX2 and
- * AVX512 builds), here with fmaf. */
-static inline float pow2i(int q) { return u2f((uint32_t)(q + 0x7f) << 23); }
-
-static float sleef_expf(float d) {
-    if (d != d) return d;
-    if (d < -104.0f) return 0.0f;
-    if (d > 100.0f) return INFINITY;
-    const int q = (int)rintf(d * 1.442695040888963407359924681001892137426645954152985934135449406931f);
-    float s = fmaf((float)q, -0.693145751953125f, d);
-    s = fmaf((float)q, -1.428606765330187045e-06f, s);
-    float u = 0.000198527617612853646278381f;
-    u = fmaf(u, s, 0.00139304355252534151077271f);
-    u = fmaf(u, s, 0.00833336077630519866943359f);
-    u = fmaf(u, s, 0.0416664853692054748535156f);
-    u = fmaf(u, s, 0.166666671633720397949219f);
-    u = fmaf(u, s, 0.5f);
-    u = 1.0f + fmaf(s * s, u, s);
-    /* ldexp in two steps, as Sleef's vldexp2 (the products may round in the subnormals) */
-    return u * pow2i(q >> 1) * pow2i(q - (q >> 1));
-}
-
-#if DC_X86
-#define TGT __attribute__((target("avx2,fma")))
-
-/* 8 lanes of sleef_expf(-x), then x / (1 + e) * u */
-TGT static void silu_mul_avx2(const float *g, const float *u, float *y, long n) {
-    const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
-    const __m256 lo = _mm256_set1_ps(-104.0f), hi = _mm256_set1_ps(100.0f);
-    const __m256 inf = _mm256_set1_ps(INFINITY);
-    for (long i = 0; i + 8 <= n; i += 8) {
-        const __m256 x = _mm256_loadu_ps(g + i);
-        const __m256 d = _mm256_xor_ps(x, sign);
-        const __m256i q = _mm256_cvtps_epi32(
-            _mm256_mul_ps(d, _mm256_set1_ps(1.442695040888963407359924681001892137426645954152985934135449406931f)));
-        const __m256 qf = _mm256_cvtepi32_ps(q);
-        __m256 s = _mm256_fmadd_ps(qf, _mm256_set1_ps(-0.693145751953125f), d);
-        s = _mm256_fmadd_ps(qf, _mm256_set1_ps(-1.428606765330187045e-06f), s);
-        __m256 p = _mm256_set1_ps(0.000198527617612853646278381f);
-        p = _mm256_fmadd_ps(p, s, _mm256_set1_ps(0.00139304355252534151077271f));
-        p = _mm256_fmadd_ps(p, s, _mm256_set1_ps(0.00833336077630519866943359f));
-        p = _mm256_fmadd_ps(p, s, _mm256_set1_ps(0.0416664853692054748535156f));
-        p = _mm256_fmadd_ps(p, s, _mm256_set1_ps(0.166666671633720397949219f));
-        p = _mm256_fmadd_ps(p, s, _mm256_set1_ps(0.5f));
-        p = _mm256_add_ps(one, _mm256_fmadd_ps(_mm256_mul_ps(s, s), p, s));
-        const __m256i q1 = _mm256_srai_epi32(q, 1), q2 = _mm256_sub_epi32(q, q1);
-        const __m256i bias = _mm256_set1_epi32(0x7f);
-        p = _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(q1, bias), 23)));
-        p = _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(q2, bias), 23)));
-        p = _mm256_andnot_ps(_mm256_cmp_ps(d, lo, _CMP_LT_OQ), p);
-        p = _mm256_blendv_ps(p, inf, _mm256_cmp_ps(hi, d, _CMP_LT_OQ));
-        const __m256 sl = _mm256_div_ps(x, _mm256_add_ps(one, p));
-        _mm256_storeu_ps(y + i, _mm256_mul_ps(sl, _mm256_loadu_ps(u + i)));
-    }
-}
-
-static int cpu_has_avx2_fma(void) {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}
-#else
-static int cpu_has_avx2_fma(void) { return 0; }
-#endif
-
-static int g_avx2_fma = 0;
-
-/* y[i] = silu(g[i]) * u[i] for i < n; y may be g. */
-static void silu_mul(const float *g, const float *u, float *y, long n, long vec) {
-    const long nv = vec > 0 ? n - n % vec : 0; /* torch's vector loop covers [0, nv) */
-    long i = 0;
-#if DC_X86
-    if (g_avx2_fma && vec % 8 == 0) {
-        silu_mul_avx2(g, u, y, nv);
-        i = nv;
-    }
-#endif
-    for (; i < nv; i++) {
-        const float s = g[i] / (1.0f + sleef_expf(-g[i]));
-        y[i] = s * u[i];
-    }
-    for (; i < n; i++) {
-        const float s = g[i] / (1.0f + expf(-g[i]));
-        y[i] = s * u[i];
-    }
-}
 
 /* ------------------------------------------------------------------------------------------ */
 /* The step                                                                                   */
@@ -276,7 +172,7 @@ static int run_step(const plan_t *p, float *x, long M, const float *cs, const fl
         if (p->act == ACT_GELU)
             g_ro->gelu(g, u, g, M * F, nth);
         else
-            silu_mul(g, u, g, M * F, p->silu_vec);
+            g_ro->swiglu(g, u, g, M, F, nth);
         corral_mat_spec down = ly->down;
         down.y = o;
         if (g_qk->qmatmul(&down, 1, g, M, F, nth, p->use_avx2)) return -1;
@@ -322,7 +218,7 @@ static int get_mat(PyObject *o, long N, corral_mat_spec *out) {
 
 PyDoc_STRVAR(plan_doc,
              "plan(dims, layers) -> capsule\n\n"
-             "dims: (L, E, H, Hkv, D, R, F, neox, eps, scale, gelu, n_rope, silu_vec, qk_scalar, "
+             "dims: (L, E, H, Hkv, D, R, F, neox, eps, scale, gelu, n_rope, qk_scalar, "
              "attn_scalar);\n"
              "layers: L tuples (attn_norm, ffn_norm, bq, bk, bv, q_norm, k_norm, attn_post_norm, "
              "ffn_post_norm, wq, wk, wv, wo, gate, up, down, window, rope) of raw addresses (all "
@@ -332,22 +228,22 @@ PyDoc_STRVAR(plan_doc,
 
 static PyObject *py_plan(PyObject *self, PyObject *args) {
     (void)self;
-    long L, E, H, Hkv, D, R, F, n_rope, silu_vec;
+    long L, E, H, Hkv, D, R, F, n_rope;
     int neox, gelu, qk_scalar, attn_scalar;
     double eps, scale;
     PyObject *layers;
-    if (!PyArg_ParseTuple(args, "(lllllllpddpllpp)O!", &L, &E, &H, &Hkv, &D, &R, &F, &neox, &eps, &scale,
-                          &gelu, &n_rope, &silu_vec, &qk_scalar, &attn_scalar, &PyTuple_Type, &layers))
+    if (!PyArg_ParseTuple(args, "(lllllllpddplpp)O!", &L, &E, &H, &Hkv, &D, &R, &F, &neox, &eps, &scale,
+                          &gelu, &n_rope, &qk_scalar, &attn_scalar, &PyTuple_Type, &layers))
         return NULL;
     if (L < 1 || E < 1 || H < 1 || Hkv < 1 || H % Hkv || D < 1 || D > 512 || R < 0 || R > D || R % 2 ||
-        F < 1 || n_rope < 1 || silu_vec < 0 || PyTuple_GET_SIZE(layers) != L)
+        F < 1 || n_rope < 1 || PyTuple_GET_SIZE(layers) != L)
         return PyErr_Format(PyExc_ValueError, "bad dims L=%ld E=%ld H=%ld Hkv=%ld D=%ld R=%ld F=%ld", L, E, H,
                             Hkv, D, R, F);
     plan_t *p = calloc(1, sizeof(plan_t) + (size_t)L * sizeof(layer_t));
     if (!p) return PyErr_NoMemory();
     p->L = L, p->E = E, p->H = H, p->Hkv = Hkv, p->D = D, p->R = R, p->F = F;
     p->neox = neox, p->eps = (float)eps, p->scale = (float)scale;
-    p->act = gelu ? ACT_GELU : ACT_SILU, p->n_rope = n_rope, p->silu_vec = silu_vec;
+    p->act = gelu ? ACT_GELU : ACT_SILU, p->n_rope = n_rope;
     /* the choices corral.kernels and corral.kernels.attention make for their own calls */
     p->use_avx2 = g_qk->has_avx2 && !qk_scalar;
     p->attn_simd = g_at->simd && !attn_scalar && D % 8 == 0;
@@ -420,28 +316,9 @@ static PyObject *py_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     Py_RETURN_NONE;
 }
 
-PyDoc_STRVAR(silu_mul_doc,
-             "silu_mul(g, u, y, n, vec) -> None\n\n"
-             "y = silu(g) * u over n float32 values (raw addresses) as torch computes it: Sleef's "
-             "exp on [0, n - n % vec), libm's on the rest (vec 0: libm's everywhere).");
-
-static PyObject *py_silu_mul(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    (void)self;
-    if (nargs != 5) return PyErr_Format(PyExc_TypeError, "silu_mul takes 5 arguments, got %zd", nargs);
-    const void *ptr[3];
-    for (int i = 0; i < 3; i++)
-        if (!get_ptr(args[i], &ptr[i], 0)) return NULL;
-    const long n = PyLong_AsLong(args[3]), vec = PyLong_AsLong(args[4]);
-    if (PyErr_Occurred()) return NULL;
-    if (n < 0 || vec < 0) return PyErr_Format(PyExc_ValueError, "bad size n=%ld vec=%ld", n, vec);
-    silu_mul(ptr[0], ptr[1], (float *)ptr[2], n, vec);
-    Py_RETURN_NONE;
-}
-
 static PyMethodDef methods[] = {
     {"plan", py_plan, METH_VARARGS, plan_doc},
     {"step", (PyCFunction)(void (*)(void))py_step, METH_FASTCALL, step_doc},
-    {"silu_mul", (PyCFunction)(void (*)(void))py_silu_mul, METH_FASTCALL, silu_mul_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -477,6 +354,5 @@ PyMODINIT_FUNC PyInit__decode(void) {
     if (!g_at) return NULL;
     g_ro = import_api("corral._rowops", "corral._rowops._C_API", CORRAL_ROWOPS_API_VERSION);
     if (!g_ro) return NULL;
-    g_avx2_fma = cpu_has_avx2_fma();
     return PyModule_Create(&module);
 }

@@ -3,10 +3,10 @@
 A one-token step of a small model spends more time dispatching than computing: each block is
 ~25 torch ops and C calls of a few microseconds each. `DecodePlan` binds a model's block weights
 once; `DecodePlan.step` then runs all blocks on the new tokens' hidden states in C, through the
-same kernels the eager path calls (quantized matmuls, float16-cache attention, RMS norm, rope),
-so the result is the eager path's bit for bit. The few element-wise ops the eager path leaves
-to torch are redone with torch's arithmetic; silu is the delicate one (Sleef's exp, see
-decode.c), so `silu_vec()` checks it against torch once before a plan with silu is built.
+same kernels the eager path calls (quantized matmuls, float16-cache attention, RMS norm, rope,
+the gate activations), so the result is the eager path's bit for bit. The few element-wise ops
+the eager path leaves to torch (adds, the float16 cache stores) are redone with torch's
+arithmetic.
 
 The block kinds differ by what is present, not by separate code: optional q/k/v biases
 (qwen2), per-head q/k norms and post-attention / post-FFN norms (Gemma 3) are fields of
@@ -20,13 +20,10 @@ the models then keep to their eager path.
 
 from __future__ import annotations
 
-import platform
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
 
 import torch
-import torch.nn.functional as F
 
 from corral import kernels
 
@@ -35,60 +32,12 @@ try:  # torch first (shared OpenMP runtime); imports _qkernels, _attn and _rowop
 except ImportError:  # pragma: no cover - the extension is built by pip install
     _ext = None
 
-__all__ = ["BlockWeights", "DecodePlan", "available", "silu_mul", "silu_vec"]
-
-# torch's float32 vector loop covers two vectors per iteration (ATen's vectorized_loop): the
-# values of a serial element-wise op past the last whole pair get the scalar formula.
-_SILU_VEC = {"AVX512": 32, "AVX2": 16, "DEFAULT": 0}
-# an element-wise op on at least this many values runs in parallel in torch (GRAIN_SIZE),
-# each thread with its own scalar tail: silu_mul reproduces serial calls only
-TORCH_GRAIN = 32768
+__all__ = ["BlockWeights", "DecodePlan", "available"]
 
 
 def available() -> bool:
     """Whether corral._decode is importable."""
     return _ext is not None
-
-
-def silu_mul(g: torch.Tensor, u: torch.Tensor, vec: int | None = None) -> torch.Tensor:
-    """F.silu(g) * u for contiguous float32 CPU tensors of one shape, in C (as the fused step
-    computes it); `vec`: torch's vector-loop width (default: this torch's, see silu_vec)."""
-    if _ext is None:
-        raise RuntimeError("corral._decode is not built (reinstall corral: pip install -e .)")
-    if vec is None:
-        vec = _SILU_VEC.get(torch.backends.cpu.get_cpu_capability(), 0)
-    g, u = g.contiguous(), u.contiguous()
-    if g.shape != u.shape or g.dtype is not torch.float32 or u.dtype is not torch.float32:
-        raise ValueError("g and u must be float32 tensors of one shape")
-    y = torch.empty_like(g)
-    _ext.silu_mul(g.data_ptr(), u.data_ptr(), y.data_ptr(), g.numel(), vec)
-    return y
-
-
-@cache
-def silu_vec() -> int | None:
-    """torch's silu vector-loop width on this machine (see decode.c), or None where the C
-    silu does not reproduce torch's (an unknown CPU capability or platform): then no plan."""
-    cap = torch.backends.cpu.get_cpu_capability()
-    if (
-        _ext is None
-        or cap not in _SILU_VEC
-        or platform.machine().lower() not in ("x86_64", "amd64")
-    ):
-        return None
-    vec = _SILU_VEC[cap]
-    # a probe over silu's whole range (and past exp's over/underflow), with a scalar tail
-    gen = torch.Generator().manual_seed(0)
-    g = torch.cat(
-        (
-            torch.randn(3000, generator=gen) * 4,
-            torch.linspace(-120, 120, 1001),
-            torch.tensor([0.0, -0.0, 1e-30, -1e-30, 88.7, -88.7, 103.9, -103.9, 1e30, -1e30]),
-        )
-    )
-    u = torch.randn(g.numel(), generator=gen)
-    ok = torch.equal(silu_mul(g, u, vec), F.silu(g) * u)
-    return vec if ok else None
 
 
 ACTIVATIONS = ("silu", "gelu_tanh")  # the gate activations a plan takes (see decode.c)
@@ -153,10 +102,6 @@ class DecodePlan:
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, not {activation!r}")
         gelu = activation == "gelu_tanh"
-        # the table GELU is rowops.c's own code; only silu needs torch's arithmetic checked
-        vec = 0 if gelu else silu_vec()
-        if vec is None:
-            raise RuntimeError("the fused decode step cannot reproduce torch's silu here")
         if not blocks:
             raise ValueError("no blocks")
         self.blocks = list(blocks)
@@ -197,15 +142,14 @@ class DecodePlan:
             n, e, n_head, n_head_kv, head_dim, rope_dim, f, neox, eps, scale, gelu, self.n_rope,
             # the portable-C switches the eager calls use: CORRAL_QKERNELS_SCALAR for the
             # matmuls; attention's is a test-only argument, off in the models
-            vec, kernels._FORCE_SCALAR, False,
+            kernels._FORCE_SCALAR, False,
         )  # fmt: skip
         self._plan = _ext.plan(dims, tuple(layers))
         self.n_layers, self.n_embd, self.n_ff = n, e, f
         self.n_head_kv, self.head_dim, self.rope_dim = n_head_kv, head_dim, rope_dim
-        # rows per call: a matrix's dense route, or torch running silu in parallel, would
-        # give the eager path other bits (the table GELU and torch's products do not care)
+        # rows per call: a matrix's dense route would give the eager path other bits
         dense = min(m.dense_rows for b in self.blocks for m in _mats(b))
-        self.max_rows = max(0, dense - 1 if gelu else min(dense - 1, (TORCH_GRAIN - 1) // f))
+        self.max_rows = max(0, dense - 1)
 
     def kv_table(self, k: Sequence[torch.Tensor], v: Sequence[torch.Tensor]) -> torch.Tensor:
         """The cache buffers of every layer (float16 [slots, Hkv, len, D], CPU, unit stride

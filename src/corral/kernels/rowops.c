@@ -10,9 +10,14 @@
  *             65536 float16 results indexed by the float16-rounded input; 0 below -10 and
  *             the input itself above 10.
  *   rope      rotation of pairs (NORM: adjacent, NEOX: first half against second) with
- *             cos/sin given per position; out = x0 cos - x1 sin, x0 sin + x1 cos, each
- *             product rounded (no FMA contraction: -ffp-contract=off), which is what the
- *             torch formula in corral.models.layers computes, bit for bit.
+ *             cos/sin given per position, as llama.cpp's FMA builds compile ggml's
+ *             rotate_pairs: x0 cos - x1 sin with x1 sin rounded and the rest fused,
+ *             x0 sin + x1 cos with x1 cos rounded (checked against llama.cpp's tensors).
+ *   rope_table the cos/sin of those rotations as ggml_rope_cache_init makes them: the angle
+ *             of pair i is float(p) times theta_scale = powf(base, -2/n_dims) i times over,
+ *             each product rounded to float32, then libm's cosf/sinf.
+ *   swiglu    silu(g) * u as ggml's AVX2 swiglu: g / (1 + e^-g) with ggml's vector exp
+ *             (vexp.h) in runs of 8, libm's expf on a row's last n % 8 values.
  *   round_f16 float32 values rounded to float16 precision (nearest even) and back: what
  *             `x.half().float()` gives, in one pass (F16C where the CPU has it) instead of
  *             two full copies; llama.cpp's attention meets queries and softmax weights as
@@ -35,6 +40,7 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define ROWOPS_X86 1
+#include "vexp.h"
 #endif
 
 #define PAR_MIN 32768L
@@ -101,13 +107,68 @@ static void rope_rows(const float *x, const float *cs, const float *sn, float *y
                 for (long i = 0; i < half; i++) {
                     const long i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
                     const float x0 = xr[i0], x1 = xr[i1];
-                    const float a = x0 * c[i] - x1 * s[i];
-                    const float bq = x0 * s[i] + x1 * c[i];
+                    const float a = fmaf(x0, c[i], -(x1 * s[i]));
+                    const float bq = fmaf(x0, s[i], x1 * c[i]);
                     yr[i0] = a;
                     yr[i1] = bq;
                 }
                 for (long i = R; i < D; i++) yr[i] = xr[i];
             }
+}
+
+/* cos, sin [N, half] for positions pos [N]: pair i of position p turns by
+ * freq_scale * (theta_i / ff[i]) with theta_0 = p, theta_i+1 = theta_i * powf(base, -2/n_dims)
+ * in float32 (ff NULL: 1), as ggml_rope_cache_init computes it (no YaRN ramp). */
+static void rope_table(const int64_t *pos, long N, long half, float base, long n_dims, float freq_scale,
+                       const float *ff, float *cs, float *sn) {
+    const float theta_scale = powf(base, -2.0f / (float)n_dims);
+    for (long t = 0; t < N; t++) {
+        float theta = (float)pos[t];
+        for (long i = 0; i < half; i++) {
+            const float angle = freq_scale * (theta / (ff ? ff[i] : 1.0f));
+            cs[t * half + i] = cosf(angle);
+            sn[t * half + i] = sinf(angle);
+            theta *= theta_scale;
+        }
+    }
+}
+
+/* y = silu(g) * u over rows of n (y may be g): ggml's AVX2 swiglu, its scalar formula where
+ * the CPU lacks AVX2/FMA (what ggml builds without them compute, up to their own vector exp). */
+static int g_avx2_fma = -1;
+
+static int has_avx2_fma(void) {
+#ifdef ROWOPS_X86
+    if (g_avx2_fma < 0) g_avx2_fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return g_avx2_fma;
+#else
+    return 0;
+#endif
+}
+
+#ifdef ROWOPS_X86
+VEXP_TGT static long swiglu_avx2_span(const float *g, const float *u, float *y, long n) {
+    long i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, swiglu_avx2(_mm256_loadu_ps(g + i), _mm256_loadu_ps(u + i)));
+    return i;
+}
+#endif
+
+static void swiglu_rows(const float *g, const float *u, float *y, long rows, long n, int nth) {
+    (void)nth;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nth) schedule(static) if (nth > 1 && rows * n >= PAR_MIN)
+#endif
+    for (long r = 0; r < rows; r++) {
+        const float *gr = g + r * n, *ur = u + r * n;
+        float *yr = y + r * n;
+        long i = 0;
+#ifdef ROWOPS_X86
+        if (has_avx2_fma()) i = swiglu_avx2_span(gr, ur, yr, n);
+#endif
+        for (; i < n; i++) yr[i] = gr[i] / (1.0f + expf(-gr[i])) * ur[i];
+    }
 }
 
 #include "half.h"
@@ -234,6 +295,38 @@ static PyObject *py_rope(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     Py_RETURN_NONE;
 }
 
+static PyObject *py_rope_table(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 9) return PyErr_Format(PyExc_TypeError, "rope_table takes 9 arguments, got %zd", nargs);
+    unsigned long long p[4];
+    PyObject *const ptr_args[4] = {args[0], args[6], args[7], args[8]};
+    if (!get_ptrs(ptr_args, 4, p, 1 << 1)) return NULL;
+    const long long N = PyLong_AsLongLong(args[1]), half = PyLong_AsLongLong(args[2]);
+    const double base = PyFloat_AsDouble(args[3]);
+    const long long n_dims = PyLong_AsLongLong(args[4]);
+    const double freq_scale = PyFloat_AsDouble(args[5]);
+    if (PyErr_Occurred()) return NULL;
+    if (N < 0 || half < 0 || n_dims < 1) return PyErr_Format(PyExc_ValueError, "bad size N=%lld half=%lld", N, half);
+    rope_table((const int64_t *)(uintptr_t)p[0], (long)N, (long)half, (float)base, (long)n_dims, (float)freq_scale,
+               (const float *)(uintptr_t)p[1], (float *)(uintptr_t)p[2], (float *)(uintptr_t)p[3]);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_swiglu(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 6) return PyErr_Format(PyExc_TypeError, "swiglu takes 6 arguments, got %zd", nargs);
+    const int nth = get_nth(args[5]);
+    if (nth < 0) return NULL;
+    unsigned long long p[3];
+    if (!get_ptrs(args, 3, p, 0)) return NULL;
+    const long long rows = PyLong_AsLongLong(args[3]), n = PyLong_AsLongLong(args[4]);
+    if (PyErr_Occurred()) return NULL;
+    if (rows < 0 || n < 0) return PyErr_Format(PyExc_ValueError, "bad shape rows=%lld n=%lld", rows, n);
+    swiglu_rows((const float *)(uintptr_t)p[0], (const float *)(uintptr_t)p[1], (float *)(uintptr_t)p[2],
+                (long)rows, (long)n, nth);
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_gelu(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
     if (nargs != 5) return PyErr_Format(PyExc_TypeError, "gelu takes 5 arguments, got %zd", nargs);
@@ -305,6 +398,11 @@ static PyMethodDef methods[] = {
      "round_f16(x, y, n, nth): y = x rounded to float16 precision (raw addresses; y may be x)."},
     {"rope", (PyCFunction)(void (*)(void))py_rope, METH_FASTCALL,
      "rope(x, cos, sin, y, B, H, T, D, R, neox, nth): rotary embedding of x [B,H,T,D] into y."},
+    {"rope_table", (PyCFunction)(void (*)(void))py_rope_table, METH_FASTCALL,
+     "rope_table(pos, N, half, base, n_dims, freq_scale, ff_or_0, cos, sin): ggml's rope cos/sin "
+     "[N, half] for int64 positions [N] (raw addresses)."},
+    {"swiglu", (PyCFunction)(void (*)(void))py_swiglu, METH_FASTCALL,
+     "swiglu(g, u, y, rows, n, nth): y = silu(g) * u as ggml computes it (raw addresses; y may be g)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -314,7 +412,7 @@ static struct PyModuleDef module = {
 };
 
 /* The table corral._decode calls (capi.h). */
-static corral_rowops_api c_api = {CORRAL_ROWOPS_API_VERSION, rms_norm_rows, rope_rows, gelu_rows};
+static corral_rowops_api c_api = {CORRAL_ROWOPS_API_VERSION, rms_norm_rows, rope_rows, gelu_rows, swiglu_rows};
 
 PyMODINIT_FUNC PyInit__rowops(void) {
     gelu_table_init();

@@ -1,6 +1,8 @@
-"""Per-row RMS norm and rotary embedding in C (`corral._rowops`), one call instead of the
-6-10 torch ops each costs in a decode step. `available()` is False where the extension
-could not be built; corral.models.layers then computes the same in torch."""
+"""Per-row ops in C (`corral._rowops`), each one call instead of the 6-10 torch ops it costs
+in a decode step, computed as llama.cpp's CPU backend computes them: RMS norm, rotary
+embedding and its cos/sin table, ggml's table GELU and its SwiGLU. `available()` is False
+where the extension could not be built; corral.models.layers then computes them in torch
+(same formulas, not always the same last bits)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ try:  # torch first (shared OpenMP runtime, as the other extensions)
 except ImportError:  # pragma: no cover - the extension is built by pip install
     _ext = None
 
-__all__ = ["available", "gelu", "rms_norm", "rope", "round_f16"]
+__all__ = ["available", "gelu", "rms_norm", "rope", "rope_table", "round_f16", "swiglu"]
 
 
 _nth = torch.get_num_threads  # prompt-sized calls split their rows over torch's threads
@@ -52,6 +54,45 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, neox: bool) -> t
         xc.data_ptr(), c.data_ptr(), s.data_ptr(), out.data_ptr(), b, h, t, d, 2 * c.shape[-1],
         int(neox), _nth(),
     )  # fmt: skip
+    return out
+
+
+def rope_table(
+    positions: torch.Tensor, n_pairs: int, base: float, n_dims: int, freq_scale: float = 1.0,
+    freq_factors: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """cos, sin [*positions.shape, n_pairs] float32 for integer positions, as ggml's rope
+    makes them: pair i of position p turns by freq_scale * (theta_i / freq_factors[i]), with
+    theta_0 = p and each next theta the last times powf(base, -2 / n_dims), in float32."""
+    assert _ext is not None
+    pos = positions.to(torch.int64).contiguous()
+    cos = torch.empty(*pos.shape, n_pairs)
+    sin = torch.empty(*pos.shape, n_pairs)
+    ff = 0
+    if freq_factors is not None:
+        freq_factors = freq_factors.to(torch.float32).contiguous()
+        if freq_factors.numel() < n_pairs:
+            raise ValueError(f"{freq_factors.numel()} rope frequency factors for {n_pairs} pairs")
+        ff = freq_factors.data_ptr()
+    _ext.rope_table(
+        pos.data_ptr(), pos.numel(), n_pairs, float(base), n_dims, float(freq_scale), ff,
+        cos.data_ptr(), sin.data_ptr(),
+    )  # fmt: skip
+    return cos, sin
+
+
+def swiglu(g: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """silu(g) * u for float32 CPU tensors of one shape, as ggml's swiglu computes it (its
+    AVX2 vector exp in runs of 8 along the last dim, libm's expf on a row's remainder)."""
+    assert _ext is not None
+    if g.shape != u.shape:
+        raise ValueError(f"swiglu of shapes {tuple(g.shape)} and {tuple(u.shape)}")
+    gc, uc = g.contiguous(), u.contiguous()
+    n = gc.shape[-1] if gc.dim() else 1
+    out = torch.empty_like(gc)
+    _ext.swiglu(
+        gc.data_ptr(), uc.data_ptr(), out.data_ptr(), gc.numel() // n if n else 0, n, _nth()
+    )
     return out
 
 

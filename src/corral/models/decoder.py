@@ -26,7 +26,7 @@ from corral.engine.device import CPU, Device
 from corral.engine.kv_cache import AttentionCache, KVCache
 from corral.gguf.hparams import HParams
 from corral.gguf.reader import GGUFFile
-from corral.models.layers import rms_norm, rope_cos_sin
+from corral.models.layers import RopeFreqs, rms_norm, rope_cos_sin
 from corral.models.weights import Linear, TensorSource
 
 Norm = tuple[torch.Tensor, torch.Tensor | None]  # LayerNorm weight, bias (when it has one)
@@ -175,7 +175,7 @@ class RopeDecoder(AttentionLM[R]):
     decode step where it applies (`fused`, models/fused.py), else the architecture's eager
     `_blocks`, then the final norm and the output head."""
 
-    inv_freq: torch.Tensor  # [rope_dim / 2], on the model's device
+    inv_freq: RopeFreqs  # the rope angles' recipe (layers.rope_cos_sin)
     fused: Any  # FusedDecode | None
     output_norm: torch.Tensor
     output: Linear

@@ -75,8 +75,6 @@ class FusedDecode:
         # CPU float32 rows and float16 CPU caches only
         if device_type != "cpu" or dtype != torch.float32:
             return None
-        if activation == "silu" and decode.silu_vec() is None:
-            return None
         specs = []
         for b in blocks:
             mats = [_qmatrix(getattr(b, n)) for n in ("wq", "wk", "wv", "wo", "gate", "up", "down")]

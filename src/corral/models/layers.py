@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from enum import Enum
 
 import torch
@@ -52,26 +53,53 @@ class RopeStyle(Enum):
     NEOX = 2
 
 
+@dataclass(frozen=True)
+class RopeFreqs:
+    """What a model's rope angles are made from: `inv_freq` [dim/2] (on the model's device)
+    for GPUs and CORRAL_EXACT, and llama.cpp's own recipe (base, dims, factors, scale) for
+    the CPU tables, which must have its float32 bits (see rope_cos_sin)."""
+
+    inv_freq: torch.Tensor
+    base: float
+    dim: int
+    freq_factors: torch.Tensor | None
+    scale: float
+
+
 def rope_inv_freq(
     dim: int,
     base: float,
     freq_factors: torch.Tensor | None = None,
     scale: float = 1.0,
     device: torch.device | str = "cpu",
-) -> torch.Tensor:
-    """Inverse frequencies [dim/2] on `device`; `freq_factors` divide them (llama 3.1's
+) -> RopeFreqs:
+    """The rope frequencies of `dim` rotated dims; `freq_factors` divide them (llama 3.1's
     rope_freqs), `scale` multiplies positions (linear rope scaling)."""
     inv = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
+    ff = None
     if freq_factors is not None:
-        inv = inv / freq_factors.cpu().double()
-    return (inv * scale).float().to(device)
+        ff = freq_factors.detach().to("cpu", torch.float32)
+        inv = inv / ff.double()
+    return RopeFreqs((inv * scale).float().to(device), float(base), dim, ff, float(scale))
 
 
 def rope_cos_sin(
-    inv_freq: torch.Tensor, positions: torch.Tensor
+    freqs: RopeFreqs | torch.Tensor, positions: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """positions [B, T] -> cos, sin [B, 1, T, D/2], broadcasting over heads (float64 angles
-    keep long contexts exact)."""
+    """positions [B, T] -> cos, sin [B, 1, T, D/2], broadcasting over heads.
+
+    On the CPU as llama.cpp makes them (kernels.rowops.rope_table: float32 angles grown by
+    repeated products, libm's cosf/sinf), whose last bits the logits depend on; elsewhere
+    (GPUs, CORRAL_EXACT, no extension, or bare inverse frequencies) from float64 angles."""
+    if isinstance(freqs, RopeFreqs):
+        if _ROWOPS and not _EXACT and positions.device.type == "cpu":
+            cos, sin = rowops.rope_table(
+                positions, freqs.dim // 2, freqs.base, freqs.dim, freqs.scale, freqs.freq_factors
+            )
+            return cos[:, None], sin[:, None]
+        inv_freq = freqs.inv_freq
+    else:
+        inv_freq = freqs
     ang = positions.double()[..., None] * inv_freq.double()
     return ang.cos().float()[:, None], ang.sin().float()[:, None]
 
@@ -80,7 +108,8 @@ def apply_rope(
     x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, style: RopeStyle
 ) -> torch.Tensor:
     """x [B, H, T, D]; cos/sin [B, 1, T, D/2]. Rotates the first 2 * D/2 dims (on the CPU
-    in one C call, bit-identical to the torch formula below)."""
+    in one C call with ggml's fused multiply-adds; the torch formula below rounds every
+    product, so its last bits may differ)."""
     if _ROWOPS and x.dtype == torch.float32 and x.device.type == "cpu" and cos.dtype == x.dtype:
         return rowops.rope(x, cos, sin, style is RopeStyle.NEOX)
     rot = cos.shape[-1] * 2
@@ -234,6 +263,14 @@ def sdpa_attention(
         k, v = k.repeat_interleave(r, dim=1), v.repeat_interleave(r, dim=1)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
     return out.transpose(1, 2).reshape(b, t, h * d)
+
+
+def swiglu(g: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """silu(g) * u: on the CPU as ggml computes it (kernels.rowops.swiglu: its vector exp), in
+    torch elsewhere (GPUs, CORRAL_EXACT, no extension)."""
+    if _ROWOPS and not _EXACT and g.device.type == "cpu" and g.dtype == u.dtype == torch.float32:
+        return rowops.swiglu(g, u)
+    return F.silu(g) * u
 
 
 def round_f16(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:

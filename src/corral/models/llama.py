@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 
 from corral.engine.kv_cache import AttentionCache
 from corral.gguf.hparams import HParams
@@ -25,6 +24,7 @@ from corral.models.layers import (
     default_scale,
     rms_norm,
     rope_inv_freq,
+    swiglu,
 )
 from corral.models.weights import TensorSource, project
 
@@ -112,5 +112,5 @@ class Model(RopeDecoder[ModelArgs]):
             x = x + blk.wo(cached_attention(cache, i, q, k, v, mask, scale, a.sliding_window))
             h = rms_norm(x, blk.ffn_norm, a.rms_eps)
             g, u = project(h, blk.gate, blk.up)
-            x = x + blk.down(F.silu(g) * u)
+            x = x + blk.down(swiglu(g, u))
         return x

@@ -19,7 +19,7 @@ from corral.gguf.hparams import HParams
 from corral.gguf.reader import GGUFFile
 from corral.models.bert import fused_qkv, norm_pair
 from corral.models.encoder import Packing, WeightSource, linear, norm, optional, padding_mask
-from corral.models.layers import RopeStyle, apply_rope, rope_cos_sin, rope_inv_freq
+from corral.models.layers import RopeStyle, apply_rope, rope_cos_sin, rope_inv_freq, swiglu
 
 
 @dataclass(frozen=True)
@@ -149,5 +149,5 @@ class Model:
             h = packing.pack(h.transpose(1, 2).reshape(b, t, a.n_embd))
             x = norm(x + linear(h, blk.wo, blk.bo), *blk.attn_norm, a.eps)
             up, gate = linear(x, blk.w_up_gate, blk.b_up_gate).split(a.n_ff, dim=-1)
-            x = norm(x + linear(up * F.silu(gate), blk.down, blk.bdown), *blk.out_norm, a.eps)
+            x = norm(x + linear(swiglu(gate, up), blk.down, blk.bdown), *blk.out_norm, a.eps)
         return packing.unpack(x)

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 
 from corral.engine.kv_cache import AttentionCache
 from corral.gguf.hparams import HParams
@@ -28,6 +27,7 @@ from corral.models.layers import (
     rms_norm,
     rope_cos_sin,
     rope_inv_freq,
+    swiglu,
 )
 from corral.models.weights import Linear, TensorSource
 
@@ -119,7 +119,7 @@ class Model(AttentionLM[ModelArgs]):
             x = x + blk.wo(cached_attention(cache, i, q, k, v, mask, scale, a.sliding_window))
             h = rms_norm(x, blk.ffn_norm, a.rms_eps)
             gate, up = blk.gate_up(h).chunk(2, dim=-1)
-            x = x + blk.down(F.silu(gate) * up)
+            x = x + blk.down(swiglu(gate, up))
         cache.advance(t)
         if last_only:
             x = x[:, -1:]

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from corral.engine.kv_cache import AttentionCache
 from corral.models.decoder import GluBlock, RmsRopeArgs, RopeDecoder
@@ -23,6 +22,7 @@ from corral.models.layers import (
     default_scale,
     rms_norm,
     rope_inv_freq,
+    swiglu,
 )
 from corral.models.weights import TensorSource
 
@@ -85,5 +85,5 @@ class Model(RopeDecoder[ModelArgs]):
             k = apply_rope(k, cos, sin, RopeStyle.NEOX)  # [B, Hkv, T, D]
             x = x + blk.wo(cached_attention(cache, i, q, k, v, mask, scale))
             h = rms_norm(x, blk.ffn_norm, a.rms_eps)
-            x = x + blk.down(F.silu(blk.gate(h)) * blk.up(h))
+            x = x + blk.down(swiglu(blk.gate(h), blk.up(h)))
         return x

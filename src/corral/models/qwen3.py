@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from corral.engine.kv_cache import AttentionCache
 from corral.models.decoder import AttentionLM, GluBlock, RmsRopeArgs
@@ -22,6 +21,7 @@ from corral.models.layers import (
     rms_norm,
     rope_cos_sin,
     rope_inv_freq,
+    swiglu,
 )
 from corral.models.weights import TensorSource
 
@@ -79,7 +79,7 @@ class Model(AttentionLM[ModelArgs]):
             k = apply_rope(rms_norm(k, blk.k_norm, a.rms_eps), cos, sin, RopeStyle.NEOX)
             x = x + blk.wo(cached_attention(cache, i, q, k, v, mask, scale))
             h = rms_norm(x, blk.ffn_norm, a.rms_eps)
-            x = x + blk.down(F.silu(blk.gate(h)) * blk.up(h))
+            x = x + blk.down(swiglu(blk.gate(h), blk.up(h)))
         cache.advance(t)
         if last_only:
             x = x[:, -1:]
