@@ -1,7 +1,11 @@
-"""The C row operations against their torch formulas."""
+"""The C row operations against the formulas llama.cpp computes them by."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+
+import numpy as np
 import pytest
 import torch
 
@@ -11,19 +15,118 @@ from corral.models import layers
 pytestmark = pytest.mark.skipif(not rowops.available(), reason="corral._rowops not built")
 
 
+def _fma(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """float32 fused multiply-add: the product of two float32s is exact in float64."""
+    return (a.double() * b.double() + c.double()).float()
+
+
 @pytest.mark.parametrize("style", [layers.RopeStyle.NORM, layers.RopeStyle.NEOX])
 @pytest.mark.parametrize(("b", "h", "t", "d", "r"), [(1, 9, 1, 64, 64), (2, 4, 5, 64, 32)])
-def test_rope_is_bit_identical_to_the_torch_formula(
-    monkeypatch: pytest.MonkeyPatch, style: layers.RopeStyle, b: int, h: int, t: int, d: int, r: int
-) -> None:
+def test_rope_rotates_as_llama_cpp_compiles_it(
+    monkeypatch: pytest.MonkeyPatch, style: layers.RopeStyle, b: int, h: int, t: int, d: int,
+    r: int,
+) -> None:  # fmt: skip
+    # x0 cos - x1 sin with x1 sin rounded and the rest fused; x0 sin + x1 cos with x1 cos
+    # rounded (what gcc makes of ggml's rotate_pairs with FMA; matched against its tensors)
     torch.manual_seed(b * t + r)
     x = torch.randn(b, t, h, d).transpose(1, 2) * 3  # a view, as the models pass it
     cos, sin = layers.rope_cos_sin(
         layers.rope_inv_freq(r, 10000.0), torch.arange(7, 7 + t).expand(b, t)
     )
     got = rowops.rope(x, cos, sin, style is layers.RopeStyle.NEOX)
+    half = r // 2
+    if style is layers.RopeStyle.NEOX:
+        x0, x1 = x[..., :half], x[..., half:r]
+    else:
+        x0, x1 = x[..., 0:r:2], x[..., 1:r:2]
+    y0, y1 = _fma(x0, cos, -(x1 * sin)), _fma(x0, sin, x1 * cos)
+    want = x.clone()
+    if style is layers.RopeStyle.NEOX:
+        want[..., :half], want[..., half:r] = y0, y1
+    else:
+        want[..., 0:r:2], want[..., 1:r:2] = y0, y1
+    assert torch.equal(got, want)
+    # and within rounding of the plain formula (the route without the extension)
     monkeypatch.setattr(layers, "_ROWOPS", False)
-    assert torch.equal(got, layers.apply_rope(x, cos, sin, style))
+    torch.testing.assert_close(got, layers.apply_rope(x, cos, sin, style))
+
+
+def _libm() -> ctypes.CDLL:
+    libm = ctypes.CDLL(ctypes.util.find_library("m"))
+    for name in ("cosf", "sinf"):
+        getattr(libm, name).restype = ctypes.c_float
+        getattr(libm, name).argtypes = [ctypes.c_float]
+    libm.powf.restype = ctypes.c_float
+    libm.powf.argtypes = [ctypes.c_float, ctypes.c_float]
+    return libm
+
+
+@pytest.mark.parametrize(
+    ("dims", "base", "scale", "factors"), [(64, 1e5, 1.0, False), (16, 1e4, 0.25, True)]
+)
+def test_rope_table_is_ggmls(dims: int, base: float, scale: float, factors: bool) -> None:
+    # ggml_rope_cache_init: float32 angle grown by one rounded product per pair, libm cos/sin
+    libm = _libm()
+    f32 = np.float32
+    ff = torch.linspace(1.0, 3.0, dims // 2) if factors else None
+    pos = torch.tensor([[0, 1, 4, 517, 4095, 131071]])
+    cos, sin = rowops.rope_table(pos, dims // 2, base, dims, scale, ff)
+    assert cos.shape == sin.shape == (1, 6, dims // 2)
+    theta_scale = f32(libm.powf(f32(base), f32(-2.0) / f32(dims)))
+    for j, p in enumerate(pos[0].tolist()):
+        theta = f32(p)
+        for i in range(dims // 2):
+            angle = f32(f32(scale) * f32(theta / (f32(ff[i]) if factors else f32(1.0))))
+            assert float(cos[0, j, i]) == libm.cosf(angle), (p, i)
+            assert float(sin[0, j, i]) == libm.sinf(angle), (p, i)
+            theta = f32(theta * theta_scale)
+    # the models' route: layers.rope_cos_sin takes this table on the CPU
+    c2, s2 = layers.rope_cos_sin(layers.rope_inv_freq(dims, base, ff, scale), pos)
+    assert torch.equal(c2[:, 0], cos) and torch.equal(s2[:, 0], sin)
+
+
+def _ggml_expf(x: np.ndarray) -> np.ndarray:
+    """ggml's AVX2 ggml_v_expf lane by lane for |x| < 87 (its polynomial branch)."""
+    f32 = np.float32
+
+    def fma(a: object, b: object, c: object) -> np.ndarray:
+        return (np.float64(a) * np.float64(b) + np.float64(c)).astype(np.float32)
+
+    z = fma(x, f32(float.fromhex("0x1.715476p+0")), f32(float.fromhex("0x1.8p23")))
+    n = (z - f32(float.fromhex("0x1.8p23"))).astype(np.float32)
+    b = fma(-n, f32(float.fromhex("0x1.7f7d1cp-20")), fma(-n, f32(float.fromhex("0x1.62e4p-1")), x))
+    k = ((z.view(np.uint32) << np.uint32(23)) + np.float32(1).view(np.uint32)).view(np.float32)
+    u = (b * b).astype(np.float32)
+    hi = fma(f32(float.fromhex("0x1.0e4020p-7")), b, f32(float.fromhex("0x1.573e2ep-5")))
+    lo = fma(f32(float.fromhex("0x1.555e66p-3")), b, f32(float.fromhex("0x1.fffdb6p-2")))
+    j = fma(fma(hi, u, lo), u, (f32(float.fromhex("0x1.ffffecp-1")) * b).astype(np.float32))
+    return fma(j, k, k)
+
+
+@pytest.mark.skipif(not torch.backends.cpu.get_cpu_capability().startswith("AVX"), reason="x86")
+def test_swiglu_is_ggmls() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 1027, generator=g) * 12  # rows of 128 runs of 8 and a tail of 3
+    x[0, :5] = torch.tensor([0.0, -0.0, 80.0, -80.0, 1e-30])
+    u = torch.randn(3, 1027, generator=g)
+    got = rowops.swiglu(x, u)
+    xn, un = x.numpy(), u.numpy()
+    body = xn[:, :1024]
+    e = _ggml_expf((np.float32(0) - body).astype(np.float32))
+    want_body = ((body / (np.float32(1) + e)).astype(np.float32) * un[:, :1024]).astype(np.float32)
+    assert np.array_equal(got[:, :1024].numpy(), want_body)
+    # the tail of each row: libm's expf, as ggml's scalar loop
+    libm = ctypes.CDLL(ctypes.util.find_library("m"))
+    libm.expf.restype, libm.expf.argtypes = ctypes.c_float, [ctypes.c_float]
+    for r in range(3):
+        for i in range(1024, 1027):
+            v = np.float32(xn[r, i])
+            want = np.float32(np.float32(v / np.float32(1 + np.float32(libm.expf(-v)))) * un[r, i])
+            assert float(got[r, i]) == float(want)
+    # huge inputs take ggml's overflow branch: silu(-100) = -0, silu(100) = 100
+    big = rowops.swiglu(torch.tensor([-100.0, 100.0] * 4), torch.ones(8))
+    assert big.tolist() == [0.0, 100.0] * 4
+    assert torch.equal(layers.swiglu(x, u), got)  # the models' route on the CPU
 
 
 def test_rms_norm_as_ggml() -> None:
@@ -97,6 +200,7 @@ def test_results_do_not_depend_on_the_thread_count() -> None:
                     rowops.gelu(x),
                     rowops.rope(x, cos, sin, True),
                     rowops.round_f16(x * 1e-3),
+                    rowops.swiglu(x, x * 0.5),
                 )
             )
     finally:

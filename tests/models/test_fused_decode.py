@@ -18,11 +18,7 @@ from corral.models import fused, layers, weights
 pytestmark = [
     pytest.mark.realmodel,
     pytest.mark.skipif(
-        not decode.available()
-        or decode.silu_vec() is None  # (gemma3's GELU does not need it; smollm2's silu does)
-        or not weights._USE_KERNELS
-        or layers._EXACT
-        or not fused.ENABLED,
+        not decode.available() or not weights._USE_KERNELS or layers._EXACT or not fused.ENABLED,
         reason="the fused decode step is off or not usable here",
     ),
 ]

@@ -1,7 +1,8 @@
 """SmolLM2 behind the server, through the openai SDK: a sensible answer comes back.
 
-The question carries a system message: with its template's default system prompt and greedy
-decoding, SmolLM2-135M answers this one in French poetry rather than with "Paris".
+The question carries a system message: with its template's default system prompt (or "You are
+a helpful assistant.") and greedy decoding, SmolLM2-135M answers this one in French poetry
+rather than with "Paris" — llama.cpp too, token for token.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from corral.server import ServerConfig
 from corral.store import Store
 
 QUESTION = [
-    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "system", "content": "You are a helpful AI assistant."},
     {"role": "user", "content": "What is the capital of France?"},
 ]
 

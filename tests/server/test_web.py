@@ -308,7 +308,7 @@ def test_real_model_answers_in_the_page(
         open_page(d, base)
         wait(d, lambda d: model_ids(d) == ["smollm2:latest"])
         # SmolLM2-135M needs this system prompt to answer plainly (see test_realmodel)
-        open_settings(d, max_tokens=48, system="You are a helpful assistant.", temp="0")
+        open_settings(d, max_tokens=48, system="You are a helpful AI assistant.", temp="0")
         ask(d, "What is the capital of France?")
         wait(d, lambda d: len(answers(d)) == 1 and idle(d), timeout=120)
         assert not el(d, "error").is_displayed(), el(d, "error").text

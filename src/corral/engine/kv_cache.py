@@ -42,16 +42,19 @@ def _decode_route(buf: torch.Tensor, q: torch.Tensor) -> bool:
 def _attn_decode(
     q: torch.Tensor, kb: torch.Tensor, vb: torch.Tensor, slots: torch.Tensor,
     lengths: torch.Tensor, longest: int, scale: float, window: int | None, exact: bool,
+    one_token: bool,
 ) -> torch.Tensor:  # fmt: skip
     """q [B, H, T, D]; slots/lengths [B*T] (row-major over B, T), longest = max(lengths)
-    already checked against the buffers -> [B, T, H*D]."""
+    already checked against the buffers; one_token: the summation order (see
+    KVCache.one_token_sums) -> [B, T, H*D]."""
     from corral.kernels.attention import decode_attention
 
     b, h, t, d = q.shape
     rows = q if t == 1 else q.transpose(1, 2).reshape(b * t, h, 1, d)
     out = decode_attention(
-        rows, kb, vb, slots, lengths, scale, window, exact=exact, checked_max=longest
-    )
+        rows, kb, vb, slots, lengths, scale, window, exact=exact, checked_max=longest,
+        one_token=one_token,
+    )  # fmt: skip
     return out.view(b, t, h * d).to(q.dtype)
 
 
@@ -139,6 +142,14 @@ class KVCache:
         self.device = torch.device(device)
         self.offset = 0
         self._rows: tuple[tuple[int, int], torch.Tensor, torch.Tensor] | None = None
+        # the new tokens are generated ones (speculative verification sets it for its drafts):
+        # their attention sums as llama.cpp's one-token steps, whatever their count
+        self.decoding = False
+
+    def one_token_sums(self, t: int) -> bool:
+        """Whether t new tokens' attention sums as llama.cpp's one-token batches do (see
+        corral.kernels.attention): single tokens, and generated tokens in any number."""
+        return t == 1 or self.decoding
 
     def positions(self, t: int) -> torch.Tensor:
         return torch.arange(self.offset, self.offset + t, device=self.device).expand(self.batch, t)
@@ -173,8 +184,9 @@ class KVCache:
         self.k[layer][:, :, self.offset : end] = k
         self.v[layer][:, :, self.offset : end] = v
         return _attn_decode(
-            q, self.k[layer], self.v[layer], slots, lengths, end, scale, window, exact
-        )
+            q, self.k[layer], self.v[layer], slots, lengths, end, scale, window, exact,
+            self.one_token_sums(t),
+        )  # fmt: skip
 
     def step_rows(self, t: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         """For the C decode routes: the slot and length of each new token's query row, int64
@@ -276,7 +288,13 @@ class SlotBatch:
         rows = self._slot_t[:, None].expand(b, t)
         kb[rows, :, pos] = k.transpose(1, 2).to(kb.dtype)
         vb[rows, :, pos] = v.transpose(1, 2).to(vb.dtype)
-        return _attn_decode(q, kb, vb, slots, lengths, longest, scale, window, exact)
+        return _attn_decode(
+            q, kb, vb, slots, lengths, longest, scale, window, exact, self.one_token_sums(t)
+        )
+
+    def one_token_sums(self, t: int) -> bool:
+        """As KVCache.one_token_sums."""
+        return self.cache.one_token_sums(t)
 
     def step_rows(self, t: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         """As KVCache.step_rows, each row at its own length."""

@@ -239,6 +239,9 @@ def speculative_decode(
     t1 = time.perf_counter()
     rows: torch.Tensor = logits[None]  # logits to draw the next tokens from, one row each
     draft: list[int] = []
+    # verified rows are generated tokens: their attention sums as single steps would, so the
+    # tokens are the plain decode loop's
+    was_decoding, cache.decoding = cache.decoding, True
     try:
         while True:
             for i in range(len(rows)):
@@ -270,4 +273,5 @@ def speculative_decode(
             st.forwards += 1
             t.decode_s = time.perf_counter() - t1
     finally:
+        cache.decoding = was_decoding
         cache.truncate(len(prompt) + max(emitted - 1, 0))

@@ -10,12 +10,13 @@
  * Arithmetic follows llama.cpp's CPU graph (mul_mat(k, q) -> soft_max -> mul_mat(v, kq)):
  * the query is rounded to float16 before it meets the float16 keys, the softmax runs in
  * float32, and its weights are rounded to float16 before they meet the values; sums are
- * float32 in the order of an AVX2 build's tinyBLAS (head_avx2).  That order decides where
- * greedy outputs part: a last-bit change in a score flips a float16 rounding now and then,
- * and the 8-bit activations downstream carry the flip on (with tinyBLAS's 16-lane order,
- * an AVX-512 build's, these kernels give that build's logits at the positions where the
- * 8-lane order parts from it).  `exact` skips both roundings (CORRAL_EXACT comparisons with
- * reference implementations).
+ * float32 in the orders of an AVX2 build of llama.cpp (head_avx2): for a batch of several
+ * tokens its tinyBLAS GEMM (one 8-lane accumulator per output, then a horizontal sum), for a
+ * one-token batch ggml_vec_dot_f16 (four 8-lane accumulators over runs of 32, their own
+ * reduction, a float64 tail), `one_token` choosing.  The order decides where outputs part: a
+ * last-bit change in a score flips a float16 rounding now and then, and the 8-bit
+ * activations downstream carry the flip on.  `exact` skips both roundings (CORRAL_EXACT
+ * comparisons with reference implementations).
  *
  * Layout (element strides, so any [slot, head, pos, dim] buffer with unit dim stride works):
  *   q    float32 [B, H, D] contiguous        the new token's queries
@@ -115,6 +116,15 @@ TGT static inline float hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+/* ggml's GGML_F32x8_REDUCE of four 8-lane accumulators: (a0 + a2) + (a1 + a3), the halves
+ * added, then two horizontal adds: ((t0 + t1) + (t2 + t3)) */
+TGT static inline float reduce4(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
+    const __m256 x = _mm256_add_ps(_mm256_add_ps(a0, a2), _mm256_add_ps(a1, a3));
+    const __m128 t0 = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    const __m128 t1 = _mm_hadd_ps(t0, t0);
+    return _mm_cvtss_f32(_mm_hadd_ps(t1, t1));
+}
+
 TGT static inline __m256 ld_h(const uint16_t *p) {
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
 }
@@ -143,10 +153,34 @@ TGT static void head_avx2(const attn_job *jb, long b, long h, float *s, float *p
     }
     float mx = -INFINITY;
     for (long i = a0; i < start; i++) s[i - a0] = -INFINITY;
+    long i = start;
+    if (jb->one_token) {
+        /* ggml_vec_dot_f16: dims in runs of 32 over four 8-lane accumulators, reduce4, then
+         * the D % 32 last products added one by one in float64 */
+        const long nv = (D / 32) * 4;
+        for (; i < end; i++) {
+            const uint16_t *kr = jb->k + base + i * jb->s_pos;
+            __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
+            for (long j = 0; j < nv; j += 4) {
+                c0 = _mm256_fmadd_ps(ld_h(kr + 8 * j), qv[j], c0);
+                c1 = _mm256_fmadd_ps(ld_h(kr + 8 * j + 8), qv[j + 1], c1);
+                c2 = _mm256_fmadd_ps(ld_h(kr + 8 * j + 16), qv[j + 2], c2);
+                c3 = _mm256_fmadd_ps(ld_h(kr + 8 * j + 24), qv[j + 3], c3);
+            }
+            double acc = (double)reduce4(c0, c1, c2, c3);
+            if (nv < nd) {
+                _Alignas(32) float qt[32];
+                for (long j = nv; j < nd; j++) _mm256_store_ps(qt + 8 * (j - nv), qv[j]);
+                for (long d = 8 * nv; d < D; d++) acc += (double)(h2f(kr[d]) * qt[d - 8 * nv]);
+            }
+            const float sc = (float)acc * jb->scale;
+            s[i - a0] = sc;
+            mx = sc > mx ? sc : mx;
+        }
+    }
     /* four positions at a time: four independent FMA chains instead of one (a position's
      * chain is D/8 dependent FMAs); each position's operations and their order are those of
      * the one-at-a-time loop below, so the scores are the same bits */
-    long i = start;
     for (; i + 4 <= end; i += 4) {
         const uint16_t *k0 = jb->k + base + i * jb->s_pos, *k1 = k0 + jb->s_pos;
         const uint16_t *k2 = k1 + jb->s_pos, *k3 = k2 + jb->s_pos;
@@ -186,23 +220,35 @@ TGT static void head_avx2(const attn_job *jb, long b, long h, float *s, float *p
         const __m256 p = _mm256_mul_ps(_mm256_loadu_ps(s + i), inv);
         _mm256_storeu_ps(s + i, jb->exact ? p : round_h(p));
     }
-    /* out[d] = sum_i p_i v_i[d]: 8 partial sums per d, one per lane i % 8 (part[lane][d]) */
-    for (long x = 0; x < 8 * D; x += 8) _mm256_storeu_ps(part + x, _mm256_setzero_ps());
+    /* out[d] = sum_i p_i v_i[d]: partial sums per d, one per lane (part[lane][d]): i % 8 for
+     * tinyBLAS, i % 32 for vec_dot_f16 (its accumulator (i / 8) % 4, lane i % 8) */
+    const long lanes = jb->one_token ? 32 : 8;
+    for (long x = 0; x < lanes * D; x += 8) _mm256_storeu_ps(part + x, _mm256_setzero_ps());
     for (long i = start; i < end; i++) {
         const uint16_t *vr = jb->v + base + i * jb->s_pos;
         const __m256 p = _mm256_set1_ps(s[i - a0]);
-        float *pl = part + (i & 7) * D;
+        float *pl = part + (i & (lanes - 1)) * D;
         for (long j = 0; j < nd; j++)
             _mm256_storeu_ps(pl + 8 * j, _mm256_fmadd_ps(ld_h(vr + 8 * j), p, _mm256_loadu_ps(pl + 8 * j)));
     }
     float *o = jb->out + (b * jb->H + h) * D;
-    for (long j = 0; j < nd; j++) {
 #define PL(l) _mm256_loadu_ps(part + (l) * D + 8 * j)
+    if (jb->one_token) { /* reduce4 on every d at once */
+        for (long j = 0; j < nd; j++) {
+            __m256 x[8];
+            for (int l = 0; l < 8; l++) x[l] = _mm256_add_ps(_mm256_add_ps(PL(l), PL(16 + l)), _mm256_add_ps(PL(8 + l), PL(24 + l)));
+            __m256 t[4];
+            for (int l = 0; l < 4; l++) t[l] = _mm256_add_ps(x[l], x[l + 4]);
+            _mm256_storeu_ps(o + 8 * j, _mm256_add_ps(_mm256_add_ps(t[0], t[1]), _mm256_add_ps(t[2], t[3])));
+        }
+        return;
+    }
+    for (long j = 0; j < nd; j++) {
         const __m256 even = _mm256_add_ps(_mm256_add_ps(PL(0), PL(4)), _mm256_add_ps(PL(2), PL(6)));
         const __m256 odd = _mm256_add_ps(_mm256_add_ps(PL(1), PL(5)), _mm256_add_ps(PL(3), PL(7)));
-#undef PL
         _mm256_storeu_ps(o + 8 * j, _mm256_add_ps(even, odd));
     }
+#undef PL
 }
 
 static int cpu_has_f16c_avx2(void) {
@@ -228,7 +274,7 @@ static int attn_run(const attn_job *jb, int nth, int simd) {
 #endif
     for (long pi = 0; pi < pairs; pi++) {
         /* scores (aligned to 8 positions) then 8 x D partial sums */
-        float *s = scores_buf((size_t)max_n + 16 + 8 * (size_t)jb->D);
+        float *s = scores_buf((size_t)max_n + 16 + 32 * (size_t)jb->D);
         if (!s) {
             failed |= 1;
             continue;
@@ -248,13 +294,13 @@ static int attn_run(const attn_job *jb, int nth, int simd) {
 
 PyDoc_STRVAR(decode_doc,
              "decode(q, k, v, out, slot, len, B, H, Hkv, D, s_slot, s_head, s_pos, window, scale, "
-             "exact, n_threads, scalar) -> None\n\n"
+             "exact, n_threads, scalar, one_token) -> None\n\n"
              "Attention of one new query per sequence over a float16 KV cache, written to out "
              "[B, H, D] float32. q, k, v, out, slot, len are raw addresses (see attention.c).");
 
 static PyObject *py_decode(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 18) return PyErr_Format(PyExc_TypeError, "decode takes 18 arguments, got %zd", nargs);
+    if (nargs != 19) return PyErr_Format(PyExc_TypeError, "decode takes 19 arguments, got %zd", nargs);
     unsigned long long ptr[6];
     for (int i = 0; i < 6; i++) {
         ptr[i] = PyLong_AsUnsignedLongLong(args[i]);
@@ -271,13 +317,14 @@ static PyObject *py_decode(PyObject *self, PyObject *const *args, Py_ssize_t nar
     const long long exact = PyLong_AsLongLong(args[15]);
     long long nth = PyLong_AsLongLong(args[16]);
     const long long scalar = PyLong_AsLongLong(args[17]);
+    const long long one_token = PyLong_AsLongLong(args[18]);
     if (PyErr_Occurred()) return NULL;
     attn_job jb = {
         (const float *)(uintptr_t)ptr[0], (const uint16_t *)(uintptr_t)ptr[1],
         (const uint16_t *)(uintptr_t)ptr[2], (const int64_t *)(uintptr_t)ptr[4],
         (const int64_t *)(uintptr_t)ptr[5], (float *)(uintptr_t)ptr[3],
         (long)iv[0], (long)iv[1], (long)iv[2], (long)iv[3],
-        (long)iv[4], (long)iv[5], (long)iv[6], (long)iv[7], (float)scale, exact != 0,
+        (long)iv[4], (long)iv[5], (long)iv[6], (long)iv[7], (float)scale, exact != 0, one_token != 0,
     };
     if (jb.B < 0 || jb.H < 1 || jb.Hkv < 1 || jb.H % jb.Hkv || jb.D < 1 || jb.D > 512)
         return PyErr_Format(PyExc_ValueError, "bad shape B=%ld H=%ld Hkv=%ld D=%ld", jb.B, jb.H, jb.Hkv, jb.D);

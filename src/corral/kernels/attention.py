@@ -35,6 +35,7 @@ def decode_attention(
     exact: bool = False,
     n_threads: int | None = None,
     checked_max: int | None = None,
+    one_token: bool = False,
     _scalar: bool = False,
 ) -> torch.Tensor:
     """q [B, H, 1, D] float32; k_buf/v_buf [slots, Hkv, L, D] float16 (one layer's cache,
@@ -43,7 +44,9 @@ def decode_attention(
 
     `window`: only the last `window` positions are visible. `exact`: no float16 roundings.
     `checked_max`: max(lengths), from a caller that checked it against the buffers once per
-    step (the KV caches); saves a reduction and a host sync per layer.
+    step (the KV caches); saves a reduction and a host sync per layer. `one_token`: sum in
+    the order llama.cpp uses for one-token batches (ggml_vec_dot_f16) rather than for prompt
+    batches (tinyBLAS); the two differ in last bits (see attention.c).
     """
     if _ext is None:
         raise RuntimeError("corral._attn is not built (reinstall corral: pip install -e .)")
@@ -84,5 +87,6 @@ def decode_attention(
         int(exact),
         torch.get_num_threads() if n_threads is None else int(n_threads),
         int(_scalar),
+        int(one_token),
     )
     return out

@@ -50,9 +50,12 @@ typedef struct {
     long window;
     float scale;
     int exact;
+    /* sum in the order llama.cpp uses for a one-token batch (ggml_vec_dot_f16) instead of
+     * its prompt-batch order (tinyBLAS); see attention.c */
+    int one_token;
 } corral_attn_job;
 
-#define CORRAL_ATTN_API_VERSION 1
+#define CORRAL_ATTN_API_VERSION 2
 
 typedef struct {
     int version;

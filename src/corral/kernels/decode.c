@@ -113,7 +113,7 @@ static float *scratch(size_t n) { return grow_scratch(&t_buf, &t_cap, n * sizeof
  * and their element strides of slot, head and position (unit stride on D). cs/sn:
  * [n_rope, M, R/2], the layer's set at cs + rope * M * R/2. */
 static int run_step(const plan_t *p, float *x, long M, const float *cs, const float *sn, const int64_t *kv,
-                    const int64_t *slot, const int64_t *len, int nth) {
+                    const int64_t *slot, const int64_t *len, int nth, int one_token) {
     const long E = p->E, H = p->H, Hkv = p->Hkv, D = p->D, F = p->F;
     const long nq = H * D, nk = Hkv * D;
     float *buf = scratch((size_t)M * (size_t)(2 * E + 2 * nq + 2 * nk + 2 * F));
@@ -155,7 +155,7 @@ static int run_step(const plan_t *p, float *x, long M, const float *cs, const fl
             }
         }
         const corral_attn_job jb = {q, kb, vb, slot, len, att, M, H, Hkv, D,
-                                    s_slot, s_head, s_pos, ly->window, p->scale, 0};
+                                    s_slot, s_head, s_pos, ly->window, p->scale, 0, one_token};
         if (g_at->decode(&jb, nth, p->attn_simd)) return -1;
         corral_mat_spec wo = ly->wo;
         wo.y = o;
@@ -284,15 +284,16 @@ fail:
 }
 
 PyDoc_STRVAR(step_doc,
-             "step(plan, x, M, cos, sin, kv, slot, len, n_threads) -> None\n\n"
+             "step(plan, x, M, cos, sin, kv, slot, len, n_threads, one_token) -> None\n\n"
              "Runs every block of `plan` on x [M, E] float32 in place (raw addresses): cos/sin "
              "[n_rope, M, R/2] float32, kv int64 [L, 5] (k and v buffer addresses, slot/head/position "
              "strides), slot and len int64 [M] (the new token goes to position len - 1 of its "
-             "slot, already checked against the buffers).");
+             "slot, already checked against the buffers); one_token: attention sums as llama.cpp's "
+             "one-token batches (see attention.c).");
 
 static PyObject *py_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 9) return PyErr_Format(PyExc_TypeError, "step takes 9 arguments, got %zd", nargs);
+    if (nargs != 10) return PyErr_Format(PyExc_TypeError, "step takes 10 arguments, got %zd", nargs);
     const plan_t *p = PyCapsule_GetPointer(args[0], PLAN_NAME);
     if (!p) return NULL;
     const void *ptr[6]; /* x, cos, sin, kv, slot, len */
@@ -301,7 +302,8 @@ static PyObject *py_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs
         if (!get_ptr(args[at[i]], &ptr[i], 0)) return NULL;
     const long M = PyLong_AsLong(args[2]);
     long nth = PyLong_AsLong(args[8]);
-    if (PyErr_Occurred()) return NULL;
+    const int one_token = PyObject_IsTrue(args[9]);
+    if (PyErr_Occurred() || one_token < 0) return NULL;
     if (M < 1) return PyErr_Format(PyExc_ValueError, "bad row count M=%ld", M);
     const int64_t *len = ptr[5];
     for (long m = 0; m < M; m++)
@@ -310,7 +312,7 @@ static PyObject *py_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     if (nth > 256) nth = 256;
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = run_step(p, (float *)ptr[0], M, ptr[1], ptr[2], ptr[3], ptr[4], len, (int)nth);
+    rc = run_step(p, (float *)ptr[0], M, ptr[1], ptr[2], ptr[3], ptr[4], len, (int)nth, one_token);
     Py_END_ALLOW_THREADS
     if (rc) return PyErr_NoMemory();
     Py_RETURN_NONE;

@@ -172,6 +172,7 @@ class DecodePlan:
     def step(
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv: torch.Tensor,
         slots: torch.Tensor, lengths: torch.Tensor, n_threads: int | None = None,
+        one_token: bool = False,
     ) -> None:  # fmt: skip
         """Runs every block on x [M, E] float32 (contiguous, updated in place): the new token
         of row m has rope angles cos/sin [M, R/2], or [S, M, R/2] for S >= n_rope sets (a
@@ -179,7 +180,8 @@ class DecodePlan:
         local layers only) and goes to position lengths[m] - 1 of cache
         slot slots[m] (int64 [M], checked against the buffers of `kv`, a kv_table). Rows may
         share a slot (several new tokens of one sequence); each attends to its slot's first
-        lengths[m] positions, all rows' keys and values written first."""
+        lengths[m] positions, all rows' keys and values written first. one_token: the
+        attention's summation order (corral.kernels.attention.decode_attention)."""
         m = x.shape[0]
         if not 0 < m <= self.max_rows:
             raise ValueError(f"a fused step takes 1 to {self.max_rows} rows, got {m}")
@@ -204,7 +206,7 @@ class DecodePlan:
         _ext.step(  # type: ignore[union-attr]
             self._plan, x.data_ptr(), m, cos.data_ptr(), sin.data_ptr(), kv.data_ptr(),
             slots.data_ptr(), lengths.data_ptr(),
-            torch.get_num_threads() if n_threads is None else n_threads,
+            torch.get_num_threads() if n_threads is None else n_threads, one_token,
         )  # fmt: skip
 
 

@@ -133,6 +133,6 @@ class FusedDecode:
         # with S = 1 for a single set
         self.plan.step(
             x.view(m, e), cos.reshape(-1, m, half), sin.reshape(-1, m, half), table, slots,
-            lengths,
+            lengths, one_token=cache.one_token_sums(t),  # type: ignore[attr-defined]
         )  # fmt: skip
         return True
