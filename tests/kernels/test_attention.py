@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -71,3 +72,85 @@ def test_errors() -> None:
         decode_attention(
             torch.zeros(1, 1, 2, 16), kb, kb, torch.tensor([0]), torch.tensor([1]), 1.0
         )
+
+
+def _ggml_expf(x: np.ndarray) -> np.ndarray:
+    """ggml's AVX2 exp (ggml_v_expf) lane by lane, its polynomial branch (-87 < x <= 0)."""
+    f32 = np.float32
+
+    def fma(a: object, b: object, c: object) -> np.ndarray:
+        return (np.float64(a) * np.float64(b) + np.float64(c)).astype(np.float32)
+
+    def h(s: str) -> np.float32:
+        return f32(float.fromhex(s))
+
+    z = fma(x, h("0x1.715476p+0"), h("0x1.8p23"))
+    n = (z - h("0x1.8p23")).astype(np.float32)
+    b = fma(-n, h("0x1.7f7d1cp-20"), fma(-n, h("0x1.62e4p-1"), x))
+    k = ((z.view(np.uint32) << np.uint32(23)) + np.float32(1).view(np.uint32)).view(np.float32)
+    u = (b * b).astype(np.float32)
+    hi = fma(h("0x1.0e4020p-7"), b, h("0x1.573e2ep-5"))
+    lo = fma(h("0x1.555e66p-3"), b, h("0x1.fffdb6p-2"))
+    return fma(fma(fma(hi, u, lo), u, (h("0x1.ffffecp-1") * b).astype(np.float32)), k, k)
+
+
+def _hsum8(a: np.ndarray) -> np.float32:
+    return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
+
+
+def _dot(x: np.ndarray, y: np.ndarray, idx: np.ndarray, one_token: bool) -> np.float32:
+    """sum x*y (float16 values, so every product is exact in float32) with element i in the
+    lane llama.cpp gives index idx[i]: tinyBLAS's 8 lanes, or ggml_vec_dot_f16's 4 x 8 lanes
+    over runs of 32 and a float64 tail past the last whole run (n_whole: idx below it)."""
+    prod = (x * y).astype(np.float32)
+    if not one_token:
+        acc = np.zeros(8, np.float32)
+        for p, i in zip(prod, idx, strict=True):
+            acc[i % 8] += p
+        return _hsum8(acc)
+    acc = np.zeros((4, 8), np.float32)
+    tail = []
+    for p, i in zip(prod, idx, strict=True):
+        if i < _dot.n_whole:  # type: ignore[attr-defined]
+            acc[(i % 32) // 8, i % 8] += p
+        else:
+            tail.append(p)
+    v = (acc[0] + acc[2]) + (acc[1] + acc[3])
+    t = v[:4] + v[4:]
+    s = np.float64((t[0] + t[1]) + (t[2] + t[3]))
+    for p in tail:
+        s += np.float64(p)
+    return np.float32(s)
+
+
+@pytest.mark.parametrize("one_token", [False, True])
+@pytest.mark.parametrize(("d", "n", "window"), [(64, 45, None), (40, 300, 100)])
+def test_sums_in_llama_cpps_orders(one_token: bool, d: int, n: int, window: int | None) -> None:
+    """Scores, softmax and values summed exactly as an AVX2 llama.cpp build sums them: its
+    tinyBLAS order for prompt batches, ggml_vec_dot_f16's for one-token batches (positions
+    counted from 0: llama.cpp pads its cache view to a multiple of 256)."""
+    g = torch.Generator().manual_seed(d + n)
+    kb = (torch.randn(1, 1, 320, d, generator=g) * 0.5).half()
+    vb = torch.randn(1, 1, 320, d, generator=g).half()
+    q = torch.randn(1, 1, 1, d, generator=g)
+    scale = d**-0.5
+    got = decode_attention(
+        q, kb, vb, torch.tensor([0]), torch.tensor([n]), scale, window, one_token=one_token
+    ).view(d)
+    q16 = q.view(d).half().float().numpy()
+    k16, v16 = kb[0, 0].float().numpy(), vb[0, 0].float().numpy()
+    start = n - window if window and n > window else 0
+    _dot.n_whole = (d // 32) * 32  # type: ignore[attr-defined]
+    dims = np.arange(d)
+    s = np.array([_dot(q16, k16[j], dims, one_token) for j in range(start, n)], np.float32)
+    s = (s * np.float32(scale)).astype(np.float32)
+    e = _ggml_expf((s - s.max()).astype(np.float32))
+    # softmax sum: 8-lane chunks aligned to position 0, each chunk's hsum added in float64
+    padded = np.zeros(((n + 7) // 8) * 8, np.float32)
+    padded[start:n] = e
+    total = sum(np.float64(_hsum8(padded[c : c + 8])) for c in range(0, len(padded), 8))
+    p = (e * np.float32(1.0 / total)).astype(np.float16).astype(np.float32)
+    _dot.n_whole = 1 << 30  # type: ignore[attr-defined]  # the cache view has no tail
+    keys = np.arange(start, n)
+    want = np.array([_dot(p, v16[start:n, c], keys, one_token) for c in range(d)], np.float32)
+    assert np.array_equal(got.numpy(), want)

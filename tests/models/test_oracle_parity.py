@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import corral
 
@@ -99,3 +100,27 @@ def test_smollm2_logits_are_llama_cpps_bits(smollm2_path: Path, oracle_smollm2: 
         for tid, val in p["top5"]
     )
     assert worst <= 6e-6, f"largest top-5 logit difference {worst:.2e}"
+
+
+def test_long_prompts_keep_llama_cpps_arithmetic_without_dense_routes(
+    smollm2_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CORRAL_DENSE=0: every matmul stays on the integer kernels, so a 100-token prompt in
+    one call gets the bits of the same prompt fed 10 tokens at a time (the route the short
+    oracle prompts above pin to llama.cpp's); with the dense routes it does not."""
+    from corral.models import weights
+
+    ids = list(range(300, 400))
+
+    def logits(dense: bool) -> tuple[np.ndarray, np.ndarray]:
+        monkeypatch.setattr(weights, "_DENSE", dense)
+        net = corral.load(smollm2_path, n_ctx=256).net
+        whole = net.forward(torch.tensor([ids]), net.make_cache(256))[0]
+        cache = net.make_cache(256)
+        parts = [net.forward(torch.tensor([ids[i : i + 10]]), cache)[0] for i in range(0, 100, 10)]
+        return whole.numpy(), torch.cat(parts).numpy()
+
+    whole, parts = logits(dense=False)
+    assert np.array_equal(whole, parts)
+    whole, parts = logits(dense=True)
+    assert not np.array_equal(whole, parts)

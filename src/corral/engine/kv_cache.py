@@ -19,24 +19,19 @@ from typing import Protocol
 
 import torch
 
-# Up to this many new tokens per row attend in C (decode steps, speculative drafts being
-# verified, short prompts), each as its own query row: row t of a T-token step then gets
-# the very bits a one-token step at that position would (as the integer matmul kernels do,
-# models.weights.KERNEL_MAX_ROWS), so verifying a draft cannot change a greedy choice, and
-# short prompts are computed with llama.cpp's arithmetic throughout.
+# New tokens attend in C on the CPU (decode steps, speculative drafts being verified,
+# prompts), each as its own query row summed in llama.cpp's order (one_token_sums): row t
+# of a T-token step gets the very bits a step at that position would in the same order (as
+# the integer matmul kernels do, models.weights.KERNEL_MAX_ROWS). A draft being verified
+# takes up to DECODE_MAX_T rows (engine.speculative).
 DECODE_MAX_T = 64
 
 
 def _decode_route(buf: torch.Tensor, q: torch.Tensor) -> bool:
-    """Whether the C attention serves this step: few new tokens, CPU, float16 cache."""
+    """Whether the C attention serves this step: CPU, float16 cache."""
     from corral.kernels import attention
 
-    return (
-        q.shape[2] <= DECODE_MAX_T
-        and buf.device.type == "cpu"
-        and buf.dtype == torch.float16
-        and attention.available()
-    )
+    return buf.device.type == "cpu" and buf.dtype == torch.float16 and attention.available()
 
 
 def _attn_decode(

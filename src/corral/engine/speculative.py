@@ -10,8 +10,10 @@ the cache is rewound past the rest.
 
 Why the output cannot change: on the CPU a step of up to `DECODE_MAX_T` new tokens gives each
 row the very bits a one-token step at that position gives (the C attention and the quantized
-matmul kernels treat each row alone), and rows are drawn in order with the same history and
-the same sampler, so even a seeded random sampler consumes its generator identically. A
+matmul kernels treat each row alone, and the cache is marked `decoding` while drafts are
+verified, so their attention sums in the one-token order), and rows are drawn in order with
+the same history and the same sampler, so even a seeded random sampler consumes its
+generator identically. A
 rejected draft token is never drawn from, so grammar constraints see only real tokens.
 
 On by default where those conditions hold (see `speculation_applies`); turn it off per

@@ -29,10 +29,12 @@ from corral.quant.activations import ACT_QUANT_FOR, ActQuant, round_activations
 
 # Up to this many rows of activations every kernel-backed weight goes through the integer
 # kernels (llama.cpp's arithmetic; row r of a call is bit-identical to computing it alone).
-# Beyond it, each weight switches at its type's break-even (kernels.DENSE_BREAK_EVEN: 64
-# rows for 32-value blocks, 128 for k-quants) to its dense route: dequantized in C, float32
-# GEMM, 2-3x faster on long prompts.
+# Beyond it, each weight switches at its type's break-even (kernels.AMX_BREAK_EVEN or
+# DENSE_BREAK_EVEN) to its dense route, AMX tiles or float32 GEMM on dequantized blocks:
+# 1.5-3x faster on long prompts, but not llama.cpp's bits. CORRAL_DENSE=0 keeps every call
+# on the integer kernels, so that prompts of any length get llama.cpp's logits.
 KERNEL_MAX_ROWS = 16
+_DENSE = os.environ.get("CORRAL_DENSE", "1") != "0"
 # Dequantize big matrices for BLAS this many elements at a time (bounds the float32 copy).
 _DEQUANT_CHUNK = 1 << 22
 # CORRAL_KERNELS=0 turns the C kernels off (BLAS on dequantized blocks for every call).
@@ -97,7 +99,9 @@ class BlockWeight:
         self.raw = _as_tensor(t.data)
         self.act = ActQuant.NONE if _EXACT else ACT_QUANT_FOR.get(t.ggml_type, ActQuant.NONE)
         self.kernel = (
-            kernels.QMatrix(self.raw, t.ggml_type, t.shape[0], t.shape[1], dense_rows="auto")
+            kernels.QMatrix(
+                self.raw, t.ggml_type, t.shape[0], t.shape[1], dense_rows="auto" if _DENSE else None
+            )
             if _USE_KERNELS and not _EXACT and t.ggml_type in kernels.SUPPORTED_TYPES
             else None
         )
