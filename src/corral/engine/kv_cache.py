@@ -21,8 +21,9 @@ import torch
 
 # Up to this many new tokens per row attend in C (decode steps, speculative drafts being
 # verified, short prompts), each as its own query row: row t of a T-token step then gets
-# the very bits a one-token step at that position would (as the integer matmul kernels do,
-# models.weights.KERNEL_MAX_ROWS), so verifying a draft cannot change a greedy choice, and
+# the very bits a one-token step at that position would (as the integer matmul kernels do in
+# their "rows" order, kernels.rows_alone, models.weights.KERNEL_MAX_ROWS), so verifying a
+# draft cannot change a greedy choice, and
 # short prompts are computed with llama.cpp's arithmetic throughout.
 DECODE_MAX_T = 64
 

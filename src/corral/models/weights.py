@@ -28,7 +28,9 @@ from corral.quant import SUPPORTED_TYPES, dequantize, dequantize_rows, is_suppor
 from corral.quant.activations import ACT_QUANT_FOR, ActQuant, round_activations
 
 # Up to this many rows of activations every kernel-backed weight goes through the integer
-# kernels (llama.cpp's arithmetic; row r of a call is bit-identical to computing it alone).
+# kernels (llama.cpp's arithmetic, as its AVX2 build picks kernels for the call's row count:
+# see kernels.order(); in the "rows" order row r of a call is bit-identical to computing it
+# alone).
 # Beyond it, each weight switches at its type's break-even (kernels.DENSE_BREAK_EVEN: 64
 # rows for 32-value blocks, 128 for k-quants) to its dense route: dequantized in C, float32
 # GEMM, 2-3x faster on long prompts.
