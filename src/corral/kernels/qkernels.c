@@ -527,11 +527,35 @@ TGT AI float fma1(float a, float b, float c) {
     return _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b), _mm_set_ss(c)));
 }
 
-/* The float steps of one 256-value block in ggml's tiled order (dot_k_tiled_scalar). */
-TGT AI float tiled_step(float acc, int isum, int msum, float dw, float dminw, float da, int has_min) {
-    float res = dw * (float)isum;
-    if (has_min) res = fma1(-dminw, (float)msum, res);
-    return fma1(res, da, acc);
+/* The float steps of one 256-value block in ggml's tiled order (dot_k_tiled_scalar) for up
+ * to 4 activation rows, row r in lane r: is, ms their isum and msum, d8 their scales. */
+TGT AI __m128 tiled_step4(__m128 acc, __m128i is, __m128i ms, float dw, float dminw, __m128 d8, int has_min) {
+    __m128 res = _mm_mul_ps(_mm_set1_ps(dw), _mm_cvtepi32_ps(is));
+    if (has_min) res = _mm_fnmadd_ps(_mm_set1_ps(dminw), _mm_cvtepi32_ps(ms), res);
+    return _mm_fmadd_ps(res, d8, acc);
+}
+
+/* The 8 lanes of a, b, c, d summed: [sum a, sum b, sum c, sum d] (exact, int32). */
+TGT AI __m128i hsum4_i32_8(__m256i a, __m256i b, __m256i c, __m256i d) {
+    const __m256i t = _mm256_hadd_epi32(_mm256_hadd_epi32(a, b), _mm256_hadd_epi32(c, d));
+    return _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+}
+
+/* rows 0..3 of a per-row array where the kernel has NR rows (zero past them) */
+#define PICK4(v, z) (v)[0], NR > 1 ? (v)[1] : (z), NR > 2 ? (v)[2] : (z), NR > 3 ? (v)[3] : (z)
+
+/* the scales d of activation rows 0..NR-1 of block i, in lanes (zero past them) */
+TGT AI __m128 act_d4(const int NR, const uint8_t *a, size_t astride, int i) {
+    float d[4] = {0.f, 0.f, 0.f, 0.f};
+    for (int r = 0; r < NR; r++) d[r] = ((const act256 *)(a + r * astride))[i].d;
+    return _mm_loadu_ps(d);
+}
+
+/* lanes 0..NR-1 of v to out[r * ostride] */
+TGT AI void store_rows(const int NR, __m128 v, float *out, size_t ostride) {
+    float o[4];
+    _mm_storeu_ps(o, v);
+    for (int r = 0; r < NR; r++) out[r * ostride] = o[r];
 }
 
 TGT AI int hsum_i32_8(__m256i a) {
@@ -813,11 +837,8 @@ TGT AI void q2k_avx2(const int TL, const int NR, int nb, const uint8_t *w, const
     const __m256i m3 = _mm256_set1_epi8(3);
     const __m128i m4 = _mm_set1_epi8(0xF);
     __m256 acc[4];
-    float acs[4]; /* TL: ggml's tiled order */
-    for (int r = 0; r < NR; r++) {
-        acc[r] = _mm256_setzero_ps();
-        acs[r] = 0.f;
-    }
+    __m128 acs = _mm_setzero_ps(); /* TL: ggml's tiled order, row r in lane r */
+    for (int r = 0; r < NR; r++) acc[r] = _mm256_setzero_ps();
     for (int i = 0; i < nb; i++, w += 84) {
         const float dw = h2f_c(w + 80), dminw = h2f_c(w + 82);
         const __m128i ms = _mm_loadu_si128((const __m128i *)w);
@@ -838,18 +859,24 @@ TGT AI void q2k_avx2(const int TL, const int NR, int nb, const uint8_t *w, const
                 }
             }
         }
+        if (TL) {
+            const __m256i z = _mm256_setzero_si256();
+            __m256i pr[4];
+            for (int r = 0; r < NR; r++)
+                pr[r] = _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)((const act256 *)(a + r * astride) + i)->bsums));
+            acs = tiled_step4(acs, hsum4_i32_8(PICK4(sumi, z)), hsum4_i32_8(PICK4(pr, z)), dw, dminw,
+                              act_d4(NR, a, astride, i), 1);
+            continue;
+        }
         for (int r = 0; r < NR; r++) {
             const act256 *y = (const act256 *)(a + r * astride) + i;
             const __m256i prod = _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)y->bsums));
-            if (TL) {
-                acs[r] = tiled_step(acs[r], hsum_i32_8(sumi[r]), hsum_i32_8(prod), dw, dminw, y->d, 1);
-                continue;
-            }
             acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(-y->d * dminw), _mm256_cvtepi32_ps(prod), acc[r]);
             acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(y->d * dw), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
         }
     }
-    for (int r = 0; r < NR; r++) out[r * ostride] = TL ? acs[r] : hsum8(acc[r]);
+    if (TL) store_rows(NR, acs, out, ostride);
+    else for (int r = 0; r < NR; r++) out[r * ostride] = hsum8(acc[r]);
 }
 
 /* Q3_K: q = low2 | high<<2 in 0..7 (unsigned, so maddubs applies), and the -4 offset taken
@@ -859,11 +886,8 @@ TGT AI void q3k_avx2(const int TL, const int NR, int nb, const uint8_t *w, const
     const __m256i m3 = _mm256_set1_epi8(3);
     const __m256i m4 = _mm256_set1_epi8(4);
     __m256 acc[4];
-    float acs[4]; /* TL: ggml's tiled order */
-    for (int r = 0; r < NR; r++) {
-        acc[r] = _mm256_setzero_ps();
-        acs[r] = 0.f;
-    }
+    __m128 acs = _mm_setzero_ps(); /* TL: ggml's tiled order, row r in lane r */
+    for (int r = 0; r < NR; r++) acc[r] = _mm256_setzero_ps();
     for (int i = 0; i < nb; i++, w += 110) {
         const float dw = h2f_c(w + 108);
         uint32_t aux[3];
@@ -898,13 +922,19 @@ TGT AI void q3k_avx2(const int TL, const int NR, int nb, const uint8_t *w, const
                 }
             }
         }
+        if (TL) {
+            const __m256i z = _mm256_setzero_si256();
+            acs = tiled_step4(acs, hsum4_i32_8(PICK4(sumi, z)), _mm_setzero_si128(), dw, 0.f,
+                              act_d4(NR, a, astride, i), 0);
+            continue;
+        }
         for (int r = 0; r < NR; r++) {
             const act256 *y = (const act256 *)(a + r * astride) + i;
-            if (TL) acs[r] = tiled_step(acs[r], hsum_i32_8(sumi[r]), 0, dw, 0.f, y->d, 0);
-            else acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(y->d * dw), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(y->d * dw), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
         }
     }
-    for (int r = 0; r < NR; r++) out[r * ostride] = TL ? acs[r] : hsum8(acc[r]);
+    if (TL) store_rows(NR, acs, out, ostride);
+    else for (int r = 0; r < NR; r++) out[r * ostride] = hsum8(acc[r]);
 }
 
 /* Q4_K and Q5_K: 8 sub-blocks of 32 values with 6-bit scales and mins (ggml's utmp
@@ -917,11 +947,12 @@ TGT AI void q45k_avx2(const int T, const int TL, const int NR, int nb, const uin
     const __m256i bit4 = _mm256_set1_epi8(0x10);
     __m256 acc[4];
     __m128 accm[4];
-    float acs[4]; /* TL: ggml's tiled order; Q5_K: ggml's scalar `summs` */
+    float summs[4];                /* Q5_K: ggml's scalar `summs` */
+    __m128 acs = _mm_setzero_ps(); /* TL: ggml's tiled order, row r in lane r */
     for (int r = 0; r < NR; r++) {
         acc[r] = _mm256_setzero_ps();
         accm[r] = _mm_setzero_ps();
-        acs[r] = 0.f;
+        summs[r] = 0.f;
     }
     for (int i = 0; i < nb; i++, w += wb) {
         const float dw = h2f_c(w), dminw = h2f_c(w + 2);
@@ -960,36 +991,43 @@ TGT AI void q45k_avx2(const int T, const int TL, const int NR, int nb, const uin
                 sumi[r] = _mm256_add_epi32(sumi[r], _mm256_add_epi32(pl, ph));
             }
         }
+        if (TL) {
+            const __m256i z = _mm256_setzero_si256();
+            __m128i pr[4];
+            for (int r = 0; r < NR; r++) {
+                const __m256i bs = _mm256_loadu_si256((const __m256i *)((const act256 *)(a + r * astride) + i)->bsums);
+                pr[r] = _mm_madd_epi16(mins, _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1)));
+            }
+            const __m128i zs = _mm_setzero_si128();
+            const __m128i ms = _mm_hadd_epi32(_mm_hadd_epi32(pr[0], NR > 1 ? pr[1] : zs),
+                                              _mm_hadd_epi32(NR > 2 ? pr[2] : zs, NR > 3 ? pr[3] : zs));
+            acs = tiled_step4(acs, hsum4_i32_8(PICK4(sumi, z)), ms, dw, dminw, act_d4(NR, a, astride, i), 1);
+            continue;
+        }
         for (int r = 0; r < NR; r++) {
             const act256 *y = (const act256 *)(a + r * astride) + i;
             const __m256i bs = _mm256_loadu_si256((const __m256i *)y->bsums);
             const __m128i s32 = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
             const __m128i prod = _mm_madd_epi16(mins, s32);
-            if (TL) {
-                __m128i ms = _mm_hadd_epi32(prod, prod);
-                ms = _mm_hadd_epi32(ms, ms);
-                acs[r] = tiled_step(acs[r], hsum_i32_8(sumi[r]), _mm_cvtsi128_si32(ms), dw, dminw, y->d, 1);
-                continue;
-            }
             if (T == T_Q5_K) {
                 /* ggml_vec_dot_q5_K_q8_K: summs += dmin * msum per block, a scalar (an FMA
                  * once the compiler contracts it, as ggml's -mfma build does) */
                 __m128i ms = _mm_hadd_epi32(prod, prod);
                 ms = _mm_hadd_epi32(ms, ms);
-                acs[r] = fma1(-y->d * dminw, (float)_mm_cvtsi128_si32(ms), acs[r]);
+                summs[r] = fma1(-y->d * dminw, (float)_mm_cvtsi128_si32(ms), summs[r]);
             } else {
                 accm[r] = _mm_fmadd_ps(_mm_set1_ps(-y->d * dminw), _mm_cvtepi32_ps(prod), accm[r]);
             }
             acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(y->d * dw), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
         }
     }
+    if (TL) {
+        store_rows(NR, acs, out, ostride);
+        return;
+    }
     for (int r = 0; r < NR; r++) {
-        if (TL) {
-            out[r * ostride] = acs[r];
-            continue;
-        }
         if (T == T_Q5_K) {
-            out[r * ostride] = hsum8(acc[r]) + acs[r];
+            out[r * ostride] = hsum8(acc[r]) + summs[r];
             continue;
         }
         __m128 m = accm[r];
@@ -999,74 +1037,116 @@ TGT AI void q45k_avx2(const int T, const int TL, const int NR, int nb, const uin
     }
 }
 
-/* Q4_K in the float order of ggml's repacked kernels (dot_q4k_rp_scalar says which): the
- * integer sums as in q45k_avx2, one 8-lane vector per 64 values, reduced to one int32 per 64
- * values (hadd tree; exact), then per row the scalar FMA chains of ggml's lanes. */
-TGT AI void q4k_rp_avx2(const int NR, const int gemm, int nb, const uint8_t *w, const uint8_t *a,
-                        size_t astride, float *out, size_t ostride) {
+/* Q4_K in the float order of ggml's repacked kernels (dot_q4k_rp_scalar says which). The
+ * integer sums are formed as in q45k_avx2; the float steps run on 4 outputs at once, one per
+ * lane (the same operations per output as the scalar chain): the gemm keeps 4 activation rows
+ * in the lanes, the gemv 4 weight rows. */
+
+/* The 6-bit scales (bytes 0..7) and mins (8..15) of a Q4_K block as 16 int16 (ggml's utmp). */
+TGT AI __m256i q4k_scales_mins(const uint8_t *w) {
+    uint32_t u[4];
+    memcpy(u, w + 4, 12);
+    const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
+    u[3] = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
+    const uint32_t uaux = u[1] & k1;
+    u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
+    u[2] = uaux;
+    u[0] &= k1;
+    return _mm256_cvtepu8_epi16(_mm_set_epi32((int)u[3], (int)u[2], (int)u[1], (int)u[0]));
+}
+
+/* [msum_0 .. msum_3] of one activation block: the mins of sub-blocks 2j, 2j+1 times their
+ * sums of 32 q8 (int16 hadd of the bsums: 32 * 127 fits). */
+TGT AI __m128i q4k_msums(__m128i mins, const act256 *y) {
+    const __m256i bs = _mm256_loadu_si256((const __m256i *)y->bsums);
+    return _mm_madd_epi16(mins, _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1)));
+}
+
+/* ggml_gemm_q4_K_8x8_q8_K's order: one weight row, 4 activation rows (astride bytes apart),
+ * an FMA per 64 values; lane r of the accumulators is output r. */
+TGT AI void q4k_gemm_avx2(int nb, const uint8_t *w, const uint8_t *a, size_t astride, float *out,
+                          size_t ostride) {
     const __m256i m4 = _mm256_set1_epi8(0xF);
-    float acc[4], accm[4];
-    for (int r = 0; r < NR; r++) acc[r] = accm[r] = 0.f;
+    __m128 acc = _mm_setzero_ps(), accm = _mm_setzero_ps();
     for (int i = 0; i < nb; i++, w += 144) {
-        const float dw = h2f_c(w), dminw = h2f_c(w + 2);
-        uint32_t u[4];
-        memcpy(u, w + 4, 12);
-        const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
-        u[3] = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
-        const uint32_t uaux = u[1] & k1;
-        u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
-        u[2] = uaux;
-        u[0] &= k1;
-        const __m256i ms = _mm256_cvtepu8_epi16(_mm_set_epi32((int)u[3], (int)u[2], (int)u[1], (int)u[0]));
+        const act256 *y[4];
+        for (int r = 0; r < 4; r++) y[r] = (const act256 *)(a + r * astride) + i;
+        const __m256i ms = q4k_scales_mins(w);
         const __m128i mins = _mm256_extracti128_si256(ms, 1);
         const __m256i sc8 = dup_lane(_mm256_castsi256_si128(ms));
-        const uint8_t *qs = w + 16;
-        /* per row: the 8-lane sums of values 64j.., reduced pairwise as they come (hadd of
-         * j = 0, 1 and of j = 2, 3) to keep few vectors live */
-        __m256i pend[4], t01[4], t23[4];
+        const __m128 d8 = _mm_set_ps(y[3]->d, y[2]->d, y[1]->d, y[0]->d);
+        const __m128 dd = _mm_mul_ps(_mm_set1_ps(h2f_c(w)), d8);
+        const __m128 dm = _mm_mul_ps(_mm_set1_ps(h2f_c(w + 2)), d8);
+        /* msum_j of rows 0..3 transposed: mj[j] = [msum_j(r0), .., msum_j(r3)] */
+        __m128i m0 = q4k_msums(mins, y[0]), m1 = q4k_msums(mins, y[1]);
+        __m128i m2 = q4k_msums(mins, y[2]), m3 = q4k_msums(mins, y[3]);
+        const __m128i l01 = _mm_unpacklo_epi32(m0, m1), h01 = _mm_unpackhi_epi32(m0, m1);
+        const __m128i l23 = _mm_unpacklo_epi32(m2, m3), h23 = _mm_unpackhi_epi32(m2, m3);
+        const __m128i mj[4] = {_mm_unpacklo_epi64(l01, l23), _mm_unpackhi_epi64(l01, l23),
+                               _mm_unpacklo_epi64(h01, h23), _mm_unpackhi_epi64(h01, h23)};
         for (int j = 0; j < 4; j++) {
-            const __m256i bits = _mm256_loadu_si256((const __m256i *)(qs + 32 * j));
+            const __m256i bits = _mm256_loadu_si256((const __m256i *)(w + 16 + 32 * j));
             const __m256i ql = _mm256_and_si256(bits, m4);
             const __m256i qh = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
             const __m256i scl = scale_one(sc8, 2 * j), sch = scale_one(sc8, 2 * j + 1);
-            for (int r = 0; r < NR; r++) {
-                const act256 *y = (const act256 *)(a + r * astride) + i;
-                const __m256i yl = _mm256_loadu_si256((const __m256i *)(y->qs + 64 * j));
-                const __m256i yh = _mm256_loadu_si256((const __m256i *)(y->qs + 64 * j + 32));
-                const __m256i v = _mm256_add_epi32(_mm256_madd_epi16(scl, _mm256_maddubs_epi16(ql, yl)),
-                                                   _mm256_madd_epi16(sch, _mm256_maddubs_epi16(qh, yh)));
-                if (j == 1) t01[r] = _mm256_hadd_epi32(pend[r], v);
-                else if (j == 3) t23[r] = _mm256_hadd_epi32(pend[r], v);
-                else pend[r] = v;
+            __m256i v[4];
+            for (int r = 0; r < 4; r++) {
+                const __m256i yl = _mm256_loadu_si256((const __m256i *)(y[r]->qs + 64 * j));
+                const __m256i yh = _mm256_loadu_si256((const __m256i *)(y[r]->qs + 64 * j + 32));
+                v[r] = _mm256_add_epi32(_mm256_madd_epi16(scl, _mm256_maddubs_epi16(ql, yl)),
+                                        _mm256_madd_epi16(sch, _mm256_maddubs_epi16(qh, yh)));
             }
-        }
-        for (int r = 0; r < NR; r++) {
-            const act256 *y = (const act256 *)(a + r * astride) + i;
-            const __m256i t = _mm256_hadd_epi32(t01[r], t23[r]);
-            /* [isum_0, isum_1, isum_2, isum_3]: values 64j..64j+63 */
-            const __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
-            /* [msum_0 .. msum_3]: mins of sub-blocks 2j, 2j+1 times their sums of 32 q8 */
-            const __m256i bs = _mm256_loadu_si256((const __m256i *)y->bsums);
-            const __m128i m4s = _mm_madd_epi16(mins, _mm_hadd_epi16(_mm256_castsi256_si128(bs),
-                                                                    _mm256_extracti128_si256(bs, 1)));
-            const float dd = dw * y->d, dm = dminw * y->d;
-            if (gemm) {
-                int is[4], mm[4];
-                _mm_storeu_si128((__m128i *)is, s4);
-                _mm_storeu_si128((__m128i *)mm, m4s);
-                for (int j = 0; j < 4; j++) {
-                    acc[r] = fma1((float)is[j], dd, acc[r]);
-                    accm[r] = fma1((float)mm[j], dm, accm[r]);
-                }
-            } else {
-                __m128i s = _mm_hadd_epi32(s4, m4s);
-                s = _mm_hadd_epi32(s, s); /* [isum, msum, ...] */
-                acc[r] = fma1((float)_mm_cvtsi128_si32(s), dd, acc[r]);
-                accm[r] = fma1((float)_mm_extract_epi32(s, 1), dm, accm[r]);
-            }
+            acc = _mm_fmadd_ps(_mm_cvtepi32_ps(hsum4_i32_8(v[0], v[1], v[2], v[3])), dd, acc);
+            accm = _mm_fmadd_ps(_mm_cvtepi32_ps(mj[j]), dm, accm);
         }
     }
-    for (int r = 0; r < NR; r++) out[r * ostride] = acc[r] - accm[r];
+    float o[4];
+    _mm_storeu_ps(o, _mm_sub_ps(acc, accm));
+    for (int r = 0; r < 4; r++) out[r * ostride] = o[r];
+}
+
+/* ggml_gemv_q4_K_8x8_q8_K's order: NW <= 4 weight rows (rb bytes apart), one activation row,
+ * an FMA per 256 values; lane v of the accumulators is weight row v's output (out[v]). */
+TGT AI void q4k_gemv_avx2(const int NW, int nb, const uint8_t *w, size_t rb, const uint8_t *a,
+                          float *out) {
+    const __m256i m4 = _mm256_set1_epi8(0xF);
+    __m128 acc = _mm_setzero_ps(), accm = _mm_setzero_ps();
+    for (int i = 0; i < nb; i++) {
+        const act256 *y = (const act256 *)a + i;
+        __m256i sumi[4];
+        __m128i prod[4];
+        float dw[4] = {0.f, 0.f, 0.f, 0.f}, dmw[4] = {0.f, 0.f, 0.f, 0.f};
+        for (int v = 0; v < 4; v++) {
+            sumi[v] = _mm256_setzero_si256();
+            prod[v] = _mm_setzero_si128();
+        }
+        for (int v = 0; v < NW; v++) {
+            const uint8_t *wb = w + v * rb + (size_t)i * 144;
+            dw[v] = h2f_c(wb);
+            dmw[v] = h2f_c(wb + 2);
+            const __m256i ms = q4k_scales_mins(wb);
+            prod[v] = q4k_msums(_mm256_extracti128_si256(ms, 1), y);
+            const __m256i sc8 = dup_lane(_mm256_castsi256_si128(ms));
+            for (int j = 0; j < 4; j++) {
+                const __m256i bits = _mm256_loadu_si256((const __m256i *)(wb + 16 + 32 * j));
+                const __m256i ql = _mm256_and_si256(bits, m4);
+                const __m256i qh = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+                const __m256i yl = _mm256_loadu_si256((const __m256i *)(y->qs + 64 * j));
+                const __m256i yh = _mm256_loadu_si256((const __m256i *)(y->qs + 64 * j + 32));
+                const __m256i pl = _mm256_madd_epi16(scale_one(sc8, 2 * j), _mm256_maddubs_epi16(ql, yl));
+                const __m256i ph = _mm256_madd_epi16(scale_one(sc8, 2 * j + 1), _mm256_maddubs_epi16(qh, yh));
+                sumi[v] = _mm256_add_epi32(sumi[v], _mm256_add_epi32(pl, ph));
+            }
+        }
+        const __m128i is = hsum4_i32_8(sumi[0], sumi[1], sumi[2], sumi[3]);
+        const __m128i msum = _mm_hadd_epi32(_mm_hadd_epi32(prod[0], prod[1]), _mm_hadd_epi32(prod[2], prod[3]));
+        const __m128 d8 = _mm_set1_ps(y->d);
+        acc = _mm_fmadd_ps(_mm_cvtepi32_ps(is), _mm_mul_ps(_mm_loadu_ps(dw), d8), acc);
+        accm = _mm_fmadd_ps(_mm_cvtepi32_ps(msum), _mm_mul_ps(_mm_loadu_ps(dmw), d8), accm);
+    }
+    float o[4];
+    _mm_storeu_ps(o, _mm_sub_ps(acc, accm));
+    for (int v = 0; v < NW; v++) out[v] = o[v];
 }
 
 /* Q6_K: q in 0..63 (unsigned for maddubs); the -32 offset through bsums as for Q3_K. */
@@ -1075,11 +1155,8 @@ TGT AI void q6k_avx2(const int TL, const int NR, int nb, const uint8_t *w, const
     const __m256i m4 = _mm256_set1_epi8(0xF);
     const __m256i m2 = _mm256_set1_epi8(0x30);
     __m256 acc[4];
-    float acs[4]; /* TL: ggml's tiled order */
-    for (int r = 0; r < NR; r++) {
-        acc[r] = _mm256_setzero_ps();
-        acs[r] = 0.f;
-    }
+    __m128 acs = _mm_setzero_ps(); /* TL: ggml's tiled order, row r in lane r */
+    for (int r = 0; r < NR; r++) acc[r] = _mm256_setzero_ps();
     for (int i = 0; i < nb; i++, w += 210) {
         const float dw = h2f_c(w + 208);
         const __m128i s128 = _mm_loadu_si128((const __m128i *)(w + 192));
@@ -1110,13 +1187,19 @@ TGT AI void q6k_avx2(const int TL, const int NR, int nb, const uint8_t *w, const
                 }
             }
         }
+        if (TL) {
+            const __m256i z = _mm256_setzero_si256();
+            acs = tiled_step4(acs, hsum4_i32_8(PICK4(sumi, z)), _mm_setzero_si128(), dw, 0.f,
+                              act_d4(NR, a, astride, i), 0);
+            continue;
+        }
         for (int r = 0; r < NR; r++) {
             const act256 *y = (const act256 *)(a + r * astride) + i;
-            if (TL) acs[r] = tiled_step(acs[r], hsum_i32_8(sumi[r]), 0, dw, 0.f, y->d, 0);
-            else acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(y->d * dw), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(y->d * dw), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
         }
     }
-    for (int r = 0; r < NR; r++) out[r * ostride] = TL ? acs[r] : hsum8(acc[r]);
+    if (TL) store_rows(NR, acs, out, ostride);
+    else for (int r = 0; r < NR; r++) out[r * ostride] = hsum8(acc[r]);
 }
 
 /* -- dequantization to float32 -- */
@@ -1318,16 +1401,24 @@ TGT static void kern2_q40_chain_avx2(int nb, const uint8_t *w, size_t rb, const 
     q40_chain_avx2(2, 1, nb, w, rb, (const uint8_t *)a, 0, out, 0);
 }
 
-/* Q4_K in ggml's repacked order: gemm (4-row groups) or gemv (the rest) */
-TGT static void kern_q4k_rp_avx2(int gemm, int nb, const uint8_t *w, const void *a, size_t as,
-                                 float *o, size_t os, int nr) {
+/* Q4_K in ggml's repacked order: nr activation rows times weight rows [0, nw) of w (rb bytes
+ * apart); out[r * ostride + v]. gemm (nr = 4): ggml's gemm, else its gemv for each row. */
+TGT static void kern_q4k_rp_avx2(int gemm, int nb, const uint8_t *w, size_t rb, long nw, const void *a,
+                                 size_t as, float *o, size_t os, int nr) {
     const uint8_t *ab = (const uint8_t *)a;
-    if (gemm) {
-        NR_SWITCH(q4k_rp_avx2(1, 1, nb, w, ab, as, o, os), q4k_rp_avx2(2, 1, nb, w, ab, as, o, os),
-                  q4k_rp_avx2(3, 1, nb, w, ab, as, o, os), q4k_rp_avx2(4, 1, nb, w, ab, as, o, os))
-    } else {
-        NR_SWITCH(q4k_rp_avx2(1, 0, nb, w, ab, as, o, os), q4k_rp_avx2(2, 0, nb, w, ab, as, o, os),
-                  q4k_rp_avx2(3, 0, nb, w, ab, as, o, os), q4k_rp_avx2(4, 0, nb, w, ab, as, o, os))
+    if (gemm && nr == 4) {
+        for (long v = 0; v < nw; v++) q4k_gemm_avx2(nb, w + v * rb, ab, as, o + v, os);
+        return;
+    }
+    for (int r = 0; r < nr; r++) {
+        long v = 0;
+        for (; v + 4 <= nw; v += 4) q4k_gemv_avx2(4, nb, w + v * rb, rb, ab + r * as, o + r * os + v);
+        switch (nw - v) {
+        case 1: q4k_gemv_avx2(1, nb, w + v * rb, rb, ab + r * as, o + r * os + v); break;
+        case 2: q4k_gemv_avx2(2, nb, w + v * rb, rb, ab + r * as, o + r * os + v); break;
+        case 3: q4k_gemv_avx2(3, nb, w + v * rb, rb, ab + r * as, o + r * os + v); break;
+        default: break;
+        }
     }
 }
 
@@ -1464,7 +1555,7 @@ static void kern_kind(int kind, int use_avx2, int gemm, int type, int nb, const 
                       const void *a, size_t astride, float *out, size_t ostride, int nr) {
 #if QK_X86
     if (use_avx2) {
-        if (kind == MK_Q4K_RP) kern_q4k_rp_avx2(gemm, nb, w, a, astride, out, ostride, nr);
+        if (kind == MK_Q4K_RP) kern_q4k_rp_avx2(gemm, nb, w, 0, 1, a, astride, out, ostride, nr);
         else if (kind == MK_TILED) kern_tiled_avx2(type, nb, w, a, astride, out, ostride, nr);
         else kern_q40_chain_avx2(nb, w, a, astride, out, ostride, nr);
         return;
@@ -1552,6 +1643,20 @@ static void run_chunks(job_t *jb) {
             if (mt->kind != MK_VECDOT) {
                 const int gemm = m0 < jb->gemm_rows;
 #if QK_X86
+                /* repacked Q4_K: 4 weight rows a call (the gemv keeps them in its lanes) */
+                if (mt->kind == MK_Q4K_RP && jb->use_avx2) {
+                    for (; n < n1; n += 4) {
+                        const long nw = n1 - n < 4 ? n1 - n : 4;
+                        if (M <= MT) {
+                            const size_t at = n * mt->row_bytes + PREFETCH_AHEAD, end = n1 * mt->row_bytes;
+                            for (size_t o = at; o < at + nw * mt->row_bytes && o < end; o += 64)
+                                __builtin_prefetch(mt->w + o, 0, 3);
+                        }
+                        kern_q4k_rp_avx2(gemm, mt->nb, mt->w + n * mt->row_bytes, mt->row_bytes, nw, a,
+                                         jb->arow, yo + n, (size_t)mt->N, nr);
+                    }
+                    continue;
+                }
                 /* repacked Q4_0, one activation row: weight rows in pairs (as kern2_avx2) */
                 if (M == 1 && jb->use_avx2 && mt->kind == MK_Q40_RP) {
                     for (; n + 2 <= n1; n += 2) {
