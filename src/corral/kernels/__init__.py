@@ -3,9 +3,11 @@
 `qmatmul(x, w, ggml_type, n_out, k)` multiplies float32 activations x [..., K] by a weight
 kept as its GGUF bytes w (uint8 [N, row_bytes]) and returns float32 [..., N]. Like ggml it
 first rounds each activation row to 8-bit blocks (Q8_0, Q8_1 or Q8_K, by weight type) and
-then sums integer products block by block, so the result matches llama.cpp's up to float32
-summation order. The work runs in C (`corral._qkernels`, AVX2 when the CPU has it, portable
-C otherwise) on OpenMP threads, without the GIL.
+then sums integer products block by block, with the float32 steps of the ggml kernel
+llama.cpp's AVX2 build would pick (see order()), so the AVX2 path's result is llama.cpp's bit
+for bit (the portable C path's too for the repacked and tiled orders; for vec_dot's it sums
+per block, a float32 order apart). The work runs in C (`corral._qkernels`, AVX2 when the CPU
+has it, portable C otherwise) on OpenMP threads, without the GIL.
 
 `QMatrix` wraps one weight once (checks done up front) for repeated calls from model code;
 optionally prompt-sized batches take its dense route (the weight dequantized in C, times
