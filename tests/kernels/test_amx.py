@@ -13,6 +13,7 @@ import torch
 from gguf import GGMLQuantizationType as Q
 from test_qkernels import make_weight, make_x, reference, rel_err
 
+from corral import kernels
 from corral.kernels import QMatrix, qmatmul, qmatmul_many
 
 AMX_TYPES = (Q.Q4_0, Q.Q5_0, Q.Q8_0, Q.Q4_K, Q.Q5_K, Q.Q6_K)
@@ -103,3 +104,25 @@ def test_amx_kquant_mins_in_kernel(t: Q) -> None:
     assert rel_err(one, reference(t, raw, x)) <= TOL
     kept = [getattr(amx, s, None) for s in type(amx).__slots__]
     assert all(v is None or v is amx.w for v in kept if isinstance(v, torch.Tensor))
+
+
+@pytest.mark.parametrize(
+    ("t", "n"),
+    ((Q.Q4_K, 96), (Q.Q4_K, 36), (Q.Q5_K, 40), (Q.Q6_K, 40), (Q.Q4_0, 96)),
+    ids=("Q4_K-repacked", "Q4_K-36rows", "Q5_K", "Q6_K", "Q4_0-repacked"),
+)
+@pytest.mark.parametrize("m", (33, 70))
+def test_amx_follows_llama_cpp_kernels_like_the_integer_ones(t: Q, n: int, m: int) -> None:
+    """Where llama.cpp leaves ggml_vec_dot (repacked Q4_K and Q4_0 weights, K-quants from 8
+    rows: qkernels.c), the AMX route sums in the integer kernels' order, bit for bit: repacked
+    Q4_K as ggml's gemm for rows [0, M - M % 4) and its gemv for the rest (M = 33: 32 + 1),
+    the others tiled; in the "rows" order the repacked weights still agree (every row gemv)."""
+    k = 768
+    raw = make_weight(t, n, k, seed=m + n)
+    x = make_x(m, k, seed=k + m)
+    amx, _ = _routes(t, raw, n, k)
+    w = torch.from_numpy(raw)
+    assert torch.equal(amx(x), qmatmul(x, w, t, n, k))
+    if amx.repacked:
+        with kernels.rows_alone():
+            assert torch.equal(amx(x), qmatmul(x, w, t, n, k))

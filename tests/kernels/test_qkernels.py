@@ -9,6 +9,7 @@ matmul. The kernels may only differ from it by float32 summation order.
 from __future__ import annotations
 
 import warnings
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -180,15 +181,21 @@ def test_qmatmul_matches_reference(t: Q, shape: tuple[int, int]) -> None:
 
 @pytest.mark.parametrize("t", SUPPORTED_TYPES, ids=lambda t: t.name)
 def test_batch_rows_equal_single_rows(t: Q) -> None:
-    """Row m of a batch is computed exactly as that row alone (M=1, 7 and 64)."""
+    """In the "rows" order (kernels.rows_alone) row m of a batch is computed exactly as that
+    row alone (M=1, 7 and 64), whatever the type. (In the default "llama" order that holds
+    only where llama.cpp's own kernels keep rows apart: see the tests of the orders below.)"""
     n, k = 96, 512
     w = torch.from_numpy(make_weight(t, n, k))
     x = make_x(64, k)
-    y64 = qmatmul(x, w, t, n, k)
-    y7 = qmatmul(x[:7], w, t, n, k)
-    assert torch.equal(y64[:7], y7)
-    for m in (0, 3, 6, 63):
-        assert torch.equal(qmatmul(x[m : m + 1], w, t, n, k)[0], y64[m])
+    assert kernels.order() == "llama"
+    with kernels.rows_alone():
+        assert kernels.order() == "rows"
+        y64 = qmatmul(x, w, t, n, k)
+        y7 = qmatmul(x[:7], w, t, n, k)
+        assert torch.equal(y64[:7], y7)
+        for m in (0, 3, 6, 63):
+            assert torch.equal(qmatmul(x[m : m + 1], w, t, n, k)[0], y64[m])
+    assert kernels.order() == "llama"
     assert rel_err(y64, reference(t, w.numpy(), x)) <= TOL
 
 
@@ -405,3 +412,276 @@ def test_quantize_activations_threads_split_rows_only(
     finally:
         torch.set_num_threads(prev)
     assert torch.equal(threaded, single)
+
+
+# --- llama.cpp's other kernels: repacked Q4_K / Q4_0, tiled K-quants ------------------------
+#
+# llama.cpp's AVX2 build multiplies Q4_K and Q4_0 weights with a multiple of 8 rows with its
+# repacked kernels (ggml-cpu/arch/x86/repack.cpp) and the other K-quants times 8 rows or more
+# with its tiled ones (ggml-cpu/tiled); each sums in its own float order (qkernels.c, "Which
+# of llama.cpp's kernels a matmul follows"). The emulations below redo those float operations
+# one by one in float32 (an FMA rounded once, exactly, through fractions) from integer sums
+# formed here from the raw blocks, and the kernels must match them bit for bit.
+
+
+def _fp16(b: np.ndarray) -> np.ndarray:
+    return b.copy().view(np.float16).astype(np.float32)
+
+
+def _f32(v: Fraction) -> np.float32:
+    """v rounded to the nearest float32, ties to even (normal range)."""
+    if v == 0:
+        return np.float32(0.0)
+    sign, a = (-1, -v) if v < 0 else (1, v)
+    e = a.numerator.bit_length() - a.denominator.bit_length()
+    if Fraction(2) ** e > a:
+        e -= 1
+    elif Fraction(2) ** (e + 1) <= a:
+        e += 1
+    scaled = a * Fraction(2) ** (23 - e)
+    q, r = divmod(scaled.numerator, scaled.denominator)
+    if 2 * r > scaled.denominator or (2 * r == scaled.denominator and q % 2):
+        q += 1
+    return np.float32(sign * q * 2.0 ** (e - 23))
+
+
+def _fma(a: np.float32, b: np.float32, c: np.float32) -> np.float32:
+    """a * b + c rounded once to float32 (vfmadd)."""
+    return _f32(Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c)))
+
+
+def _q4k_blocks(raw: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
+    """Q4_K rows [N, row_bytes] -> q uint [N, nb, 256], scales and mins [N, nb, 8] (per 32
+    values, ggml's get_scale_min_k4), d and dmin float32 [N, nb]."""
+    n = raw.shape[0]
+    b = raw.reshape(n, k // 256, 144).astype(np.int64)
+    d, dmin = _fp16(raw.reshape(n, -1, 144)[..., 0:2]), _fp16(raw.reshape(n, -1, 144)[..., 2:4])
+    s = b[..., 4:16]
+    sc = np.empty(b.shape[:2] + (8,), np.int64)
+    mn = np.empty_like(sc)
+    for j in range(8):
+        if j < 4:
+            sc[..., j], mn[..., j] = s[..., j] & 63, s[..., j + 4] & 63
+        else:
+            sc[..., j] = (s[..., j + 4] & 0xF) | ((s[..., j - 4] >> 6) << 4)
+            mn[..., j] = (s[..., j + 4] >> 4) | ((s[..., j] >> 6) << 4)
+    qs = b[..., 16:144].reshape(n, -1, 4, 32)
+    q = np.concatenate([qs & 0xF, qs >> 4], axis=-1).reshape(n, -1, 256)  # 64j..: low, high
+    return q, sc, mn, d[..., 0], dmin[..., 0]
+
+
+def _q6k_blocks(raw: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Q6_K rows -> q - 32 [N, nb, 256], int8 scales per 16 values [N, nb, 16], d [N, nb]."""
+    n = raw.shape[0]
+    b = raw.reshape(n, k // 256, 210).astype(np.int64)
+    q = np.empty(b.shape[:2] + (256,), np.int64)
+    for h in range(2):
+        ql, qh = b[..., 64 * h : 64 * h + 64], b[..., 128 + 32 * h : 128 + 32 * h + 32]
+        o = 128 * h
+        q[..., o : o + 32] = (ql[..., :32] & 0xF) | ((qh & 3) << 4)
+        q[..., o + 32 : o + 64] = (ql[..., 32:] & 0xF) | (((qh >> 2) & 3) << 4)
+        q[..., o + 64 : o + 96] = (ql[..., :32] >> 4) | (((qh >> 4) & 3) << 4)
+        q[..., o + 96 : o + 128] = (ql[..., 32:] >> 4) | (((qh >> 6) & 3) << 4)
+    sc = raw.reshape(n, -1, 210)[..., 192:208].copy().view(np.int8).astype(np.int64)
+    return q - 32, sc, _fp16(raw.reshape(n, -1, 210)[..., 208:210])[..., 0]
+
+
+def _emulate_q4k_repacked(raw: np.ndarray, x: torch.Tensor, gemm_rows: int) -> torch.Tensor:
+    """ggml_gemm_q4_K_8x8_q8_K (rows < gemm_rows: an FMA per 64 values) and
+    ggml_gemv_q4_K_8x8_q8_K (the others: one per 256), two accumulators, acc - accm."""
+    m, k = x.shape
+    q, sc, mn, d, dmin = _q4k_blocks(raw, k)
+    q8, d8 = ref_q8_k(x.numpy())
+    q8 = q8.astype(np.int64)
+    # integer sums per 32 values: [N, M, nb, 8]
+    dots = np.einsum("nbsv,mbsv->nmbs", q.reshape(*q.shape[:2], 8, 32), q8.reshape(m, -1, 8, 32))
+    isub = dots * sc[:, None]
+    msub = mn[:, None] * q8.reshape(m, -1, 8, 32).sum(-1)[None]
+    y = np.empty((m, raw.shape[0]), np.float32)
+    for i in range(m):
+        step = 2 if i < gemm_rows else 8  # sub-blocks per FMA
+        for n in range(raw.shape[0]):
+            acc = accm = np.float32(0)
+            for b in range(k // 256):
+                dd, dm = d[n, b] * d8[i, b], dmin[n, b] * d8[i, b]
+                for j in range(0, 8, step):
+                    acc = _fma(np.float32(isub[n, i, b, j : j + step].sum()), dd, acc)
+                    accm = _fma(np.float32(msub[n, i, b, j : j + step].sum()), dm, accm)
+            y[i, n] = acc - accm
+    return torch.from_numpy(y)
+
+
+def _emulate_q40_repacked(raw: np.ndarray, x: torch.Tensor) -> torch.Tensor:
+    """ggml's q4_0_8x8 gemm and gemv: acc += isum * (d_w * d_a), an FMA per 32 values."""
+    m, k = x.shape
+    n = raw.shape[0]
+    b = raw.reshape(n, k // 32, 18)
+    dw = _fp16(b[..., 0:2])[..., 0]
+    qs = b[..., 2:].astype(np.int64)
+    q = np.concatenate([qs & 0xF, qs >> 4], axis=-1) - 8
+    q8, d8, _ = ref_q8_0(x.numpy(), False)
+    isum = np.einsum("nbv,mbv->nmb", q, q8.astype(np.int64))
+    y = np.empty((m, n), np.float32)
+    for i in range(m):
+        for j in range(n):
+            acc = np.float32(0)
+            for bb in range(k // 32):
+                acc = _fma(np.float32(isum[j, i, bb]), dw[j, bb] * d8[i, bb], acc)
+            y[i, j] = acc
+    return torch.from_numpy(y)
+
+
+def _emulate_tiled(t: Q, raw: np.ndarray, x: torch.Tensor) -> torch.Tensor:
+    """ggml-cpu/tiled, per 256 values: res = d_w * isum, res -= dmin_w * msum (FMA, Q4_K),
+    acc += res * d_a (FMA)."""
+    m, k = x.shape
+    q8, d8 = ref_q8_k(x.numpy())
+    q8 = q8.astype(np.int64)
+    if t == Q.Q4_K:
+        q, sc, mn, d, dmin = _q4k_blocks(raw, k)
+        group = 32
+    else:
+        q, sc, d = _q6k_blocks(raw, k)
+        mn, dmin, group = np.zeros_like(sc), np.zeros_like(d), 16
+    g = 256 // group
+    dots = np.einsum(
+        "nbsv,mbsv->nmbs", q.reshape(*q.shape[:2], g, group), q8.reshape(m, -1, g, group)
+    )
+    isum = (dots * sc[:, None]).sum(-1)
+    msum = (mn[:, None] * q8.reshape(m, -1, g, group).sum(-1)[None]).sum(-1)
+    y = np.empty((m, raw.shape[0]), np.float32)
+    for i in range(m):
+        for n in range(raw.shape[0]):
+            acc = np.float32(0)
+            for b in range(k // 256):
+                res = d[n, b] * np.float32(isum[n, i, b])
+                if t == Q.Q4_K:
+                    res = _fma(-dmin[n, b], np.float32(msum[n, i, b]), res)
+                acc = _fma(res, d8[i, b], acc)
+            y[i, n] = acc
+    return torch.from_numpy(y)
+
+
+@pytest.mark.parametrize("m", (1, 3, 4, 6, 9))
+def test_repacked_q4k_follows_ggml_gemm_and_gemv(m: int) -> None:
+    """A Q4_K weight of 16 rows (a multiple of 8: llama.cpp repacks it): rows [0, M - M % 4)
+    in the gemm's order when M > 3, the others in the gemv's; AVX2 and portable C alike.
+    ggml_vec_dot_q4_K_q8_K's order (the "vec_dot" order) gives other bits."""
+    t, n, k = Q.Q4_K, 16, 512
+    raw = make_weight(t, n, k, seed=11)
+    w = torch.from_numpy(raw)
+    x = make_x(m, k, seed=12)
+    gemm_rows = m - m % 4 if m > 3 else 0
+    want = _emulate_q4k_repacked(raw, x, gemm_rows)
+    assert QMatrix(w, t, n, k).repacked
+    for scalar in (False, True):
+        assert torch.equal(qmatmul(x, w, t, n, k, _scalar=scalar), want), scalar
+    # each row as a one-row call: all in the gemv's order
+    with kernels.rows_alone():
+        assert torch.equal(qmatmul(x, w, t, n, k), _emulate_q4k_repacked(raw, x, 0))
+    old = kernels.set_order("vec_dot")
+    try:
+        assert not torch.equal(qmatmul(x, w, t, n, k), want)
+    finally:
+        kernels.set_order(old)
+
+
+def test_repacked_q4k_gemm_rows_take_the_other_tie_sign() -> None:
+    """ggml quantizes gemm rows with quantize_mat_q8_K, which picks the positive one of +amax
+    and -amax (quantize_row_q8_K_ref: the first), negating a block's q, bsums and d: the
+    products keep their bits, so the one rounding the kernels use gives the same result."""
+    t, n, k = Q.Q4_K, 8, 256
+    raw = make_weight(t, n, k, seed=13)
+    x = make_x(4, k, seed=14).clamp(-3, 3)
+    x[:, 5], x[:, 9] = -4.0, 4.0  # -amax first: the two rules disagree
+    q8, d8 = ref_q8_k(x.numpy())
+    assert (d8 > 0).all()  # the reference rule: iscale = -127/max with max = -4
+    want = _emulate_q4k_repacked(raw, x, 4)
+    q, sc, mn, d, dmin = _q4k_blocks(raw, k)
+    # the same emulation from quantize_mat_q8_K's blocks (q and d negated)
+    neg = np.einsum(
+        "nsv,msv->nms", q[:, 0].reshape(n, 8, 32), -q8[:, 0].astype(np.int64).reshape(4, 8, 32)
+    )
+    y = np.empty((4, n), np.float32)
+    for i in range(4):
+        for j in range(n):
+            acc = accm = np.float32(0)
+            dd, dm = d[j, 0] * -d8[i, 0], dmin[j, 0] * -d8[i, 0]
+            for p in range(0, 8, 2):
+                isum = (neg[j, i, p : p + 2] * sc[j, 0, p : p + 2]).sum()
+                msum = (
+                    mn[j, 0, p : p + 2]
+                    * -q8[i, 0].astype(np.int64).reshape(8, 32)[p : p + 2].sum(-1)
+                ).sum()
+                acc = _fma(np.float32(isum), dd, acc)
+                accm = _fma(np.float32(msum), dm, accm)
+            y[i, j] = acc - accm
+    assert torch.equal(torch.from_numpy(y), want)
+    assert torch.equal(qmatmul(x, torch.from_numpy(raw), t, n, k), want)
+
+
+@pytest.mark.parametrize("m", (1, 5, 9))
+def test_repacked_q4_0_follows_ggml_order(m: int) -> None:
+    """A Q4_0 weight of 24 rows (repacked): one FMA per block, whatever the row (gemm and
+    gemv sum alike), also on the decode step's two-rows-at-once path (M = 1)."""
+    t, n, k = Q.Q4_0, 24, 256
+    raw = make_weight(t, n, k, seed=15)
+    w = torch.from_numpy(raw)
+    x = make_x(m, k, seed=16)
+    want = _emulate_q40_repacked(raw, x)
+    for scalar in (False, True):
+        assert torch.equal(qmatmul(x, w, t, n, k, _scalar=scalar), want), scalar
+    with kernels.rows_alone():
+        assert torch.equal(qmatmul(x, w, t, n, k), want)
+    old = kernels.set_order("vec_dot")
+    try:
+        assert not torch.equal(qmatmul(x, w, t, n, k), want)
+    finally:
+        kernels.set_order(old)
+    # 20 rows: not repacked, vec_dot's order
+    assert not QMatrix(w[:20], t, 20, k).repacked
+    y20 = qmatmul(x, w[:20], t, 20, k)
+    old = kernels.set_order("vec_dot")
+    try:
+        assert torch.equal(qmatmul(x, w[:20], t, 20, k), y20)
+    finally:
+        kernels.set_order(old)
+    assert not torch.equal(y20, want[:, :20])
+
+
+@pytest.mark.parametrize(("t", "n"), ((Q.Q6_K, 16), (Q.Q4_K, 12)), ids=("Q6_K", "Q4_K-12rows"))
+def test_kquants_from_8_rows_follow_ggml_tiled_order(t: Q, n: int) -> None:
+    """Not repacked K-quants (any Q6_K; a Q4_K of 12 rows) times 8 rows or more: the tiled
+    kernels' order for every row; below 8 rows each row is its one-row call (vec_dot)."""
+    k = 512
+    raw = make_weight(t, n, k, seed=17)
+    w = torch.from_numpy(raw)
+    x = make_x(9, k, seed=18)
+    want = _emulate_tiled(t, raw, x)
+    for scalar in (False, True):
+        assert torch.equal(qmatmul(x, w, t, n, k, _scalar=scalar), want), scalar
+        assert torch.equal(qmatmul(x[:8], w, t, n, k, _scalar=scalar), want[:8]), scalar
+    seven = qmatmul(x[:7], w, t, n, k)
+    singles = torch.cat([qmatmul(x[i : i + 1], w, t, n, k) for i in range(7)])
+    assert torch.equal(seven, singles)
+    assert not torch.equal(seven, want[:7])
+    with kernels.rows_alone():
+        assert torch.equal(qmatmul(x, w, t, n, k)[:7], singles)
+
+
+def test_order_setting() -> None:
+    assert kernels.order() == "llama"
+    assert kernels.set_order("rows") == "llama"
+    try:
+        assert kernels.order() == "rows"
+        with kernels.rows_alone():
+            assert kernels.order() == "rows"
+    finally:
+        assert kernels.set_order("llama") == "rows"
+    with kernels.rows_alone():
+        with kernels.rows_alone():
+            assert kernels.order() == "rows"
+        assert kernels.order() == "rows"
+    assert kernels.order() == "llama"
+    with pytest.raises(ValueError):
+        kernels.set_order("fast")

@@ -207,3 +207,22 @@ def test_results_do_not_depend_on_the_thread_count() -> None:
         torch.set_num_threads(before)
     for other in outs[1:]:
         assert all(torch.equal(a, b) for a, b in zip(outs[0], other, strict=True))
+
+
+def test_gelu_table_and_gate_as_ggml_builds_them() -> None:
+    """ggml's table (ggml-cpu.c, built with -mfma) has 1 + c*x*x as one FMA: at float16
+    -1.9990234375 (0xBFFF) that gives -0.045501708984375, the uncontracted formula
+    -0.04547119140625. And ggml_vec_geglu_f32 writes +0 below -10, whatever the gate's sign
+    (llama.cpp's Gemma 3 270M geglu tensors: both seen in real activations)."""
+    x = torch.tensor([-1.9990234375, -1.999185562133789, -10.896194458007812, -10.0])
+    g = torch.tensor([1.0, -0.4805793762207031, -0.5982668399810791, -2.0])
+    got = rowops.gelu(x)
+    assert got[0].item() == -0.045501708984375
+    gated = rowops.gelu(x, g)
+    assert gated[1].item() == np.float32(-0.045501708984375) * np.float32(g[1].item())
+    assert not torch.signbit(gated[2:]).any()  # +0, not 0 * g
+    long = torch.cat([x.repeat(4), x[:1]])  # the 8-wide path and the tail
+    assert torch.equal(
+        rowops.gelu(long, torch.cat([g.repeat(4), g[:1]])).view(torch.int32)[:4],
+        gated.view(torch.int32),
+    )

@@ -22,7 +22,7 @@ import torch
 # New tokens attend in C on the CPU (decode steps, speculative drafts being verified,
 # prompts), each as its own query row summed in llama.cpp's order (one_token_sums): row t
 # of a T-token step gets the very bits a step at that position would in the same order (as
-# the integer matmul kernels do, models.weights.KERNEL_MAX_ROWS). A draft being verified
+# the integer matmul kernels do in their "rows" order, kernels.rows_alone). A draft being verified
 # takes up to DECODE_MAX_T rows (engine.speculative).
 DECODE_MAX_T = 64
 

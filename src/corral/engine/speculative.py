@@ -10,8 +10,10 @@ the cache is rewound past the rest.
 
 Why the output cannot change: on the CPU a step of up to `DECODE_MAX_T` new tokens gives each
 row the very bits a one-token step at that position gives (the C attention and the quantized
-matmul kernels treat each row alone, and the cache is marked `decoding` while drafts are
-verified, so their attention sums in the one-token order), and rows are drawn in order with
+matmul kernels treat each row alone: the cache is marked `decoding` while drafts are
+verified, so their attention sums in the one-token order, and the verifying steps run under
+`kernels.rows_alone()`, which keeps the matmuls from following llama.cpp's batch-dependent
+kernels for repacked Q4_K weights and K-quants from 8 rows), and rows are drawn in order with
 the same history and the same sampler, so even a seeded random sampler consumes its
 generator identically. A
 rejected draft token is never drawn from, so grammar constraints see only real tokens.
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
+from corral import kernels
 from corral.engine.generate import (
     GenerationRequest,
     Timings,
@@ -271,7 +274,10 @@ def speculative_decode(
             draft = draft[: lengths.choose(drafter.match_len, len(draft))] if draft else draft
             st.drafted += len(draft)
             step = torch.tensor([[token, *draft]], dtype=torch.long)
-            rows = model.forward(step, cache, last_only=not draft)[0].cpu()
+            # every row as its one-token step (llama.cpp's kernels for repacked weights and
+            # for K-quants from 8 rows would give the rows of a T-row step other bits)
+            with kernels.rows_alone():
+                rows = model.forward(step, cache, last_only=not draft)[0].cpu()
             st.forwards += 1
             t.decode_s = time.perf_counter() - t1
     finally:

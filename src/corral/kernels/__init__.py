@@ -3,9 +3,11 @@
 `qmatmul(x, w, ggml_type, n_out, k)` multiplies float32 activations x [..., K] by a weight
 kept as its GGUF bytes w (uint8 [N, row_bytes]) and returns float32 [..., N]. Like ggml it
 first rounds each activation row to 8-bit blocks (Q8_0, Q8_1 or Q8_K, by weight type) and
-then sums integer products block by block, so the result matches llama.cpp's up to float32
-summation order. The work runs in C (`corral._qkernels`, AVX2 when the CPU has it, portable
-C otherwise) on OpenMP threads, without the GIL.
+then sums integer products block by block, with the float32 steps of the ggml kernel
+llama.cpp's AVX2 build would pick (see order()), so the AVX2 path's result is llama.cpp's bit
+for bit (the portable C path's too for the repacked and tiled orders; for vec_dot's it sums
+per block, a float32 order apart). The work runs in C (`corral._qkernels`, AVX2 when the CPU
+has it, portable C otherwise) on OpenMP threads, without the GIL.
 
 `QMatrix` wraps one weight once (checks done up front) for repeated calls from model code;
 optionally prompt-sized batches take its dense route (the weight dequantized in C, times
@@ -14,12 +16,22 @@ the same rounded activations, in torch's float32 GEMM: faster, ~1e-7 off ggml's 
 sharing one parallel region (fewer calls and thread wake-ups per token).
 `available()` says whether the C extension could be imported; everything else raises
 `RuntimeError` when it is not.
+
+llama.cpp's AVX2 build multiplies some weights with other kernels than ggml_vec_dot_*, in
+other float orders: Q4_K and Q4_0 weights with a multiple of 8 rows (repacked at load), and the
+other K-quants times inputs of 8 rows or more (its tiled matmul). `order()` says what the
+kernels here follow ("llama": as llama.cpp, so row m of a call depends on the call's row count;
+"rows": every row as a one-row call; "vec_dot": ggml_vec_dot's order everywhere),
+`set_order` sets it for the process (default from $CORRAL_MATMUL_ORDER, else "llama") and
+`rows_alone()` gives "rows" to one thread's calls for a while (qkernels.c, "Which of
+llama.cpp's kernels a matmul follows").
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Final
 
 import torch
@@ -46,8 +58,11 @@ __all__ = [
     "cpu_features",
     "qmatmul",
     "qmatmul_many",
+    "order",
     "quantize_activations",
     "row_bytes",
+    "rows_alone",
+    "set_order",
 ]
 
 Q = GGMLQuantizationType
@@ -102,6 +117,49 @@ AMX_BREAK_EVEN: Final[dict[int, int]] = dict.fromkeys(
 )
 # CORRAL_QKERNELS_SCALAR=1 forces the portable C path (for tests and for comparison).
 _FORCE_SCALAR: Final[bool] = os.environ.get("CORRAL_QKERNELS_SCALAR", "") not in ("", "0")
+# What the matmuls follow (see order()), as _qkernels numbers the modes.
+ORDERS: Final[tuple[str, ...]] = ("vec_dot", "llama", "rows")
+# rows from which llama.cpp multiplies (not repacked) K-quants with its tiled kernels
+TILED_MIN_ROWS: Final = 8
+_K_QUANT_IDS: Final = frozenset(int(t) for t in (Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K))
+
+
+def set_order(mode: str) -> str:
+    """Set which of llama.cpp's kernels the matmuls follow (see order()) for the process;
+    returns the previous setting. ValueError for a mode not in ORDERS."""
+    if mode not in ORDERS:
+        raise ValueError(f"matmul order must be one of {', '.join(ORDERS)}, got {mode!r}")
+    return ORDERS[_require().set_order(ORDERS.index(mode))]
+
+
+def order() -> str:
+    """Which of llama.cpp's kernels the quantized matmuls follow on this thread now.
+
+    llama.cpp's AVX2 build (extra buffer types on, its default) repacks Q4_K and Q4_0 weights
+    with a multiple of 8 rows at load and multiplies them with its own kernels: Q4_K with its
+    gemm for rows [0, M - M % 4) of an M-row input when M > 3 and its gemv for the rest (every
+    decode step), Q4_0 with one order for all rows; it multiplies the other K-quants (Q2_K..
+    Q6_K) by inputs of 8 rows or more with its tiled kernels; everything else with
+    ggml_vec_dot_*. Each sums in its own float order. "llama" follows all of that (row m of a
+    call then depends on the call's row count); "rows" computes every row as a one-row call
+    (row m the same bits whatever the batch); "vec_dot" uses vec_dot's order everywhere
+    (llama.cpp with extra buffer types and GGML_CPU_TILED_MM off)."""
+    return ORDERS[_require().order()]
+
+
+@contextmanager
+def rows_alone() -> Iterator[None]:
+    """Within the block, this thread's calls compute every row as a one-row call would
+    ("llama" acts as "rows"), so a step of several tokens gives each the bits of one-token
+    steps (speculative decoding's draft checks)."""
+    if _ext is None:
+        yield
+        return
+    old = _ext.set_rows_alone(True)
+    try:
+        yield
+    finally:
+        _ext.set_rows_alone(old)
 
 
 def available() -> bool:
@@ -118,6 +176,12 @@ def _require():  # noqa: ANN202 - returns the extension module
     if _ext is None:
         raise RuntimeError("corral._qkernels is not built (reinstall corral: pip install -e .)")
     return _ext
+
+
+if _ext is not None:
+    _env_order = os.environ.get("CORRAL_MATMUL_ORDER", "").strip().lower()
+    if _env_order:
+        set_order(_env_order)
 
 
 # ggml type id -> (values per block, bytes per block) of the weight blocks
@@ -281,7 +345,9 @@ class QMatrix:
     (never); the default is the module's DENSE_ROWS (off unless the environment says).
     """
 
-    __slots__ = ("w", "ggml_type", "n_out", "k", "dense_rows", "_tid", "_ptr", "_mins_t", "amx")
+    __slots__ = (
+        "w", "ggml_type", "n_out", "k", "dense_rows", "_tid", "_ptr", "_mins_t", "amx", "repacked",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -300,6 +366,8 @@ class QMatrix:
         self.n_out = n_out
         self.k = k
         self._ptr = w.data_ptr()
+        # a weight llama.cpp repacks (see order())
+        self.repacked = self._tid in (int(Q.Q4_K), int(Q.Q4_0)) and n_out % 8 == 0
         # the dense route on AMX tiles, where this CPU and type have it (see _amx_dense)
         self.amx = AMX and bool(_amx.supports(self._tid))  # type: ignore[union-attr]
         if dense_rows == -1:
@@ -437,7 +505,19 @@ class QMatrix:
         """y [m, n] from ggml's activation blocks xq (uint8 [m, bytes]) on AMX tiles, all in
         C (Q4_K/Q5_K's min term too, from the raw blocks: no per-matrix float copy)."""
         y = torch.empty(m, self.n_out)
-        _amx.matmul(self._tid, xq.data_ptr(), self._ptr, y.data_ptr(), m, self.n_out, self.k, nth)  # type: ignore[union-attr]
+        # the integer kernels' order (see order()): repacked Q4_K as ggml's gemm for rows
+        # [0, gemm_rows) and its gemv for the rest; the other K-quants tiled from 8 rows.
+        # Repacked Q4_0 needs nothing: one FMA per block is also how the tiles sum it.
+        mode = order()
+        repacked = mode != "vec_dot" and self.repacked and self._tid == int(Q.Q4_K)
+        gemm_rows = m - m % 4 if repacked and mode == "llama" and m > 3 else 0
+        tiled = (
+            not repacked and mode == "llama" and m >= TILED_MIN_ROWS and self._tid in _K_QUANT_IDS
+        )
+        _amx.matmul(  # type: ignore[union-attr]
+            self._tid, xq.data_ptr(), self._ptr, y.data_ptr(), m, self.n_out, self.k, nth,
+            gemm_rows, repacked, tiled,
+        )  # fmt: skip
         return y
 
     def _block_mins(self) -> torch.Tensor:

@@ -24,6 +24,11 @@
  * (-d_a * dmin) * sum over the 8 sub-blocks j of m_j * bsum_j, the integer dot of the 6-bit
  * mins with the activation block's sums of 32 values (from its int16 bsums), exact in int32,
  * formed per 16 x 16 tile with AVX-512 (VPMADDWD/VPDPWSSD) from the raw weight blocks.
+ * Where llama.cpp's AVX2 build does not use vec_dot (qkernels.c, "Which of llama.cpp's kernels
+ * a matmul follows") the tiles follow its order exactly, as the integer kernels do: repacked
+ * Q4_K weights (tile_rows_rp: ggml's gemm order for rows [0, gemm_rows), its gemv order for
+ * the rest), the other K-quants when the caller asks for the tiled order (tile_rows, tiled),
+ * and Q4_0 (one FMA per block, which is how repacked Q4_0 sums: tile_rows32).
  *
  * Layout: a uint8 [M, K/QA * block bytes] (ggml's activation blocks), w uint8 [N, row_bytes]
  * (the raw weight rows), y float32 [M, N] (overwritten). Threads (OpenMP) take panels of 16
@@ -386,7 +391,7 @@ AMX_TGT static void tile_rows32(const amx_type *t, const uint8_t *a, long arow, 
 AMX_TGT static void tile_rows(const amx_type *t, const uint8_t *a, long arow, const float *da,
                               const uint32_t *bs, long nb, const int8_t *hi, const int8_t *lo,
                               const float *scales, const float *dmins, const int16_t *minsv,
-                              int32_t *cbuf, float *out, long ldy, int rows, int cols) {
+                              int32_t *cbuf, float *out, long ldy, int rows, int cols, int tiled) {
     __m512 acc[16];
     for (int r = 0; r < 16; r++) acc[r] = _mm512_setzero_ps();
     for (long b = 0; b < nb; b++) {
@@ -411,6 +416,26 @@ AMX_TGT static void tile_rows(const amx_type *t, const uint8_t *a, long arow, co
             _tile_stored(3, cbuf + 256, 64);
         }
         const __m512 dw = _mm512_loadu_ps(scales + b * 16);
+        if (tiled) { /* llama.cpp's tiled K-quant order (qkernels.c dot_k_tiled_scalar) */
+            const __m512 dm = t->mins ? _mm512_loadu_ps(dmins + b * 16) : _mm512_setzero_ps();
+            const __m512i *mv = (const __m512i *)(minsv + b * 128);
+            for (int r = 0; r < 16; r++) {
+                __m512i s = _mm512_load_si512(cbuf + 16 * r);
+                if (t->planes == 2)
+                    s = _mm512_add_epi32(_mm512_slli_epi32(s, 6), _mm512_load_si512(cbuf + 256 + 16 * r));
+                __m512 res = _mm512_mul_ps(dw, _mm512_cvtepi32_ps(s));
+                if (t->mins) {
+                    const uint32_t *p = bs + (r * nb + b) * 4;
+                    __m512i m = _mm512_madd_epi16(_mm512_set1_epi32((int)p[0]), _mm512_load_si512(mv));
+                    m = _mm512_dpwssd_epi32(m, _mm512_set1_epi32((int)p[1]), _mm512_load_si512(mv + 1));
+                    m = _mm512_dpwssd_epi32(m, _mm512_set1_epi32((int)p[2]), _mm512_load_si512(mv + 2));
+                    m = _mm512_dpwssd_epi32(m, _mm512_set1_epi32((int)p[3]), _mm512_load_si512(mv + 3));
+                    res = _mm512_fnmadd_ps(dm, _mm512_cvtepi32_ps(m), res);
+                }
+                acc[r] = _mm512_fmadd_ps(res, _mm512_set1_ps(da[r * nb + b]), acc[r]);
+            }
+            continue;
+        }
 #pragma GCC unroll 16
         for (int r = 0; r < 16; r++) {
             __m512i s = _mm512_load_si512(cbuf + 16 * r);
@@ -440,8 +465,64 @@ AMX_TGT static void tile_rows(const amx_type *t, const uint8_t *a, long arow, co
     for (int r = 0; r < rows; r++) _mm512_mask_storeu_ps(out + r * ldy, mask, acc[r]);
 }
 
+/* Q4_K in the float order of llama.cpp's repacked kernels (qkernels.c, "Repacked Q4_K"): per
+ * output two accumulators, acc += isum * (d_a * d_w) and accm += msum * (d_a * dmin), and
+ * acc - accm at the end; rows [0, gemm) of the tile with one FMA per 64 values (ggml's gemm,
+ * one tile dot per 64 values here), the others with one per 256 (its gemv: the four 64-value
+ * sums added in int32 first). msum of 64 values: the mins of its two sub-blocks times their
+ * activation sums, one _mm512_madd_epi16. */
+AMX_TGT static void tile_rows_rp(const amx_type *t, const uint8_t *a, long arow, const float *da,
+                                 const uint32_t *bs, long nb, const int8_t *hi, const int8_t *lo,
+                                 const float *scales, const float *dmins, const int16_t *minsv,
+                                 int32_t *cbuf, float *out, long ldy, int rows, int cols, int gemm) {
+    __m512 acc[16], accm[16];
+    for (int r = 0; r < 16; r++) acc[r] = accm[r] = _mm512_setzero_ps();
+    for (long b = 0; b < nb; b++) {
+        const uint8_t *ab = a + b * t->abytes + t->aoff;
+        const __m512 dw = _mm512_loadu_ps(scales + b * 16);
+        const __m512 dm = _mm512_loadu_ps(dmins + b * 16);
+        const __m512i *mv = (const __m512i *)(minsv + b * 128);
+        __m512i sb[16], mb[16]; /* gemv rows: the block's sums so far */
+        for (int c = 0; c < 4; c++) {
+            _tile_zero(0);
+            _tile_zero(3);
+            _tile_loadd(1, ab + 64 * c, arow);
+            _tile_loadd(2, hi + (b * 64 + c * 16) * 64, 64);
+            _tile_dpbssd(0, 1, 2);
+            _tile_loadd(4, lo + (b * 64 + c * 16) * 64, 64);
+            _tile_dpbssd(3, 1, 4);
+            _tile_stored(0, cbuf, 64);
+            _tile_stored(3, cbuf + 256, 64);
+            const __m512i mc = _mm512_load_si512(mv + c);
+            for (int r = 0; r < 16; r++) {
+                const __m512i s = _mm512_add_epi32(_mm512_slli_epi32(_mm512_load_si512(cbuf + 16 * r), 6),
+                                                   _mm512_load_si512(cbuf + 256 + 16 * r));
+                const __m512i m = _mm512_madd_epi16(_mm512_set1_epi32((int)bs[(r * nb + b) * 4 + c]), mc);
+                if (r < gemm) {
+                    const __m512 ar = _mm512_set1_ps(da[r * nb + b]);
+                    acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(ar, dw), acc[r]);
+                    accm[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(ar, dm), accm[r]);
+                } else if (c == 0) {
+                    sb[r] = s;
+                    mb[r] = m;
+                } else {
+                    sb[r] = _mm512_add_epi32(sb[r], s);
+                    mb[r] = _mm512_add_epi32(mb[r], m);
+                }
+            }
+        }
+        for (int r = gemm; r < 16; r++) {
+            const __m512 ar = _mm512_set1_ps(da[r * nb + b]);
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sb[r]), _mm512_mul_ps(ar, dw), acc[r]);
+            accm[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(mb[r]), _mm512_mul_ps(ar, dm), accm[r]);
+        }
+    }
+    const __mmask16 mask = (__mmask16)((1u << cols) - 1u);
+    for (int r = 0; r < rows; r++) _mm512_mask_storeu_ps(out + r * ldy, mask, _mm512_sub_ps(acc[r], accm[r]));
+}
+
 AMX_TGT static int amx_run(int type, const uint8_t *a, const uint8_t *w, float *y, long M, long N,
-                           long K, int nth) {
+                           long K, int nth, int rp, long gemm_rows, int tiled) {
     amx_type t;
     if (!amx_info(type, &t)) return -1;
     const long nb = K / t.qk;
@@ -526,10 +607,15 @@ AMX_TGT static int amx_run(int type, const uint8_t *a, const uint8_t *w, float *
                 if (t.planes == 1 && !t.mins)
                     tile_rows32(&t, part ? pad : a + m0 * arow, arow, part ? dpad : da + m0 * nb,
                                 nb, hi, scales, cbuf, y + m0 * N + n0, N, rows, cols);
+                else if (rp && t.mins)
+                    tile_rows_rp(&t, part ? pad : a + m0 * arow, arow, part ? dpad : da + m0 * nb,
+                                 bs + m0 * mb * 4, nb, hi, lo, scales, dmins, minsv, cbuf,
+                                 y + m0 * N + n0, N, rows, cols,
+                                 (int)(gemm_rows - m0 < 0 ? 0 : gemm_rows - m0 > 16 ? 16 : gemm_rows - m0));
                 else
                     tile_rows(&t, part ? pad : a + m0 * arow, arow, part ? dpad : da + m0 * nb,
                               bs + m0 * mb * 4, nb, hi, lo, scales, dmins, minsv, cbuf,
-                              y + m0 * N + n0, N, rows, cols);
+                              y + m0 * N + n0, N, rows, cols, tiled && t.qk == 256);
             }
         }
         _tile_release();
@@ -564,16 +650,22 @@ static PyObject *py_supports(PyObject *self, PyObject *args) {
 }
 
 PyDoc_STRVAR(matmul_doc,
-             "matmul(type, a_ptr, w_ptr, y_ptr, M, N, K, n_threads) -> None\n\n"
+             "matmul(type, a_ptr, w_ptr, y_ptr, M, N, K, n_threads, gemm_rows=0, repacked=0, "
+             "tiled=0) -> None\n\n"
              "y[M, N] float32 = activations a (ggml blocks from _qkernels.quantize for this "
-             "weight type, M rows of K values) times the raw weight rows w[N] of `type`.");
+             "weight type, M rows of K values) times the raw weight rows w[N] of `type`. "
+             "repacked (Q4_K only): the float order of llama.cpp's repacked Q4_K kernels, its "
+             "gemm for rows [0, gemm_rows), its gemv for the others. tiled (the K-quants): the "
+             "float order of llama.cpp's tiled K-quant kernels (inputs of 8 rows or more).");
 
 static PyObject *py_matmul(PyObject *self, PyObject *args) {
     (void)self;
-    int type, nth;
+    int type, nth, rp = 0, tiled = 0;
     unsigned long long ap, wp, yp;
-    Py_ssize_t M, N, K;
-    if (!PyArg_ParseTuple(args, "iKKKnnni", &type, &ap, &wp, &yp, &M, &N, &K, &nth)) return NULL;
+    Py_ssize_t M, N, K, gemm_rows = 0;
+    if (!PyArg_ParseTuple(args, "iKKKnnni|npp", &type, &ap, &wp, &yp, &M, &N, &K, &nth, &gemm_rows, &rp,
+                          &tiled))
+        return NULL;
     amx_type t;
     if (!amx_info(type, &t)) return PyErr_Format(PyExc_ValueError, "no AMX kernel for ggml type %d", type);
     if (!g_amx) return PyErr_Format(PyExc_RuntimeError, "AMX is not available");
@@ -585,7 +677,8 @@ static PyObject *py_matmul(PyObject *self, PyObject *args) {
 #if AMX_BUILD
     Py_BEGIN_ALLOW_THREADS
     rc = amx_run(type, (const uint8_t *)(uintptr_t)ap, (const uint8_t *)(uintptr_t)wp,
-                 (float *)(uintptr_t)yp, (long)M, (long)N, (long)K, nth);
+                 (float *)(uintptr_t)yp, (long)M, (long)N, (long)K, nth, rp && type == T_Q4_K,
+                 (long)gemm_rows, tiled);
     Py_END_ALLOW_THREADS
 #endif
     if (rc) return PyErr_NoMemory();

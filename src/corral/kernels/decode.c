@@ -25,7 +25,9 @@
  * act is silu (llama, qwen2: rowops.c's swiglu, as layers.swiglu) or ggml's table GELU (Gemma 3:
  * layers.gelu_tanh on the CPU, the gated form of rowops.c).
  * Shapes: E width, H / Hkv heads, D head dim, R rotated dims, F feed-forward width. Row m of a
- * call gets the bits a call with that row alone would (every kernel keeps rows apart). Rows
+ * call gets the bits a call with that row alone would (every kernel keeps rows apart) in the
+ * quantized kernels' "rows" order (corral.kernels.order; in the default "llama" order their
+ * repacked Q4_K weights and K-quants from 8 rows follow llama.cpp's batch kernels). Rows
  * may share a slot (a step of a few new tokens of one sequence): every row's keys and values
  * are stored before any row attends, and row m sees its slot's first len[m] positions.
  */

@@ -5,8 +5,9 @@
  * For a weight row n and an activation row m, ggml does not dot floats: it first
  * quantizes the activation row to the weight type's "vec_dot_type" (8-bit blocks),
  * then sums integer products block by block and scales each block's integer sum by
- * the two block scales in float32.  We do the same, so the results match llama.cpp
- * up to float32 summation order:
+ * the two block scales in float32.  We do the same, with the float32 operations of the
+ * ggml kernel llama.cpp's AVX2 build picks (vec_dot, repacked or tiled: see "Which of
+ * llama.cpp's kernels a matmul follows"), so the results match its bit for bit:
  *
  *   weight type                 activation blocks   (per block)
  *   Q4_0, Q5_0, Q8_0            Q8_0, 32 values     d = amax/127 (stored fp16), q = rint(x*127/amax)
@@ -29,8 +30,10 @@
  * attribute, chosen at run time when the CPU has those extensions) and a plain-C kernel.  A
  * kernel takes one weight row and NR <= 4 activation rows and produces NR outputs, so that in
  * prompt processing a weight block is decoded once for several activation rows.  Every output
- * goes through the same sequence of float operations whatever NR is, so row m of a batch is
- * bit-identical to computing that row alone.
+ * goes through the same sequence of float operations whatever NR is; which sequence is
+ * llama.cpp's choice for the call's row count (repacked Q4_K weights, K-quants from 8 rows),
+ * so row m of a batch is bit-identical to computing that row alone in the "rows" order only
+ * (set_order, set_rows_alone) and otherwise for the weights that stay on vec_dot.
  *
  * Threading: OpenMP over output rows, in chunks handed out through an atomic counter (the
  * machine is shared: dynamic hand-out balances a thread that gets descheduled).  A call may
@@ -386,6 +389,81 @@ static float dot_k_scalar(int type, int nb, int wbytes, const uint8_t *w, const 
     return sumf;
 }
 
+/* Q4_K in the float order of ggml's repacked kernels (see "Repacked Q4_K" below): two
+ * accumulators, acc += isum * (d_w * d_a) and accm += msum * (dmin_w * d_a), one FMA each per
+ * 64 values (gemm = 1: ggml_gemm_q4_K_8x8_q8_K) or per 256 (gemm = 0: ggml_gemv_q4_K_8x8_q8_K),
+ * and acc - accm at the end. isum: sum over the sub-blocks of scale * (q . q8); msum: sum of
+ * min * (sum of the sub-block's q8). */
+static float dot_q4k_rp_scalar(int gemm, int nb, const uint8_t *w, const act256 *a) {
+    int q[256], sc[16], mn[16];
+    float acc = 0.f, accm = 0.f;
+    for (int i = 0; i < nb; i++, w += 144) {
+        float d, dmin;
+        decode_kblock(T_Q4_K, w, q, sc, mn, &d, &dmin);
+        const float dd = d * a[i].d, dm = dmin * a[i].d;
+        int isum = 0, msum = 0;
+        for (int j = 0; j < 4; j++) { /* values 64j..64j+63: sub-blocks 2j and 2j+1 */
+            int is = 0, ms = 0;
+            for (int g = 4 * j; g < 4 * j + 4; g++) { /* groups of 16 (sc, mn per 16) */
+                int s = 0;
+                for (int l = 0; l < 16; l++) s += q[16 * g + l] * a[i].qs[16 * g + l];
+                is += sc[g] * s;
+                ms += mn[g] * a[i].bsums[g];
+            }
+            if (gemm) {
+                acc = fmaf((float)is, dd, acc);
+                accm = fmaf((float)ms, dm, accm);
+            }
+            isum += is;
+            msum += ms;
+        }
+        if (!gemm) {
+            acc = fmaf((float)isum, dd, acc);
+            accm = fmaf((float)msum, dm, accm);
+        }
+    }
+    return acc - accm;
+}
+
+/* Q4_0 in the order of ggml's repacked q4_0_8x8 kernels: acc += isum * (d_w * d_a) per block,
+ * one FMA each. */
+static float dot_q40_chain_scalar(int nb, const uint8_t *w, const act32 *a) {
+    int q[32];
+    float acc = 0.f;
+    for (int ib = 0; ib < nb; ib++, w += 18) {
+        float dw, mw;
+        decode_legacy(T_Q4_0, w, q, &dw, &mw);
+        int isum = 0;
+        for (int j = 0; j < 32; j++) isum += q[j] * a[ib].qs[j];
+        acc = fmaf((float)isum, dw * a[ib].d, acc);
+    }
+    return acc;
+}
+
+/* K-quants in the order of ggml's tiled matmul (ggml-cpu/tiled, AVX2 tiled_run_microtile_avx2),
+ * which llama.cpp uses for inputs of 8 rows or more: per 256-value block res = d_w * isum,
+ * for the types with mins res = res - dmin_w * msum (one FMA), then acc += res * d_a (FMA). */
+static float dot_k_tiled_scalar(int type, int nb, int wbytes, const uint8_t *w, const act256 *a) {
+    int q[256], sc[16], mn[16];
+    const int has_min = type == T_Q2_K || type == T_Q4_K || type == T_Q5_K;
+    float acc = 0.f;
+    for (int i = 0; i < nb; i++, w += wbytes) {
+        float d, dmin;
+        decode_kblock(type, w, q, sc, mn, &d, &dmin);
+        int isum = 0, msum = 0;
+        for (int g = 0; g < 16; g++) {
+            int s = 0;
+            for (int j = 0; j < 16; j++) s += q[16 * g + j] * a[i].qs[16 * g + j];
+            isum += sc[g] * s;
+            msum += mn[g] * a[i].bsums[g];
+        }
+        float res = d * (float)isum;
+        if (has_min) res = fmaf(-dmin, (float)msum, res);
+        acc = fmaf(res, a[i].d, acc);
+    }
+    return acc;
+}
+
 /* Kernel signature: one weight row, nr activation rows (astride bytes apart), nr outputs
  * (ostride floats apart). */
 typedef void (*kern_fn)(int type, int nb, const uint8_t *w, const void *a, size_t astride,
@@ -442,6 +520,42 @@ TGT AI float hsum8(__m256 x) {
     r = _mm_add_ps(r, _mm_movehl_ps(r, r));
     r = _mm_add_ss(r, _mm_movehdup_ps(r));
     return _mm_cvtss_f32(r);
+}
+
+/* One rounding each: c + a * b (vfmadd on scalars, as ggml's _mm256_fmadd_ps per lane). */
+TGT AI float fma1(float a, float b, float c) {
+    return _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b), _mm_set_ss(c)));
+}
+
+/* The float steps of one 256-value block in ggml's tiled order (dot_k_tiled_scalar) for up
+ * to 4 activation rows, row r in lane r: is, ms their isum and msum, d8 their scales. */
+TGT AI __m128 tiled_step4(__m128 acc, __m128i is, __m128i ms, float dw, float dminw, __m128 d8, int has_min) {
+    __m128 res = _mm_mul_ps(_mm_set1_ps(dw), _mm_cvtepi32_ps(is));
+    if (has_min) res = _mm_fnmadd_ps(_mm_set1_ps(dminw), _mm_cvtepi32_ps(ms), res);
+    return _mm_fmadd_ps(res, d8, acc);
+}
+
+/* The 8 lanes of a, b, c, d summed: [sum a, sum b, sum c, sum d] (exact, int32). */
+TGT AI __m128i hsum4_i32_8(__m256i a, __m256i b, __m256i c, __m256i d) {
+    const __m256i t = _mm256_hadd_epi32(_mm256_hadd_epi32(a, b), _mm256_hadd_epi32(c, d));
+    return _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+}
+
+/* rows 0..3 of a per-row array where the kernel has NR rows (zero past them) */
+#define PICK4(v, z) (v)[0], NR > 1 ? (v)[1] : (z), NR > 2 ? (v)[2] : (z), NR > 3 ? (v)[3] : (z)
+
+/* the scales d of activation rows 0..NR-1 of block i, in lanes (zero past them) */
+TGT AI __m128 act_d4(const int NR, const uint8_t *a, size_t astride, int i) {
+    float d[4] = {0.f, 0.f, 0.f, 0.f};
+    for (int r = 0; r < NR; r++) d[r] = ((const act256 *)(a + r * astride))[i].d;
+    return _mm_loadu_ps(d);
+}
+
+/* lanes 0..NR-1 of v to out[r * ostride] */
+TGT AI void store_rows(const int NR, __m128 v, float *out, size_t ostride) {
+    float o[4];
+    _mm_storeu_ps(o, v);
+    for (int r = 0; r < NR; r++) out[r * ostride] = o[r];
 }
 
 TGT AI int hsum_i32_8(__m256i a) {
@@ -666,6 +780,34 @@ TGT AI void legacy_avx2_w2(const int T, int nb, const uint8_t *w, size_t rb, con
     }
 }
 
+/* Q4_0 in the order of ggml's repacked q4_0_8x8 kernels (its gemv and gemm alike): per block
+ * the whole integer sum, then one FMA, acc += isum * (d_w * d_a) (no lanes summed at the end).
+ * NW = 2: two weight rows against one activation row (two independent chains, as
+ * legacy_avx2_w2), each row's operations those of NW = 1. */
+TGT AI void q40_chain_avx2(const int NW, const int NR, int nb, const uint8_t *w, size_t rb,
+                           const uint8_t *a, size_t astride, float *out, size_t ostride) {
+    const __m256i ones16 = _mm256_set1_epi16(1);
+    float acc[2][4];
+    for (int v = 0; v < NW; v++)
+        for (int r = 0; r < NR; r++) acc[v][r] = 0.f;
+    for (int ib = 0; ib < nb; ib++) {
+        for (int v = 0; v < NW; v++) {
+            const uint8_t *wp = w + v * rb + (size_t)ib * 18;
+            const float dw = h2f_c(wp);
+            const __m256i qx = legacy_qx(T_Q4_0, wp);
+            const __m256i ax = _mm256_sign_epi8(qx, qx);
+            for (int r = 0; r < NR; r++) {
+                const act32 *y = (const act32 *)(a + r * astride) + ib;
+                const __m256i qy = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)y->qs), qx);
+                const int isum = hsum_i32_8(_mm256_madd_epi16(_mm256_maddubs_epi16(ax, qy), ones16));
+                acc[v][r] = fma1((float)isum, dw * y->d, acc[v][r]);
+            }
+        }
+    }
+    for (int v = 0; v < NW; v++)
+        for (int r = 0; r < NR; r++) out[v + r * ostride] = acc[v][r];
+}
+
 /* -- k-quant helpers -- */
 
 /* For types with a scale per 16 values: from 8 int16 scales duplicated in both lanes (sc8),
@@ -690,11 +832,12 @@ TGT AI __m256i scale_one(__m256i sc8, int s) {
 TGT AI __m256i dup_lane(__m128i v) { return _mm256_broadcastsi128_si256(v); }
 
 /* Q2_K: sum_g sc_g * sum q*q8 (q in 0..3) per block; mins through bsums */
-TGT AI void q2k_avx2(const int NR, int nb, const uint8_t *w, const uint8_t *a, size_t astride,
-                     float *out, size_t ostride) {
+TGT AI void q2k_avx2(const int TL, const int NR, int nb, const uint8_t *w, const uint8_t *a,
+                     size_t astride, float *out, size_t ostride) {
     const __m256i m3 = _mm256_set1_epi8(3);
     const __m128i m4 = _mm_set1_epi8(0xF);
     __m256 acc[4];
+    __m128 acs = _mm_setzero_ps(); /* TL: ggml's tiled order, row r in lane r */
     for (int r = 0; r < NR; r++) acc[r] = _mm256_setzero_ps();
     for (int i = 0; i < nb; i++, w += 84) {
         const float dw = h2f_c(w + 80), dminw = h2f_c(w + 82);
@@ -716,6 +859,15 @@ TGT AI void q2k_avx2(const int NR, int nb, const uint8_t *w, const uint8_t *a, s
                 }
             }
         }
+        if (TL) {
+            const __m256i z = _mm256_setzero_si256();
+            __m256i pr[4];
+            for (int r = 0; r < NR; r++)
+                pr[r] = _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)((const act256 *)(a + r * astride) + i)->bsums));
+            acs = tiled_step4(acs, hsum4_i32_8(PICK4(sumi, z)), hsum4_i32_8(PICK4(pr, z)), dw, dminw,
+                              act_d4(NR, a, astride, i), 1);
+            continue;
+        }
         for (int r = 0; r < NR; r++) {
             const act256 *y = (const act256 *)(a + r * astride) + i;
             const __m256i prod = _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)y->bsums));
@@ -723,16 +875,18 @@ TGT AI void q2k_avx2(const int NR, int nb, const uint8_t *w, const uint8_t *a, s
             acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(y->d * dw), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
         }
     }
-    for (int r = 0; r < NR; r++) out[r * ostride] = hsum8(acc[r]);
+    if (TL) store_rows(NR, acs, out, ostride);
+    else for (int r = 0; r < NR; r++) out[r * ostride] = hsum8(acc[r]);
 }
 
-/* Q3_K: q = low2 | high<<2 in 0..7 (unsigned, so maddubs applies), and the -4 offset is
- * taken out through the activation's bsums: sum sc*(q-4)*q8 = sum sc*q*q8 - 4*sum sc*bsum. */
-TGT AI void q3k_avx2(const int NR, int nb, const uint8_t *w, const uint8_t *a, size_t astride,
-                     float *out, size_t ostride) {
+/* Q3_K: q = low2 | high<<2 in 0..7 (unsigned, so maddubs applies), and the -4 offset taken
+ * out per pair of values (ggml_vec_dot_q3_K_q8_K's lanes). */
+TGT AI void q3k_avx2(const int TL, const int NR, int nb, const uint8_t *w, const uint8_t *a,
+                     size_t astride, float *out, size_t ostride) {
     const __m256i m3 = _mm256_set1_epi8(3);
     const __m256i m4 = _mm256_set1_epi8(4);
     __m256 acc[4];
+    __m128 acs = _mm_setzero_ps(); /* TL: ggml's tiled order, row r in lane r */
     for (int r = 0; r < NR; r++) acc[r] = _mm256_setzero_ps();
     for (int i = 0; i < nb; i++, w += 110) {
         const float dw = h2f_c(w + 108);
@@ -748,12 +902,7 @@ TGT AI void q3k_avx2(const int NR, int nb, const uint8_t *w, const uint8_t *a, s
         const __m256i sc8[2] = {dup_lane(_mm256_castsi256_si128(sc16)), dup_lane(_mm256_extracti128_si256(sc16, 1))};
         const __m256i hbits = _mm256_loadu_si256((const __m256i *)w);
         __m256i sumi[4];
-        for (int r = 0; r < NR; r++) {
-            /* -4 * sum_g sc_g * bsum_g */
-            const act256 *y = (const act256 *)(a + r * astride) + i;
-            const __m256i corr = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)y->bsums));
-            sumi[r] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 2));
-        }
+        for (int r = 0; r < NR; r++) sumi[r] = _mm256_setzero_si256();
         for (int j = 0; j < 2; j++) {
             const __m256i bits = _mm256_loadu_si256((const __m256i *)(w + 32 + 32 * j));
             for (int l = 0; l < 4; l++) {
@@ -765,31 +914,45 @@ TGT AI void q3k_avx2(const int NR, int nb, const uint8_t *w, const uint8_t *a, s
                 for (int r = 0; r < NR; r++) {
                     const act256 *y = (const act256 *)(a + r * astride) + i;
                     const __m256i qy = _mm256_loadu_si256((const __m256i *)(y->qs + 128 * j + 32 * l));
-                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(sc, _mm256_maddubs_epi16(qx, qy)));
+                    /* (q - 4) * q8 per pair of values, as ggml's maddubs(low) - maddubs(4 *
+                     * (1 - high)): the -4 goes into the lane of its value, so every int32 lane
+                     * (converted and scaled lane by lane) holds ggml's partial sum */
+                    const __m256i p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(qx, qy), _mm256_maddubs_epi16(m4, qy));
+                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(sc, p16));
                 }
             }
+        }
+        if (TL) {
+            const __m256i z = _mm256_setzero_si256();
+            acs = tiled_step4(acs, hsum4_i32_8(PICK4(sumi, z)), _mm_setzero_si128(), dw, 0.f,
+                              act_d4(NR, a, astride, i), 0);
+            continue;
         }
         for (int r = 0; r < NR; r++) {
             const act256 *y = (const act256 *)(a + r * astride) + i;
             acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(y->d * dw), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
         }
     }
-    for (int r = 0; r < NR; r++) out[r * ostride] = hsum8(acc[r]);
+    if (TL) store_rows(NR, acs, out, ostride);
+    else for (int r = 0; r < NR; r++) out[r * ostride] = hsum8(acc[r]);
 }
 
 /* Q4_K and Q5_K: 8 sub-blocks of 32 values with 6-bit scales and mins (ggml's utmp
  * shuffle gives scales in bytes 0..7 and mins in 8..15). Mins go through bsums summed per
  * 32 values (16-bit hadd: 32*127 fits). */
-TGT AI void q45k_avx2(const int T, const int NR, int nb, const uint8_t *w, const uint8_t *a,
-                      size_t astride, float *out, size_t ostride) {
+TGT AI void q45k_avx2(const int T, const int TL, const int NR, int nb, const uint8_t *w,
+                      const uint8_t *a, size_t astride, float *out, size_t ostride) {
     const int wb = T == T_Q4_K ? 144 : 176;
     const __m256i m4 = _mm256_set1_epi8(0xF);
     const __m256i bit4 = _mm256_set1_epi8(0x10);
     __m256 acc[4];
     __m128 accm[4];
+    float summs[4];                /* Q5_K: ggml's scalar `summs` */
+    __m128 acs = _mm_setzero_ps(); /* TL: ggml's tiled order, row r in lane r */
     for (int r = 0; r < NR; r++) {
         acc[r] = _mm256_setzero_ps();
         accm[r] = _mm_setzero_ps();
+        summs[r] = 0.f;
     }
     for (int i = 0; i < nb; i++, w += wb) {
         const float dw = h2f_c(w), dminw = h2f_c(w + 2);
@@ -828,16 +991,45 @@ TGT AI void q45k_avx2(const int T, const int NR, int nb, const uint8_t *w, const
                 sumi[r] = _mm256_add_epi32(sumi[r], _mm256_add_epi32(pl, ph));
             }
         }
+        if (TL) {
+            const __m256i z = _mm256_setzero_si256();
+            __m128i pr[4];
+            for (int r = 0; r < NR; r++) {
+                const __m256i bs = _mm256_loadu_si256((const __m256i *)((const act256 *)(a + r * astride) + i)->bsums);
+                pr[r] = _mm_madd_epi16(mins, _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1)));
+            }
+            const __m128i zs = _mm_setzero_si128();
+            const __m128i ms = _mm_hadd_epi32(_mm_hadd_epi32(pr[0], NR > 1 ? pr[1] : zs),
+                                              _mm_hadd_epi32(NR > 2 ? pr[2] : zs, NR > 3 ? pr[3] : zs));
+            acs = tiled_step4(acs, hsum4_i32_8(PICK4(sumi, z)), ms, dw, dminw, act_d4(NR, a, astride, i), 1);
+            continue;
+        }
         for (int r = 0; r < NR; r++) {
             const act256 *y = (const act256 *)(a + r * astride) + i;
             const __m256i bs = _mm256_loadu_si256((const __m256i *)y->bsums);
             const __m128i s32 = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
             const __m128i prod = _mm_madd_epi16(mins, s32);
-            accm[r] = _mm_fmadd_ps(_mm_set1_ps(-y->d * dminw), _mm_cvtepi32_ps(prod), accm[r]);
+            if (T == T_Q5_K) {
+                /* ggml_vec_dot_q5_K_q8_K: summs += dmin * msum per block, a scalar (an FMA
+                 * once the compiler contracts it, as ggml's -mfma build does) */
+                __m128i ms = _mm_hadd_epi32(prod, prod);
+                ms = _mm_hadd_epi32(ms, ms);
+                summs[r] = fma1(-y->d * dminw, (float)_mm_cvtsi128_si32(ms), summs[r]);
+            } else {
+                accm[r] = _mm_fmadd_ps(_mm_set1_ps(-y->d * dminw), _mm_cvtepi32_ps(prod), accm[r]);
+            }
             acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(y->d * dw), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
         }
     }
+    if (TL) {
+        store_rows(NR, acs, out, ostride);
+        return;
+    }
     for (int r = 0; r < NR; r++) {
+        if (T == T_Q5_K) {
+            out[r * ostride] = hsum8(acc[r]) + summs[r];
+            continue;
+        }
         __m128 m = accm[r];
         m = _mm_add_ps(m, _mm_movehl_ps(m, m));
         m = _mm_add_ss(m, _mm_movehdup_ps(m));
@@ -845,12 +1037,125 @@ TGT AI void q45k_avx2(const int T, const int NR, int nb, const uint8_t *w, const
     }
 }
 
+/* Q4_K in the float order of ggml's repacked kernels (dot_q4k_rp_scalar says which). The
+ * integer sums are formed as in q45k_avx2; the float steps run on 4 outputs at once, one per
+ * lane (the same operations per output as the scalar chain): the gemm keeps 4 activation rows
+ * in the lanes, the gemv 4 weight rows. */
+
+/* The 6-bit scales (bytes 0..7) and mins (8..15) of a Q4_K block as 16 int16 (ggml's utmp). */
+TGT AI __m256i q4k_scales_mins(const uint8_t *w) {
+    uint32_t u[4];
+    memcpy(u, w + 4, 12);
+    const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
+    u[3] = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
+    const uint32_t uaux = u[1] & k1;
+    u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
+    u[2] = uaux;
+    u[0] &= k1;
+    return _mm256_cvtepu8_epi16(_mm_set_epi32((int)u[3], (int)u[2], (int)u[1], (int)u[0]));
+}
+
+/* [msum_0 .. msum_3] of one activation block: the mins of sub-blocks 2j, 2j+1 times their
+ * sums of 32 q8 (int16 hadd of the bsums: 32 * 127 fits). */
+TGT AI __m128i q4k_msums(__m128i mins, const act256 *y) {
+    const __m256i bs = _mm256_loadu_si256((const __m256i *)y->bsums);
+    return _mm_madd_epi16(mins, _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1)));
+}
+
+/* ggml_gemm_q4_K_8x8_q8_K's order: one weight row, 4 activation rows (astride bytes apart),
+ * an FMA per 64 values; lane r of the accumulators is output r. */
+TGT AI void q4k_gemm_avx2(int nb, const uint8_t *w, const uint8_t *a, size_t astride, float *out,
+                          size_t ostride) {
+    const __m256i m4 = _mm256_set1_epi8(0xF);
+    __m128 acc = _mm_setzero_ps(), accm = _mm_setzero_ps();
+    for (int i = 0; i < nb; i++, w += 144) {
+        const act256 *y[4];
+        for (int r = 0; r < 4; r++) y[r] = (const act256 *)(a + r * astride) + i;
+        const __m256i ms = q4k_scales_mins(w);
+        const __m128i mins = _mm256_extracti128_si256(ms, 1);
+        const __m256i sc8 = dup_lane(_mm256_castsi256_si128(ms));
+        const __m128 d8 = _mm_set_ps(y[3]->d, y[2]->d, y[1]->d, y[0]->d);
+        const __m128 dd = _mm_mul_ps(_mm_set1_ps(h2f_c(w)), d8);
+        const __m128 dm = _mm_mul_ps(_mm_set1_ps(h2f_c(w + 2)), d8);
+        /* msum_j of rows 0..3 transposed: mj[j] = [msum_j(r0), .., msum_j(r3)] */
+        __m128i m0 = q4k_msums(mins, y[0]), m1 = q4k_msums(mins, y[1]);
+        __m128i m2 = q4k_msums(mins, y[2]), m3 = q4k_msums(mins, y[3]);
+        const __m128i l01 = _mm_unpacklo_epi32(m0, m1), h01 = _mm_unpackhi_epi32(m0, m1);
+        const __m128i l23 = _mm_unpacklo_epi32(m2, m3), h23 = _mm_unpackhi_epi32(m2, m3);
+        const __m128i mj[4] = {_mm_unpacklo_epi64(l01, l23), _mm_unpackhi_epi64(l01, l23),
+                               _mm_unpacklo_epi64(h01, h23), _mm_unpackhi_epi64(h01, h23)};
+        for (int j = 0; j < 4; j++) {
+            const __m256i bits = _mm256_loadu_si256((const __m256i *)(w + 16 + 32 * j));
+            const __m256i ql = _mm256_and_si256(bits, m4);
+            const __m256i qh = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+            const __m256i scl = scale_one(sc8, 2 * j), sch = scale_one(sc8, 2 * j + 1);
+            __m256i v[4];
+            for (int r = 0; r < 4; r++) {
+                const __m256i yl = _mm256_loadu_si256((const __m256i *)(y[r]->qs + 64 * j));
+                const __m256i yh = _mm256_loadu_si256((const __m256i *)(y[r]->qs + 64 * j + 32));
+                v[r] = _mm256_add_epi32(_mm256_madd_epi16(scl, _mm256_maddubs_epi16(ql, yl)),
+                                        _mm256_madd_epi16(sch, _mm256_maddubs_epi16(qh, yh)));
+            }
+            acc = _mm_fmadd_ps(_mm_cvtepi32_ps(hsum4_i32_8(v[0], v[1], v[2], v[3])), dd, acc);
+            accm = _mm_fmadd_ps(_mm_cvtepi32_ps(mj[j]), dm, accm);
+        }
+    }
+    float o[4];
+    _mm_storeu_ps(o, _mm_sub_ps(acc, accm));
+    for (int r = 0; r < 4; r++) out[r * ostride] = o[r];
+}
+
+/* ggml_gemv_q4_K_8x8_q8_K's order: NW <= 4 weight rows (rb bytes apart), one activation row,
+ * an FMA per 256 values; lane v of the accumulators is weight row v's output (out[v]). */
+TGT AI void q4k_gemv_avx2(const int NW, int nb, const uint8_t *w, size_t rb, const uint8_t *a,
+                          float *out) {
+    const __m256i m4 = _mm256_set1_epi8(0xF);
+    __m128 acc = _mm_setzero_ps(), accm = _mm_setzero_ps();
+    for (int i = 0; i < nb; i++) {
+        const act256 *y = (const act256 *)a + i;
+        __m256i sumi[4];
+        __m128i prod[4];
+        float dw[4] = {0.f, 0.f, 0.f, 0.f}, dmw[4] = {0.f, 0.f, 0.f, 0.f};
+        for (int v = 0; v < 4; v++) {
+            sumi[v] = _mm256_setzero_si256();
+            prod[v] = _mm_setzero_si128();
+        }
+        for (int v = 0; v < NW; v++) {
+            const uint8_t *wb = w + v * rb + (size_t)i * 144;
+            dw[v] = h2f_c(wb);
+            dmw[v] = h2f_c(wb + 2);
+            const __m256i ms = q4k_scales_mins(wb);
+            prod[v] = q4k_msums(_mm256_extracti128_si256(ms, 1), y);
+            const __m256i sc8 = dup_lane(_mm256_castsi256_si128(ms));
+            for (int j = 0; j < 4; j++) {
+                const __m256i bits = _mm256_loadu_si256((const __m256i *)(wb + 16 + 32 * j));
+                const __m256i ql = _mm256_and_si256(bits, m4);
+                const __m256i qh = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+                const __m256i yl = _mm256_loadu_si256((const __m256i *)(y->qs + 64 * j));
+                const __m256i yh = _mm256_loadu_si256((const __m256i *)(y->qs + 64 * j + 32));
+                const __m256i pl = _mm256_madd_epi16(scale_one(sc8, 2 * j), _mm256_maddubs_epi16(ql, yl));
+                const __m256i ph = _mm256_madd_epi16(scale_one(sc8, 2 * j + 1), _mm256_maddubs_epi16(qh, yh));
+                sumi[v] = _mm256_add_epi32(sumi[v], _mm256_add_epi32(pl, ph));
+            }
+        }
+        const __m128i is = hsum4_i32_8(sumi[0], sumi[1], sumi[2], sumi[3]);
+        const __m128i msum = _mm_hadd_epi32(_mm_hadd_epi32(prod[0], prod[1]), _mm_hadd_epi32(prod[2], prod[3]));
+        const __m128 d8 = _mm_set1_ps(y->d);
+        acc = _mm_fmadd_ps(_mm_cvtepi32_ps(is), _mm_mul_ps(_mm_loadu_ps(dw), d8), acc);
+        accm = _mm_fmadd_ps(_mm_cvtepi32_ps(msum), _mm_mul_ps(_mm_loadu_ps(dmw), d8), accm);
+    }
+    float o[4];
+    _mm_storeu_ps(o, _mm_sub_ps(acc, accm));
+    for (int v = 0; v < NW; v++) out[v] = o[v];
+}
+
 /* Q6_K: q in 0..63 (unsigned for maddubs); the -32 offset through bsums as for Q3_K. */
-TGT AI void q6k_avx2(const int NR, int nb, const uint8_t *w, const uint8_t *a, size_t astride,
-                     float *out, size_t ostride) {
+TGT AI void q6k_avx2(const int TL, const int NR, int nb, const uint8_t *w, const uint8_t *a,
+                     size_t astride, float *out, size_t ostride) {
     const __m256i m4 = _mm256_set1_epi8(0xF);
     const __m256i m2 = _mm256_set1_epi8(0x30);
     __m256 acc[4];
+    __m128 acs = _mm_setzero_ps(); /* TL: ggml's tiled order, row r in lane r */
     for (int r = 0; r < NR; r++) acc[r] = _mm256_setzero_ps();
     for (int i = 0; i < nb; i++, w += 210) {
         const float dw = h2f_c(w + 208);
@@ -882,12 +1187,19 @@ TGT AI void q6k_avx2(const int NR, int nb, const uint8_t *w, const uint8_t *a, s
                 }
             }
         }
+        if (TL) {
+            const __m256i z = _mm256_setzero_si256();
+            acs = tiled_step4(acs, hsum4_i32_8(PICK4(sumi, z)), _mm_setzero_si128(), dw, 0.f,
+                              act_d4(NR, a, astride, i), 0);
+            continue;
+        }
         for (int r = 0; r < NR; r++) {
             const act256 *y = (const act256 *)(a + r * astride) + i;
             acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(y->d * dw), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
         }
     }
-    for (int r = 0; r < NR; r++) out[r * ostride] = hsum8(acc[r]);
+    if (TL) store_rows(NR, acs, out, ostride);
+    else for (int r = 0; r < NR; r++) out[r * ostride] = hsum8(acc[r]);
 }
 
 /* -- dequantization to float32 -- */
@@ -1042,13 +1354,73 @@ DEF_LEGACY(k_q8_0_avx2, T_Q8_0)
         NR_SWITCH(FN(1, nb, w, a, as, o, os), FN(2, nb, w, a, as, o, os),                 \
                   FN(3, nb, w, a, as, o, os), FN(4, nb, w, a, as, o, os))                 \
     }
-DEF_K(k_q2_k_avx2, q2k_avx2)
-DEF_K(k_q3_k_avx2, q3k_avx2)
-DEF_K(k_q6_k_avx2, q6k_avx2)
-#define Q4K(NR, ...) q45k_avx2(T_Q4_K, NR, __VA_ARGS__)
-#define Q5K(NR, ...) q45k_avx2(T_Q5_K, NR, __VA_ARGS__)
+#define Q2K(NR, ...) q2k_avx2(0, NR, __VA_ARGS__)
+#define Q3K(NR, ...) q3k_avx2(0, NR, __VA_ARGS__)
+#define Q4K(NR, ...) q45k_avx2(T_Q4_K, 0, NR, __VA_ARGS__)
+#define Q5K(NR, ...) q45k_avx2(T_Q5_K, 0, NR, __VA_ARGS__)
+#define Q6K(NR, ...) q6k_avx2(0, NR, __VA_ARGS__)
+DEF_K(k_q2_k_avx2, Q2K)
+DEF_K(k_q3_k_avx2, Q3K)
 DEF_K(k_q4_k_avx2, Q4K)
 DEF_K(k_q5_k_avx2, Q5K)
+DEF_K(k_q6_k_avx2, Q6K)
+/* the same in ggml's tiled order (inputs of 8 rows or more) */
+#define Q2KT(NR, ...) q2k_avx2(1, NR, __VA_ARGS__)
+#define Q3KT(NR, ...) q3k_avx2(1, NR, __VA_ARGS__)
+#define Q4KT(NR, ...) q45k_avx2(T_Q4_K, 1, NR, __VA_ARGS__)
+#define Q5KT(NR, ...) q45k_avx2(T_Q5_K, 1, NR, __VA_ARGS__)
+#define Q6KT(NR, ...) q6k_avx2(1, NR, __VA_ARGS__)
+DEF_K(k_q2_k_tl_avx2, Q2KT)
+DEF_K(k_q3_k_tl_avx2, Q3KT)
+DEF_K(k_q4_k_tl_avx2, Q4KT)
+DEF_K(k_q5_k_tl_avx2, Q5KT)
+DEF_K(k_q6_k_tl_avx2, Q6KT)
+
+static void kern_tiled_avx2(int type, int nb, const uint8_t *w, const void *a, size_t astride,
+                            float *out, size_t ostride, int nr) {
+    const uint8_t *ab = (const uint8_t *)a;
+    switch (type) {
+    case T_Q2_K: k_q2_k_tl_avx2(nb, w, ab, astride, out, ostride, nr); break;
+    case T_Q3_K: k_q3_k_tl_avx2(nb, w, ab, astride, out, ostride, nr); break;
+    case T_Q4_K: k_q4_k_tl_avx2(nb, w, ab, astride, out, ostride, nr); break;
+    case T_Q5_K: k_q5_k_tl_avx2(nb, w, ab, astride, out, ostride, nr); break;
+    default: k_q6_k_tl_avx2(nb, w, ab, astride, out, ostride, nr); break;
+    }
+}
+
+/* Q4_0 in ggml's repacked order (q40_chain_avx2) */
+TGT static void kern_q40_chain_avx2(int nb, const uint8_t *w, const void *a, size_t as, float *o,
+                                    size_t os, int nr) {
+    const uint8_t *ab = (const uint8_t *)a;
+    NR_SWITCH(q40_chain_avx2(1, 1, nb, w, 0, ab, as, o, os), q40_chain_avx2(1, 2, nb, w, 0, ab, as, o, os),
+              q40_chain_avx2(1, 3, nb, w, 0, ab, as, o, os), q40_chain_avx2(1, 4, nb, w, 0, ab, as, o, os))
+}
+
+/* two weight rows (w, w + rb), one activation row */
+TGT static void kern2_q40_chain_avx2(int nb, const uint8_t *w, size_t rb, const void *a, float *out) {
+    q40_chain_avx2(2, 1, nb, w, rb, (const uint8_t *)a, 0, out, 0);
+}
+
+/* Q4_K in ggml's repacked order: nr activation rows times weight rows [0, nw) of w (rb bytes
+ * apart); out[r * ostride + v]. gemm (nr = 4): ggml's gemm, else its gemv for each row. */
+TGT static void kern_q4k_rp_avx2(int gemm, int nb, const uint8_t *w, size_t rb, long nw, const void *a,
+                                 size_t as, float *o, size_t os, int nr) {
+    const uint8_t *ab = (const uint8_t *)a;
+    if (gemm && nr == 4) {
+        for (long v = 0; v < nw; v++) q4k_gemm_avx2(nb, w + v * rb, ab, as, o + v, os);
+        return;
+    }
+    for (int r = 0; r < nr; r++) {
+        long v = 0;
+        for (; v + 4 <= nw; v += 4) q4k_gemv_avx2(4, nb, w + v * rb, rb, ab + r * as, o + r * os + v);
+        switch (nw - v) {
+        case 1: q4k_gemv_avx2(1, nb, w + v * rb, rb, ab + r * as, o + r * os + v); break;
+        case 2: q4k_gemv_avx2(2, nb, w + v * rb, rb, ab + r * as, o + r * os + v); break;
+        case 3: q4k_gemv_avx2(3, nb, w + v * rb, rb, ab + r * as, o + r * os + v); break;
+        default: break;
+        }
+    }
+}
 
 static void kern_avx2(int type, int nb, const uint8_t *w, const void *a, size_t astride,
                       float *out, size_t ostride, int nr) {
@@ -1116,7 +1488,94 @@ static void quantize_rows(const type_info *ti, int use_avx2, const float *x, uin
     }
 }
 
-/* Activation rows handled together by one kernel call (the kernels hold NR accumulators). */
+/* ------------------------------------------------------------------------------------------ */
+/* Which of llama.cpp's kernels a matmul follows                                              */
+/* ------------------------------------------------------------------------------------------ */
+/*
+ * llama.cpp's x86 CPU backend (AVX2 builds, "extra buffer types" on: its default) does not
+ * multiply every weight with ggml_vec_dot_*, and its other kernels sum in other float orders:
+ *
+ * 1. Repacked weights. At load it repacks each 2-D weight of N rows, N a multiple of 8, of type
+ *    Q4_K (block_q4_Kx8, "q4_K_8x8") or Q4_0 (block_q4_0x8) -- on AVX2 also IQ4_NL and MXFP4,
+ *    Q2_K with AVX-512; Q5_K, Q6_K, Q8_0 only on ARM (ggml-cpu/repack.cpp,
+ *    ggml_repack_get_optimal_repack_type) -- and multiplies it with its own kernels
+ *    (ggml-cpu/arch/x86/repack.cpp). Of an input of M rows (forward_mul_mat_one_chunk), rows
+ *    [0, M - M % 4) go to the gemm kernel in groups of 4 when M > 3, the rest (every row when
+ *    M < 4: each decode step) to the gemv kernel one at a time.
+ *    Q4_K (ggml_gemm/gemv_q4_K_8x8_q8_K): per output two accumulators,
+ *        acc  += (float)isum * (d_w * d_a)       (FMA)
+ *        accm += (float)msum * (dmin_w * d_a)    (FMA)
+ *    isum = sum of scale * (q . q8), msum = sum of min * (sum of the q8), over 64 values (two
+ *    sub-blocks) per FMA in the gemm, over the 256-value block in the gemv; output acc - accm.
+ *    The gemm rows' activations come from quantize_mat_q8_K (4 rows interleaved), which breaks
+ *    a tie between +amax and -amax the other way than quantize_row_q8_K_ref (the positive
+ *    wins, not the first): that negates q, bsums and d of the block, and every product above
+ *    keeps its bits (isum * d_a, msum * d_a), so our one Q8_K serves both.
+ *    Q4_0 (gemm and gemv alike): acc += (float)isum * (d_w * d_a) per 32-value block, one FMA
+ *    chain (quantize_mat_q8_0 rounds as quantize_row_q8_0).
+ * 2. Tiled K-quants. Every other (not repacked) Q2_K..Q6_K weight times an input of 8 rows or
+ *    more goes through ggml-cpu/tiled (ggml_compute_forward_mul_mat_tiled; GGML_CPU_TILED_MM=0
+ *    turns it off): per 256-value block res = d_w * (float)isum, res -= dmin_w * (float)msum
+ *    (FMA, types with mins), acc += res * d_a (FMA).
+ * 3. Everything else: ggml_vec_dot_* (the kernels above: 8 lanes of partial sums, summed at
+ *    the end).
+ *
+ * g_order chooses: ORD_LLAMA (default) does all of this, so row m of a call depends on M;
+ * ORD_ROWS computes every row as a one-row call would (repacked weights in their gemv order,
+ * the rest in vec_dot order), whatever M; ORD_VECDOT uses vec_dot's order everywhere (llama.cpp
+ * with extra buffer types and GGML_CPU_TILED_MM off). set_rows_alone() turns ORD_LLAMA into
+ * ORD_ROWS on the calling thread (speculative decoding checks a draft with the bits of
+ * one-token steps).
+ */
+enum { ORD_VECDOT = 0, ORD_LLAMA = 1, ORD_ROWS = 2 };
+static int g_order = ORD_LLAMA;
+static __thread int t_rows_alone = 0;
+
+static int order_mode(void) { return g_order == ORD_LLAMA && t_rows_alone ? ORD_ROWS : g_order; }
+
+/* whether llama.cpp (AVX2) repacks this weight */
+static int is_repacked(int type, long N) { return (type == T_Q4_K || type == T_Q4_0) && N % 8 == 0; }
+
+/* rows from which llama.cpp multiplies K-quants in its tiled kernels (ggml_tiled_min_batch) */
+#define TILED_MIN_ROWS 8
+
+/* how one matrix of a call is multiplied */
+enum { MK_VECDOT = 0, MK_Q4K_RP, MK_Q40_RP, MK_TILED };
+
+static int mat_kind(int order, int type, long N, long M) {
+    if (order == ORD_VECDOT) return MK_VECDOT;
+    if (is_repacked(type, N)) return type == T_Q4_K ? MK_Q4K_RP : MK_Q40_RP;
+    if (order == ORD_LLAMA && M >= TILED_MIN_ROWS && type >= T_Q2_K && type <= T_Q6_K) return MK_TILED;
+    return MK_VECDOT;
+}
+
+/* nr activation rows (astride bytes apart) times one weight row of a matrix of this kind
+ * (not MK_VECDOT); gemm: MK_Q4K_RP rows in ggml's gemm order */
+static void kern_kind(int kind, int use_avx2, int gemm, int type, int nb, const uint8_t *w,
+                      const void *a, size_t astride, float *out, size_t ostride, int nr) {
+#if QK_X86
+    if (use_avx2) {
+        if (kind == MK_Q4K_RP) kern_q4k_rp_avx2(gemm, nb, w, 0, 1, a, astride, out, ostride, nr);
+        else if (kind == MK_TILED) kern_tiled_avx2(type, nb, w, a, astride, out, ostride, nr);
+        else kern_q40_chain_avx2(nb, w, a, astride, out, ostride, nr);
+        return;
+    }
+#endif
+    (void)use_avx2;
+    type_info ti;
+    get_info(type, &ti);
+    for (int r = 0; r < nr; r++) {
+        const void *ar = (const uint8_t *)a + r * astride;
+        float *o = out + r * ostride;
+        if (kind == MK_Q4K_RP) *o = dot_q4k_rp_scalar(gemm, nb, w, (const act256 *)ar);
+        else if (kind == MK_TILED) *o = dot_k_tiled_scalar(type, nb, ti.wbytes, w, (const act256 *)ar);
+        else *o = dot_q40_chain_scalar(nb, w, (const act32 *)ar);
+    }
+}
+
+/* Activation rows handled together by one kernel call (the kernels hold NR accumulators).
+ * Tiles start at multiples of MT: with MT = 4 a tile of a repacked Q4_K weight lies wholly in
+ * ggml's gemm rows or wholly in its gemv rows. */
 #define MT 4
 /* Software prefetch distance in bytes for single-pass (decode) calls. */
 #define PREFETCH_AHEAD 4096
@@ -1131,6 +1590,7 @@ typedef struct {
     long N;
     long chunk;           /* output rows per work item */
     long first;           /* index of this matrix's first work item in the job */
+    int kind;             /* MK_*: which of llama.cpp's kernels it follows */
 } mat_t;
 
 /* Up to this many matrices share one quantized input per call (q/k/v, gate/up). */
@@ -1139,6 +1599,7 @@ typedef struct {
 typedef struct {
     int use_avx2;
     long M;
+    long gemm_rows;       /* repacked Q4_K: rows [0, gemm_rows) in ggml's gemm order */
     size_t arow;          /* bytes of one quantized activation row */
     const uint8_t *act;
     int n_mats;
@@ -1170,7 +1631,7 @@ static void run_chunks(job_t *jb) {
             long n = n0;
 #if QK_X86
             /* one activation row (decode): weight rows in pairs where the type has the kernel */
-            if (M == 1 && jb->use_avx2) {
+            if (M == 1 && jb->use_avx2 && mt->kind == MK_VECDOT) {
                 for (; n + 2 <= n1; n += 2) {
                     const size_t at = n * mt->row_bytes + PREFETCH_AHEAD, end = n1 * mt->row_bytes;
                     for (size_t o = at; o < at + 2 * mt->row_bytes && o < end; o += 64)
@@ -1179,6 +1640,44 @@ static void run_chunks(job_t *jb) {
                 }
             }
 #endif
+            if (mt->kind != MK_VECDOT) {
+                const int gemm = m0 < jb->gemm_rows;
+#if QK_X86
+                /* repacked Q4_K: 4 weight rows a call (the gemv keeps them in its lanes) */
+                if (mt->kind == MK_Q4K_RP && jb->use_avx2) {
+                    for (; n < n1; n += 4) {
+                        const long nw = n1 - n < 4 ? n1 - n : 4;
+                        if (M <= MT) {
+                            const size_t at = n * mt->row_bytes + PREFETCH_AHEAD, end = n1 * mt->row_bytes;
+                            for (size_t o = at; o < at + nw * mt->row_bytes && o < end; o += 64)
+                                __builtin_prefetch(mt->w + o, 0, 3);
+                        }
+                        kern_q4k_rp_avx2(gemm, mt->nb, mt->w + n * mt->row_bytes, mt->row_bytes, nw, a,
+                                         jb->arow, yo + n, (size_t)mt->N, nr);
+                    }
+                    continue;
+                }
+                /* repacked Q4_0, one activation row: weight rows in pairs (as kern2_avx2) */
+                if (M == 1 && jb->use_avx2 && mt->kind == MK_Q40_RP) {
+                    for (; n + 2 <= n1; n += 2) {
+                        const size_t at = n * mt->row_bytes + PREFETCH_AHEAD, end = n1 * mt->row_bytes;
+                        for (size_t o = at; o < at + 2 * mt->row_bytes && o < end; o += 64)
+                            __builtin_prefetch(mt->w + o, 0, 3);
+                        kern2_q40_chain_avx2(mt->nb, mt->w + n * mt->row_bytes, mt->row_bytes, a, yo + n);
+                    }
+                }
+#endif
+                for (; n < n1; n++) {
+                    if (M <= MT) {
+                        const size_t at = n * mt->row_bytes + PREFETCH_AHEAD, end = n1 * mt->row_bytes;
+                        for (size_t o = at; o < at + mt->row_bytes && o < end; o += 64)
+                            __builtin_prefetch(mt->w + o, 0, 3);
+                    }
+                    kern_kind(mt->kind, jb->use_avx2, gemm, mt->type, mt->nb, mt->w + n * mt->row_bytes, a,
+                              jb->arow, yo + n, (size_t)mt->N, nr);
+                }
+                continue;
+            }
             for (; n < n1; n++) {
                 if (M <= MT) {
                     /* one pass over the rows, each fetched from memory once: ask for the
@@ -1216,6 +1715,8 @@ static int qmatmul_run(const mat_spec *specs, int n, const float *x, long M, lon
     get_info(specs[0].type, &ti);
     jb.use_avx2 = use_avx2;
     jb.M = M;
+    const int order = order_mode();
+    jb.gemm_rows = order == ORD_LLAMA && M > 3 ? M - M % 4 : 0;
     const int aqk = ti.act == ACT_Q8_K ? 256 : 32;
     jb.arow = (size_t)(K / aqk) * act_block_bytes(ti.act);
     uint8_t *act = scratch(jb.arow * (size_t)M);
@@ -1235,6 +1736,7 @@ static int qmatmul_run(const mat_spec *specs, int n, const float *x, long M, lon
         mt->w = specs[i].w;
         mt->y = specs[i].y;
         mt->N = specs[i].N;
+        mt->kind = mat_kind(order, mt->type, mt->N, M);
         /* Work split: with one activation tile, about 8 items per thread over all the
          * matrices (dynamic hand-out balances them); with many tiles, chunks of weight rows
          * small enough to stay cache-resident while the tiles pass over them. */
@@ -1666,7 +2168,46 @@ static PyObject *py_cpu_features(PyObject *self, PyObject *noargs) {
                          omp ? Py_True : Py_False, "omp_max_threads", omp_max);
 }
 
+PyDoc_STRVAR(set_order_doc,
+             "set_order(mode) -> int: which of llama.cpp's kernels the matmuls follow, for the "
+             "process: 0 ggml_vec_dot everywhere, 1 as llama.cpp's AVX2 build (repacked Q4_K/Q4_0 "
+             "weights, tiled K-quants from 8 rows; the default), 2 every row as a one-row call. "
+             "Returns the previous mode.");
+
+static PyObject *py_set_order(PyObject *self, PyObject *arg) {
+    (void)self;
+    const long v = PyLong_AsLong(arg);
+    if (v == -1 && PyErr_Occurred()) return NULL;
+    if (v < ORD_VECDOT || v > ORD_ROWS) return PyErr_Format(PyExc_ValueError, "order %ld is not 0, 1 or 2", v);
+    const int old = g_order;
+    g_order = (int)v;
+    return PyLong_FromLong(old);
+}
+
+PyDoc_STRVAR(set_rows_alone_doc,
+             "set_rows_alone(flag) -> bool: on the calling thread, order 1 of set_order acts as "
+             "order 2 while flag is set (each row the bits of a one-row call). Returns the previous "
+             "flag.");
+
+static PyObject *py_set_rows_alone(PyObject *self, PyObject *arg) {
+    (void)self;
+    const int v = PyObject_IsTrue(arg);
+    if (v < 0) return NULL;
+    const int old = t_rows_alone;
+    t_rows_alone = v;
+    return PyBool_FromLong(old);
+}
+
+static PyObject *py_order(PyObject *self, PyObject *noargs) {
+    (void)self;
+    (void)noargs;
+    return PyLong_FromLong(order_mode());
+}
+
 static PyMethodDef methods[] = {
+    {"set_order", py_set_order, METH_O, set_order_doc},
+    {"set_rows_alone", py_set_rows_alone, METH_O, set_rows_alone_doc},
+    {"order", py_order, METH_NOARGS, "order() -> int: the order on this thread (set_order, set_rows_alone)"},
     {"qmatmul", (PyCFunction)(void (*)(void))py_qmatmul, METH_FASTCALL, qmatmul_doc},
     {"qmatmul_many", py_qmatmul_many, METH_VARARGS, qmatmul_many_doc},
     {"quantize", py_quantize, METH_VARARGS, quantize_doc},

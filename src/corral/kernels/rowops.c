@@ -179,12 +179,17 @@ static float g_gelu[1 << 16];
 static void gelu_table_init(void) {
     for (uint32_t i = 0; i < (1u << 16); i++) {
         const float x = h2f((uint16_t)i);
-        const float y = 0.5f * x * (1.0f + tanhf(0.79788456080286535587989211986876f * x * (1.0f + 0.044715f * x * x)));
+        /* ggml_gelu_f32 as ggml's -mfma build compiles it: 1 + c*x*x contracted to one FMA
+         * (the table differs from the uncontracted formula at 0xBFFF, x = -1.999) */
+        const float y = 0.5f * x * (1.0f + tanhf(0.79788456080286535587989211986876f * x * fmaf(0.044715f * x, x, 1.0f)));
         g_gelu[i] = h2f(f2h(y));
     }
 }
 
 static inline float gelu_one(float v) { return v <= -10.0f ? 0.0f : v >= 10.0f ? v : g_gelu[f2h(v)]; }
+
+/* the gated form, ggml_vec_geglu_f32: +0 below -10 whatever the sign of g (not 0 * g) */
+static inline float geglu_one(float v, float g) { return v <= -10.0f ? 0.0f : gelu_one(v) * g; }
 
 #ifdef ROWOPS_X86
 /* 8 at a time: F16C rounds to the table index (the same bits as f2h), a gather looks up. */
@@ -196,11 +201,11 @@ __attribute__((target("avx2,f16c"))) static void gelu_span_avx2(const float *x, 
         const __m256i idx = _mm256_cvtepu16_epi32(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
         __m256 a = _mm256_i32gather_ps(g_gelu, idx, 4);
         a = _mm256_blendv_ps(a, v, _mm256_cmp_ps(v, hi, _CMP_GE_OQ));
-        a = _mm256_blendv_ps(a, zero, _mm256_cmp_ps(v, lo, _CMP_LE_OQ));
         if (g) a = _mm256_mul_ps(a, _mm256_loadu_ps(g + i));
+        a = _mm256_blendv_ps(a, zero, _mm256_cmp_ps(v, lo, _CMP_LE_OQ));
         _mm256_storeu_ps(y + i, a);
     }
-    for (; i < n; i++) y[i] = g ? gelu_one(x[i]) * g[i] : gelu_one(x[i]);
+    for (; i < n; i++) y[i] = g ? geglu_one(x[i], g[i]) : gelu_one(x[i]);
 }
 #endif
 
@@ -222,7 +227,7 @@ static void gelu_span(const float *x, const float *g, float *y, long n) {
         return;
     }
 #endif
-    for (long i = 0; i < n; i++) y[i] = g ? gelu_one(x[i]) * g[i] : gelu_one(x[i]);
+    for (long i = 0; i < n; i++) y[i] = g ? geglu_one(x[i], g[i]) : gelu_one(x[i]);
 }
 
 #define SPAN 4096L /* values per parallel work item of the element-wise ops */

@@ -28,11 +28,13 @@ from corral.quant import SUPPORTED_TYPES, dequantize, dequantize_rows, is_suppor
 from corral.quant.activations import ACT_QUANT_FOR, ActQuant, round_activations
 
 # Up to this many rows of activations every kernel-backed weight goes through the integer
-# kernels (llama.cpp's arithmetic; row r of a call is bit-identical to computing it alone).
-# Beyond it, each weight switches at its type's break-even (kernels.AMX_BREAK_EVEN or
-# DENSE_BREAK_EVEN) to its dense route, AMX tiles or float32 GEMM on dequantized blocks:
-# 1.5-3x faster on long prompts, but not llama.cpp's bits. CORRAL_DENSE=0 keeps every call
-# on the integer kernels, so that prompts of any length get llama.cpp's logits.
+# kernels (llama.cpp's arithmetic, as its AVX2 build picks kernels for the call's row count:
+# see kernels.order(); in the "rows" order row r of a call is bit-identical to computing it
+# alone). Beyond it, each weight switches at its type's break-even (kernels.AMX_BREAK_EVEN or
+# DENSE_BREAK_EVEN) to its dense route: AMX tiles (llama.cpp's sums for the types its AVX2
+# build repacks or tiles) or float32 GEMM on dequantized blocks (not llama.cpp's bits),
+# 1.5-3x faster on long prompts. CORRAL_DENSE=0 keeps every call on the integer kernels, so
+# that prompts of any length get llama.cpp's logits.
 KERNEL_MAX_ROWS = 16
 _DENSE = os.environ.get("CORRAL_DENSE", "1") != "0"
 # Dequantize big matrices for BLAS this many elements at a time (bounds the float32 copy).
