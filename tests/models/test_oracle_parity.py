@@ -1,9 +1,9 @@
 """Parity with llama.cpp on the two real models (../shared/oracles).
 
-Teacher-forced: each greedy case's prompt plus llama.cpp's 32 greedy tokens is fed in one
-pass, and our argmax at every generated position is compared with llama.cpp's token; the
-logits case's top-5 at every position must be within 1.0 of llama.cpp's values. Criteria
-from the core-runtime issue: top-1 agrees at >= 97% of positions, every top-5 logit within 1.0.
+The core-runtime issue's floor was top-1 agreement at >= 97% of positions and every top-5
+logit within 1.0; the performance issue's goal, met here, is llama.cpp's exact arithmetic:
+its logits to the oracle's last printed decimal, its greedy tokens all the way, teacher-forced
+top-1 at every position.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import corral
+from corral.engine.kv_cache import generated_tokens
 
 pytestmark = pytest.mark.realmodel
 
@@ -27,24 +28,32 @@ def pair(request: pytest.FixtureRequest) -> tuple[corral.Model, dict]:
 
 
 def test_top1_agreement_teacher_forced(pair: tuple[corral.Model, dict]) -> None:
+    """llama.cpp's 32 greedy tokens fed after the prompt in one pass, as generated tokens
+    (generated_tokens: each computed as its own one-token step, which is how llama.cpp made
+    them; fed as more prompt, llama.cpp's own batch kernels would sum them otherwise)."""
     model, oracle = pair
+    net = model.net
     agree = total = 0
     for case in oracle["greedy"]["cases"]:
-        ids = case["prompt_ids"] + case["generated_ids"]
-        logits = model.logits(ids)
-        n = len(case["prompt_ids"])
-        pred = logits[n - 1 : -1].argmax(-1)
-        agree += int((pred == np.array(case["generated_ids"])).sum())
-        total += len(case["generated_ids"])
+        prompt, gen = case["prompt_ids"], case["generated_ids"]
+        cache = net.make_cache(len(prompt) + len(gen))
+        first = net.forward(torch.tensor([prompt]), cache, last_only=True)[0, -1]
+        with generated_tokens(cache):
+            rest = net.forward(torch.tensor([gen[:-1]]), cache)[0]
+        pred = torch.cat([first[None], rest]).argmax(-1).numpy()
+        agree += int((pred == np.array(gen)).sum())
+        total += len(gen)
     lg = oracle["logits"]
     logits = model.logits(lg["prompt_ids"])
     for p in lg["per_position_top5"]:
         agree += int(logits[p["pos"]].argmax() == p["top5"][0][0])
         total += 1
-    assert agree / total >= 0.97, f"top-1 agrees at {agree}/{total} positions"
+    assert agree == total, f"top-1 agrees at {agree}/{total} positions"
 
 
-def test_top5_logits_within_one(pair: tuple[corral.Model, dict]) -> None:
+def test_logits_are_llama_cpps_bits(pair: tuple[corral.Model, dict]) -> None:
+    """Every top-5 logit at every position of the logits prompt equals llama.cpp's (the
+    oracle rounds them to 5 decimals), and so do the final position's top-10 ids."""
     model, oracle = pair
     lg = oracle["logits"]
     logits = model.logits(lg["prompt_ids"])
@@ -53,10 +62,9 @@ def test_top5_logits_within_one(pair: tuple[corral.Model, dict]) -> None:
         for p in lg["per_position_top5"]
         for tid, val in p["top5"]
     )
-    assert worst <= 1.0, f"largest top-5 logit difference {worst:.3f}"
-    final = {t["id"] for t in lg["final_top10"][:5]}
-    ours = set(np.argsort(-logits[-1])[:5].tolist())
-    assert len(final & ours) >= 4
+    assert worst <= 6e-6, f"largest top-5 logit difference {worst:.2e}"
+    final = [t["id"] for t in lg["final_top10"]]
+    assert np.argsort(-logits[-1], kind="stable")[:10].tolist() == final
 
 
 def test_prompt_tokens_as_llama_cpp(pair: tuple[corral.Model, dict]) -> None:
@@ -78,33 +86,14 @@ def test_greedy_generation_starts_as_llama_cpp(pair: tuple[corral.Model, dict]) 
 
 
 def test_free_running_greedy_equals_llama_cpp(pair: tuple[corral.Model, dict]) -> None:
-    """The performance issue's goal, exact greedy equality: every SmolLM2 case's 32 tokens
-    are llama.cpp's (its integer kernels, attention summed in its orders, its rope table and
-    fused rotation, its swiglu). Gemma 3's Q4_K weights go through llama.cpp's repacked
-    kernels, whose sums corral does not order alike yet: there all cases but one."""
+    """The performance issue's goal, exact greedy equality: every case's 32 tokens are
+    llama.cpp's (its integer kernels in the order its AVX2 build picks, attention summed in
+    its orders, its rope table and fused rotation, its swiglu and GELU)."""
     model, oracle = pair
-    cases = oracle["greedy"]["cases"]
-    full = 0
-    for case in cases:
+    for case in oracle["greedy"]["cases"]:
         want = case["generated_ids"]
         r = model.generate(case["prompt_ids"], max_tokens=len(want), temperature=0, ignore_eos=True)
-        full += int(r.token_ids == want)
-    need = len(cases) if oracle["model"] == "smollm2" else len(cases) - 1
-    assert full >= need, f"{full} of {len(cases)} cases equal over 32 tokens"
-
-
-def test_smollm2_logits_are_llama_cpps_bits(smollm2_path: Path, oracle_smollm2: dict) -> None:
-    """SmolLM2 (Q4_1: llama.cpp repacks none of its weights): every top-5 logit at every
-    position of the logits prompt equals the oracle's (which are rounded to 5 decimals)."""
-    model = corral.load(smollm2_path, n_ctx=512)
-    lg = oracle_smollm2["logits"]
-    logits = model.logits(lg["prompt_ids"])
-    worst = max(
-        abs(float(logits[p["pos"], tid]) - val)
-        for p in lg["per_position_top5"]
-        for tid, val in p["top5"]
-    )
-    assert worst <= 6e-6, f"largest top-5 logit difference {worst:.2e}"
+        assert r.token_ids == want, (case["prompt"], r.token_ids, want)
 
 
 def test_long_prompts_keep_llama_cpps_arithmetic_without_dense_routes(

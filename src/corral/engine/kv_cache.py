@@ -12,9 +12,10 @@ length: the decode step of continuous batching.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import mmap
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 import torch
@@ -306,3 +307,24 @@ class SlotBatch:
     def advance(self, t: int) -> None:
         self.offsets += t
         self._rows = None
+
+
+@contextlib.contextmanager
+def generated_tokens(cache: object) -> Iterator[None]:
+    """Within the block, tokens fed to `cache` (a KVCache or a SlotBatch of one) are generated
+    ones, each computed as llama.cpp computes a one-token step whatever their number: attention
+    summed in its one-token order (KVCache.decoding) and matmuls row by row
+    (kernels.rows_alone). Batched decode steps and speculative checks then give every row the
+    bits of that sequence's own single steps."""
+    from corral import kernels
+
+    target = getattr(cache, "cache", cache)
+    was = getattr(target, "decoding", None)
+    if was is not None:
+        target.decoding = True
+    try:
+        with kernels.rows_alone():
+            yield
+    finally:
+        if was is not None:
+            target.decoding = was

@@ -31,7 +31,7 @@ import torch
 
 from corral.engine.cuda_graph import SlotGraphs
 from corral.engine.generate import PREFILL_CHUNK, common_prefix
-from corral.engine.kv_cache import KVCache, SlotBatch
+from corral.engine.kv_cache import KVCache, SlotBatch, generated_tokens
 from corral.engine.seq2seq import EncoderDecoderLM
 from corral.models.base import CausalLM
 from corral.models.rwkv_common import RecurrentLM, RecurrentState
@@ -163,7 +163,9 @@ class SharedSlots:
         if out is None:
             view = SlotBatch(cache, slots, offsets)
             ids = torch.tensor([[t] for t in tokens])  # [B, 1]
-            out = self.net.forward(ids, view, last_only=True)[:, -1].cpu()  # [B, V]
+            # each row as its sequence's own one-token step (not llama.cpp's batch kernels)
+            with generated_tokens(view):
+                out = self.net.forward(ids, view, last_only=True)[:, -1].cpu()  # [B, V]
         for slot, token in zip(slots, tokens, strict=True):
             self.held[slot].append(token)
         return out

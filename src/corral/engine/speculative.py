@@ -10,10 +10,10 @@ the cache is rewound past the rest.
 
 Why the output cannot change: on the CPU a step of up to `DECODE_MAX_T` new tokens gives each
 row the very bits a one-token step at that position gives (the C attention and the quantized
-matmul kernels treat each row alone: the cache is marked `decoding` while drafts are
-verified, so their attention sums in the one-token order, and the verifying steps run under
-`kernels.rows_alone()`, which keeps the matmuls from following llama.cpp's batch-dependent
-kernels for repacked Q4_K weights and K-quants from 8 rows), and rows are drawn in order with
+matmul kernels treat each row alone: drafts are verified under
+`kv_cache.generated_tokens`, which sums their attention in the one-token order and keeps the
+matmuls from following llama.cpp's batch-dependent kernels for repacked Q4_K weights and
+K-quants from 8 rows), and rows are drawn in order with
 the same history and the same sampler, so even a seeded random sampler consumes its
 generator identically. A
 rejected draft token is never drawn from, so grammar constraints see only real tokens.
@@ -32,7 +32,6 @@ from dataclasses import dataclass
 
 import torch
 
-from corral import kernels
 from corral.engine.generate import (
     GenerationRequest,
     Timings,
@@ -41,7 +40,7 @@ from corral.engine.generate import (
     finish_reason,
     token_event,
 )
-from corral.engine.kv_cache import DECODE_MAX_T, KVCache
+from corral.engine.kv_cache import DECODE_MAX_T, KVCache, generated_tokens
 from corral.engine.sampling import make_sampler
 from corral.models.base import CausalLM
 
@@ -244,9 +243,6 @@ def speculative_decode(
     t1 = time.perf_counter()
     rows: torch.Tensor = logits[None]  # logits to draw the next tokens from, one row each
     draft: list[int] = []
-    # verified rows are generated tokens: their attention sums as single steps would, so the
-    # tokens are the plain decode loop's
-    was_decoding, cache.decoding = cache.decoding, True
     try:
         while True:
             for i in range(len(rows)):
@@ -274,12 +270,11 @@ def speculative_decode(
             draft = draft[: lengths.choose(drafter.match_len, len(draft))] if draft else draft
             st.drafted += len(draft)
             step = torch.tensor([[token, *draft]], dtype=torch.long)
-            # every row as its one-token step (llama.cpp's kernels for repacked weights and
-            # for K-quants from 8 rows would give the rows of a T-row step other bits)
-            with kernels.rows_alone():
+            # every row as its one-token step (attention order, and llama.cpp's kernels for
+            # repacked weights and for K-quants from 8 rows, would give a T-row step other bits)
+            with generated_tokens(cache):
                 rows = model.forward(step, cache, last_only=not draft)[0].cpu()
             st.forwards += 1
             t.decode_s = time.perf_counter() - t1
     finally:
-        cache.decoding = was_decoding
         cache.truncate(len(prompt) + max(emitted - 1, 0))
