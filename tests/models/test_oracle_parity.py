@@ -102,12 +102,12 @@ def test_long_prompts_keep_llama_cpps_arithmetic_without_dense_routes(
     """CORRAL_DENSE=0: every matmul stays on the integer kernels, so a 100-token prompt in
     one call gets the bits of the same prompt fed 10 tokens at a time (the route the short
     oracle prompts above pin to llama.cpp's); with the dense routes it does not."""
-    from corral.models import weights
+    from corral import kernels
 
     ids = list(range(300, 400))
 
     def logits(dense: bool) -> tuple[np.ndarray, np.ndarray]:
-        monkeypatch.setattr(weights, "_DENSE", dense)
+        monkeypatch.setattr(kernels, "DENSE", dense)
         net = corral.load(smollm2_path, n_ctx=256).net
         whole = net.forward(torch.tensor([ids]), net.make_cache(256))[0]
         cache = net.make_cache(256)

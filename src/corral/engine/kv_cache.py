@@ -20,19 +20,27 @@ from typing import Protocol
 
 import torch
 
-# New tokens attend in C on the CPU (decode steps, speculative drafts being verified,
-# prompts), each as its own query row summed in llama.cpp's order (one_token_sums): row t
-# of a T-token step gets the very bits a step at that position would in the same order (as
-# the integer matmul kernels do in their "rows" order, kernels.rows_alone). A draft being verified
-# takes up to DECODE_MAX_T rows (engine.speculative).
+# Up to this many new tokens (every step when kernels.DENSE is off) attend in C on the CPU
+# (decode steps, speculative drafts being verified, prompts), each as its own query row
+# summed in llama.cpp's order (one_token_sums): row t of a T-token step gets the very bits a
+# step at that position would in the same order (as the integer matmul kernels do in their
+# "rows" order, kernels.rows_alone). Longer prompts attend in torch's blocked GEMMs, ~10%
+# faster at 512 tokens (their matmuls have left llama.cpp's bits by then anyway).
 DECODE_MAX_T = 64
 
 
 def _decode_route(buf: torch.Tensor, q: torch.Tensor) -> bool:
-    """Whether the C attention serves this step: CPU, float16 cache."""
+    """Whether the C attention serves this step: CPU, float16 cache, and few new tokens
+    or kernels.DENSE off."""
+    from corral import kernels
     from corral.kernels import attention
 
-    return buf.device.type == "cpu" and buf.dtype == torch.float16 and attention.available()
+    return (
+        (q.shape[2] <= DECODE_MAX_T or not kernels.DENSE)
+        and buf.device.type == "cpu"
+        and buf.dtype == torch.float16
+        and attention.available()
+    )
 
 
 def _attn_decode(

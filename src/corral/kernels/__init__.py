@@ -115,6 +115,11 @@ AMX: Final[bool] = (
 AMX_BREAK_EVEN: Final[dict[int, int]] = dict.fromkeys(
     (int(t) for t in (Q.Q4_0, Q.Q5_0, Q.Q8_0, Q.Q4_K, Q.Q5_K, Q.Q6_K)), 32
 )
+# Whether prompt-sized steps may leave llama.cpp's exact arithmetic for speed: weights past
+# their break-even take the dense route (QMatrix dense_rows), and attention over more than
+# engine.kv_cache.DECODE_MAX_T new tokens runs in torch. CORRAL_DENSE=0: neither, so prompts
+# of any length get llama.cpp's logits (at some cost in prompt speed).
+DENSE: bool = os.environ.get("CORRAL_DENSE", "1") != "0"
 # CORRAL_QKERNELS_SCALAR=1 forces the portable C path (for tests and for comparison).
 _FORCE_SCALAR: Final[bool] = os.environ.get("CORRAL_QKERNELS_SCALAR", "") not in ("", "0")
 # What the matmuls follow (see order()), as _qkernels numbers the modes.

@@ -33,10 +33,9 @@ from corral.quant.activations import ACT_QUANT_FOR, ActQuant, round_activations
 # alone). Beyond it, each weight switches at its type's break-even (kernels.AMX_BREAK_EVEN or
 # DENSE_BREAK_EVEN) to its dense route: AMX tiles (llama.cpp's sums for the types its AVX2
 # build repacks or tiles) or float32 GEMM on dequantized blocks (not llama.cpp's bits),
-# 1.5-3x faster on long prompts. CORRAL_DENSE=0 keeps every call on the integer kernels, so
-# that prompts of any length get llama.cpp's logits.
+# 1.5-3x faster on long prompts. CORRAL_DENSE=0 (kernels.DENSE) keeps every call on the
+# integer kernels, so that prompts of any length get llama.cpp's logits.
 KERNEL_MAX_ROWS = 16
-_DENSE = os.environ.get("CORRAL_DENSE", "1") != "0"
 # Dequantize big matrices for BLAS this many elements at a time (bounds the float32 copy).
 _DEQUANT_CHUNK = 1 << 22
 # CORRAL_KERNELS=0 turns the C kernels off (BLAS on dequantized blocks for every call).
@@ -102,7 +101,7 @@ class BlockWeight:
         self.act = ActQuant.NONE if _EXACT else ACT_QUANT_FOR.get(t.ggml_type, ActQuant.NONE)
         self.kernel = (
             kernels.QMatrix(
-                self.raw, t.ggml_type, t.shape[0], t.shape[1], dense_rows="auto" if _DENSE else None
+                self.raw, t.ggml_type, t.shape[0], t.shape[1], dense_rows="auto" if kernels.DENSE else None
             )
             if _USE_KERNELS and not _EXACT and t.ggml_type in kernels.SUPPORTED_TYPES
             else None
