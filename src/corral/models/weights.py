@@ -101,7 +101,11 @@ class BlockWeight:
         self.act = ActQuant.NONE if _EXACT else ACT_QUANT_FOR.get(t.ggml_type, ActQuant.NONE)
         self.kernel = (
             kernels.QMatrix(
-                self.raw, t.ggml_type, t.shape[0], t.shape[1], dense_rows="auto" if kernels.DENSE else None
+                self.raw,
+                t.ggml_type,
+                t.shape[0],
+                t.shape[1],
+                dense_rows="auto" if kernels.DENSE else None,
             )
             if _USE_KERNELS and not _EXACT and t.ggml_type in kernels.SUPPORTED_TYPES
             else None
