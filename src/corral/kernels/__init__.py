@@ -30,8 +30,7 @@ llama.cpp's kernels a matmul follows").
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Final
 
 import torch
@@ -43,6 +42,8 @@ try:  # torch first: its libgomp.so.1 then also serves our OpenMP (one thread po
 except ImportError:  # pragma: no cover - the extension is built by pip install
     _ext = None
 
+from corral.kernels.order import ORDERS, order, rows_alone, set_order
+
 try:  # prompt-sized matmul on AMX int8 tiles (corral.kernels.amx.c)
     from corral import _amx
 except ImportError:  # pragma: no cover - optional like _qkernels
@@ -52,6 +53,7 @@ _qmatmul = _ext.qmatmul if _ext is not None else None
 _F32: Final = torch.float32
 
 __all__ = [
+    "ORDERS",
     "SUPPORTED_TYPES",
     "QMatrix",
     "available",
@@ -122,49 +124,9 @@ AMX_BREAK_EVEN: Final[dict[int, int]] = dict.fromkeys(
 DENSE: bool = os.environ.get("CORRAL_DENSE", "1") != "0"
 # CORRAL_QKERNELS_SCALAR=1 forces the portable C path (for tests and for comparison).
 _FORCE_SCALAR: Final[bool] = os.environ.get("CORRAL_QKERNELS_SCALAR", "") not in ("", "0")
-# What the matmuls follow (see order()), as _qkernels numbers the modes.
-ORDERS: Final[tuple[str, ...]] = ("vec_dot", "llama", "rows")
 # rows from which llama.cpp multiplies (not repacked) K-quants with its tiled kernels
 TILED_MIN_ROWS: Final = 8
 _K_QUANT_IDS: Final = frozenset(int(t) for t in (Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K))
-
-
-def set_order(mode: str) -> str:
-    """Set which of llama.cpp's kernels the matmuls follow (see order()) for the process;
-    returns the previous setting. ValueError for a mode not in ORDERS."""
-    if mode not in ORDERS:
-        raise ValueError(f"matmul order must be one of {', '.join(ORDERS)}, got {mode!r}")
-    return ORDERS[_require().set_order(ORDERS.index(mode))]
-
-
-def order() -> str:
-    """Which of llama.cpp's kernels the quantized matmuls follow on this thread now.
-
-    llama.cpp's AVX2 build (extra buffer types on, its default) repacks Q4_K and Q4_0 weights
-    with a multiple of 8 rows at load and multiplies them with its own kernels: Q4_K with its
-    gemm for rows [0, M - M % 4) of an M-row input when M > 3 and its gemv for the rest (every
-    decode step), Q4_0 with one order for all rows; it multiplies the other K-quants (Q2_K..
-    Q6_K) by inputs of 8 rows or more with its tiled kernels; everything else with
-    ggml_vec_dot_*. Each sums in its own float order. "llama" follows all of that (row m of a
-    call then depends on the call's row count); "rows" computes every row as a one-row call
-    (row m the same bits whatever the batch); "vec_dot" uses vec_dot's order everywhere
-    (llama.cpp with extra buffer types and GGML_CPU_TILED_MM off)."""
-    return ORDERS[_require().order()]
-
-
-@contextmanager
-def rows_alone() -> Iterator[None]:
-    """Within the block, this thread's calls compute every row as a one-row call would
-    ("llama" acts as "rows"), so a step of several tokens gives each the bits of one-token
-    steps (speculative decoding's draft checks)."""
-    if _ext is None:
-        yield
-        return
-    old = _ext.set_rows_alone(True)
-    try:
-        yield
-    finally:
-        _ext.set_rows_alone(old)
 
 
 def available() -> bool:
@@ -181,12 +143,6 @@ def _require():  # noqa: ANN202 - returns the extension module
     if _ext is None:
         raise RuntimeError("corral._qkernels is not built (reinstall corral: pip install -e .)")
     return _ext
-
-
-if _ext is not None:
-    _env_order = os.environ.get("CORRAL_MATMUL_ORDER", "").strip().lower()
-    if _env_order:
-        set_order(_env_order)
 
 
 # ggml type id -> (values per block, bytes per block) of the weight blocks

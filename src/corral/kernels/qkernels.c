@@ -370,19 +370,28 @@ static void decode_kblock(int type, const uint8_t *b, int q[256], int sc[16], in
     }
 }
 
+/* A decoded k-quant block against its activations: sum_g sc_g * (q . a)_g and sum_g mn_g *
+ * bsums_g, in integers (exact in any order). */
+static inline void kblock_sums(const int *q, const int *sc, const int *mn, const act256 *a, int *isum, int *msum) {
+    int is = 0, ms = 0;
+    for (int g = 0; g < 16; g++) {
+        int s = 0;
+        for (int j = 0; j < 16; j++) s += q[16 * g + j] * a->qs[16 * g + j];
+        is += sc[g] * s;
+        ms += mn[g] * a->bsums[g];
+    }
+    *isum = is;
+    *msum = ms;
+}
+
 static float dot_k_scalar(int type, int nb, int wbytes, const uint8_t *w, const act256 *a) {
     int q[256], sc[16], mn[16];
     float sumf = 0.f;
     for (int i = 0; i < nb; i++, w += wbytes) {
         float d, dmin;
         decode_kblock(type, w, q, sc, mn, &d, &dmin);
-        int isum = 0, msum = 0;
-        for (int g = 0; g < 16; g++) {
-            int s = 0;
-            for (int j = 0; j < 16; j++) s += q[16 * g + j] * a[i].qs[16 * g + j];
-            isum += sc[g] * s;
-            msum += mn[g] * a[i].bsums[g];
-        }
+        int isum, msum;
+        kblock_sums(q, sc, mn, &a[i], &isum, &msum);
         sumf += (a[i].d * d) * (float)isum;
         if (type == T_Q2_K || type == T_Q4_K || type == T_Q5_K) sumf += (-a[i].d * dmin) * (float)msum;
     }
@@ -450,13 +459,8 @@ static float dot_k_tiled_scalar(int type, int nb, int wbytes, const uint8_t *w, 
     for (int i = 0; i < nb; i++, w += wbytes) {
         float d, dmin;
         decode_kblock(type, w, q, sc, mn, &d, &dmin);
-        int isum = 0, msum = 0;
-        for (int g = 0; g < 16; g++) {
-            int s = 0;
-            for (int j = 0; j < 16; j++) s += q[16 * g + j] * a[i].qs[16 * g + j];
-            isum += sc[g] * s;
-            msum += mn[g] * a[i].bsums[g];
-        }
+        int isum, msum;
+        kblock_sums(q, sc, mn, &a[i], &isum, &msum);
         float res = d * (float)isum;
         if (has_min) res = fmaf(-dmin, (float)msum, res);
         acc = fmaf(res, a[i].d, acc);
