@@ -240,7 +240,7 @@ def gemma(net: Any) -> Any:
 K_SCALES = {Q.Q4_K: ((0, 1e-3), (2, 1e-3)), Q.Q5_K: ((0, 1e-3), (2, 1e-3)), Q.Q6_K: ((208, 2e-4),)}
 
 
-def tiny_kquant(tmp_path: Path, qtype: Q) -> Any:
+def tiny_kquant(tmp_path: Path, qtype: Q, n_ff: int = 512) -> Any:
     """A tiny Gemma 3 whose block matrices are random `qtype` (a K-quant, which gguf-py cannot
     quantize) blocks: written as zero bytes, then filled in place."""
     import numpy as np
@@ -251,7 +251,7 @@ def tiny_kquant(tmp_path: Path, qtype: Q) -> Any:
     names = {f"blk.{i}.{n}.weight" for i in range(GEMMA["n_layers"]) for n in GEMMA_MATS}
     path = write_tiny(
         tmp_path / f"g-{qtype.name}.gguf", qtype=Q.Q8_0, n_embd=256, n_head=4, n_head_kv=2,
-        n_ff=512, raw_types=dict.fromkeys(names, qtype), **GEMMA,
+        n_ff=n_ff, raw_types=dict.fromkeys(names, qtype), **GEMMA,
     )  # fmt: skip
     rng = np.random.default_rng(int(qtype))
     size = GGML_QUANT_SIZES[qtype][1]
@@ -349,3 +349,26 @@ def test_plan_rejects_a_bad_activation_or_rope_set(tmp_path: Path) -> None:
     x, one = torch.zeros(1, 64), torch.zeros(1, dtype=torch.int64)
     with pytest.raises(ValueError):  # two rope sets needed
         plan.step(x, torch.zeros(1, 8), torch.zeros(1, 8), plan.kv_table(kv.k, kv.v), one, one + 1)
+
+
+def test_last_only_prunes_the_last_block_as_llama_cpp(tmp_path: Path) -> None:
+    # Q6_K blocks: llama.cpp multiplies 8 rows or more with its tiled kernel (another float
+    # order than one row's vec_dot), so a 12-token prompt's last logits depend on whether
+    # the last block's feed-forward half saw all 12 rows or, as in llama.cpp's last-logits
+    # graphs, the last one only; the fused step and the eager loop must both prune
+    net = tiny_kquant(tmp_path, Q.Q6_K, n_ff=2048)
+    net.output = lambda h: h  # the final hidden states: the head's 8-bit inputs would blur them
+    ids = torch.tensor([[(7 * i) % 50 + 3 for i in range(12)]])
+
+    def last(fused: bool, last_only: bool) -> torch.Tensor:
+        saved = net.fused
+        net.fused = saved if fused else None
+        try:
+            return net.forward(ids, net.make_cache(32), last_only=last_only)[:, -1]
+        finally:
+            net.fused = saved
+
+    pruned = last(True, True)
+    assert torch.equal(pruned, last(False, True))
+    assert torch.equal(last(True, False), last(False, False))
+    assert not torch.equal(pruned, last(True, False))

@@ -115,7 +115,7 @@ static float *scratch(size_t n) { return grow_scratch(&t_buf, &t_cap, n * sizeof
  * and their element strides of slot, head and position (unit stride on D). cs/sn:
  * [n_rope, M, R/2], the layer's set at cs + rope * M * R/2. */
 static int run_step(const plan_t *p, float *x, long M, const float *cs, const float *sn, const int64_t *kv,
-                    const int64_t *slot, const int64_t *len, int nth, int one_token) {
+                    const int64_t *slot, const int64_t *len, int nth, int one_token, long last_of) {
     const long E = p->E, H = p->H, Hkv = p->Hkv, D = p->D, F = p->F;
     const long nq = H * D, nk = Hkv * D;
     float *buf = scratch((size_t)M * (size_t)(2 * E + 2 * nq + 2 * nk + 2 * F));
@@ -165,21 +165,30 @@ static int run_step(const plan_t *p, float *x, long M, const float *cs, const fl
         if (ly->attn_post) g_ro->rms_norm(o, ly->attn_post, o, M, E, p->eps, nth);
         add_rows(x, o, M, E, 0);
 
-        /* feed-forward half */
-        g_ro->rms_norm(x, ly->ffn_norm, h, M, E, p->eps, nth);
+        /* feed-forward half. With last_of, the last layer's runs on every last_of-th row only
+         * (each sequence's last), as llama.cpp computes it when only the last logits are
+         * wanted (its inp_out_ids): its matmuls see that many rows, which picks their kernel
+         * and summation order. The rows are moved to the front and back. */
+        const int prune = last_of > 1 && l == p->L - 1;
+        const long Mf = prune ? M / last_of : M;
+        if (prune)
+            for (long i = 0; i < Mf; i++) memmove(x + i * E, x + ((i + 1) * last_of - 1) * E, (size_t)E * sizeof(float));
+        g_ro->rms_norm(x, ly->ffn_norm, h, Mf, E, p->eps, nth);
         corral_mat_spec gu[2] = {ly->gate, ly->up};
         gu[0].y = g;
         gu[1].y = u;
-        if (matmuls(gu, 2, h, M, E, nth, p->use_avx2)) return -1;
+        if (matmuls(gu, 2, h, Mf, E, nth, p->use_avx2)) return -1;
         if (p->act == ACT_GELU)
-            g_ro->gelu(g, u, g, M * F, nth);
+            g_ro->gelu(g, u, g, Mf * F, nth);
         else
-            g_ro->swiglu(g, u, g, M, F, nth);
+            g_ro->swiglu(g, u, g, Mf, F, nth);
         corral_mat_spec down = ly->down;
         down.y = o;
-        if (g_qk->qmatmul(&down, 1, g, M, F, nth, p->use_avx2)) return -1;
-        if (ly->ffn_post) g_ro->rms_norm(o, ly->ffn_post, o, M, E, p->eps, nth);
-        add_rows(x, o, M, E, 0);
+        if (g_qk->qmatmul(&down, 1, g, Mf, F, nth, p->use_avx2)) return -1;
+        if (ly->ffn_post) g_ro->rms_norm(o, ly->ffn_post, o, Mf, E, p->eps, nth);
+        add_rows(x, o, Mf, E, 0);
+        if (prune)
+            for (long i = Mf - 1; i >= 0; i--) memmove(x + ((i + 1) * last_of - 1) * E, x + i * E, (size_t)E * sizeof(float));
     }
     return 0;
 }
@@ -286,16 +295,17 @@ fail:
 }
 
 PyDoc_STRVAR(step_doc,
-             "step(plan, x, M, cos, sin, kv, slot, len, n_threads, one_token) -> None\n\n"
+             "step(plan, x, M, cos, sin, kv, slot, len, n_threads, one_token, last_of) -> None\n\n"
              "Runs every block of `plan` on x [M, E] float32 in place (raw addresses): cos/sin "
              "[n_rope, M, R/2] float32, kv int64 [L, 5] (k and v buffer addresses, slot/head/position "
              "strides), slot and len int64 [M] (the new token goes to position len - 1 of its "
              "slot, already checked against the buffers); one_token: attention sums as llama.cpp's "
-             "one-token batches (see attention.c).");
+             "one-token batches (see attention.c); last_of > 1: the last layer's feed-forward half "
+             "on every last_of-th row only (the other rows' x is then left unfinished).");
 
 static PyObject *py_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 10) return PyErr_Format(PyExc_TypeError, "step takes 10 arguments, got %zd", nargs);
+    if (nargs != 11) return PyErr_Format(PyExc_TypeError, "step takes 11 arguments, got %zd", nargs);
     const plan_t *p = PyCapsule_GetPointer(args[0], PLAN_NAME);
     if (!p) return NULL;
     const void *ptr[6]; /* x, cos, sin, kv, slot, len */
@@ -305,8 +315,10 @@ static PyObject *py_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     const long M = PyLong_AsLong(args[2]);
     long nth = PyLong_AsLong(args[8]);
     const int one_token = PyObject_IsTrue(args[9]);
+    const long last_of = PyLong_AsLong(args[10]);
     if (PyErr_Occurred() || one_token < 0) return NULL;
     if (M < 1) return PyErr_Format(PyExc_ValueError, "bad row count M=%ld", M);
+    if (last_of < 0 || (last_of > 1 && M % last_of)) return PyErr_Format(PyExc_ValueError, "bad last_of=%ld for M=%ld", last_of, M);
     const int64_t *len = ptr[5];
     for (long m = 0; m < M; m++)
         if (len[m] < 1) return PyErr_Format(PyExc_ValueError, "row %ld has no positions", m);
@@ -314,7 +326,7 @@ static PyObject *py_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     if (nth > 256) nth = 256;
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = run_step(p, (float *)ptr[0], M, ptr[1], ptr[2], ptr[3], ptr[4], len, (int)nth, one_token);
+    rc = run_step(p, (float *)ptr[0], M, ptr[1], ptr[2], ptr[3], ptr[4], len, (int)nth, one_token, last_of);
     Py_END_ALLOW_THREADS
     if (rc) return PyErr_NoMemory();
     Py_RETURN_NONE;

@@ -172,7 +172,7 @@ class DecodePlan:
     def step(
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv: torch.Tensor,
         slots: torch.Tensor, lengths: torch.Tensor, n_threads: int | None = None,
-        one_token: bool = False,
+        one_token: bool = False, last_of: int = 0,
     ) -> None:  # fmt: skip
         """Runs every block on x [M, E] float32 (contiguous, updated in place): the new token
         of row m has rope angles cos/sin [M, R/2], or [S, M, R/2] for S >= n_rope sets (a
@@ -181,7 +181,10 @@ class DecodePlan:
         slot slots[m] (int64 [M], checked against the buffers of `kv`, a kv_table). Rows may
         share a slot (several new tokens of one sequence); each attends to its slot's first
         lengths[m] positions, all rows' keys and values written first. one_token: the
-        attention's summation order (corral.kernels.attention.decode_attention)."""
+        attention's summation order (corral.kernels.attention.decode_attention). last_of > 1:
+        only every last_of-th row (each sequence's last of last_of new tokens) finishes the last
+        block, as llama.cpp's last-logits-only graphs compute it; the other rows' x is left
+        unfinished."""
         m = x.shape[0]
         if not 0 < m <= self.max_rows:
             raise ValueError(f"a fused step takes 1 to {self.max_rows} rows, got {m}")
@@ -206,7 +209,7 @@ class DecodePlan:
         _ext.step(  # type: ignore[union-attr]
             self._plan, x.data_ptr(), m, cos.data_ptr(), sin.data_ptr(), kv.data_ptr(),
             slots.data_ptr(), lengths.data_ptr(),
-            torch.get_num_threads() if n_threads is None else n_threads, one_token,
+            torch.get_num_threads() if n_threads is None else n_threads, one_token, last_of,
         )  # fmt: skip
 
 

@@ -181,9 +181,12 @@ class RopeDecoder(AttentionLM[R]):
     output: Linear
 
     def _blocks(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: AttentionCache
-    ) -> torch.Tensor:
-        """The eager block loop: x [B, T, E] -> [B, T, E], writing the new keys/values."""
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: AttentionCache,
+        last_only: bool = False,
+    ) -> torch.Tensor:  # fmt: skip
+        """The eager block loop: x [B, T, E] -> [B, T, E] ([B, 1, E] with last_only: the last
+        block's feed-forward half on each sequence's last row only, layers.last_rows),
+        writing the new keys/values."""
         raise NotImplementedError
 
     @torch.inference_mode()
@@ -195,8 +198,8 @@ class RopeDecoder(AttentionLM[R]):
         _, t = tokens.shape
         cos, sin = rope_cos_sin(self.inv_freq, cache.positions(t))  # [B, 1, T, D/2]
         x = self.tok_embd.rows(tokens).to(self.device.dtype)  # [B, T, E]
-        if self.fused is None or not self.fused(x, cos, sin, cache):
-            x = self._blocks(x, cos, sin, cache)
+        if self.fused is None or not self.fused(x, cos, sin, cache, last_only):
+            x = self._blocks(x, cos, sin, cache, last_only)
         cache.advance(t)
         if last_only:
             x = x[:, -1:]

@@ -103,12 +103,15 @@ class FusedDecode:
         return self._tables[kv]
 
     def __call__(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: object
-    ) -> bool:
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: object,
+        last_only: bool = False,
+    ) -> bool:  # fmt: skip
         """Run every block on x [B, T, E] (in place) when this step qualifies: cos/sin
         [B, 1, T, R/2] from layers.rope_cos_sin at the new positions, or [S, B, 1, T, R/2]
         (S such sets stacked, block i taking set rope_sets[i]). False (nothing done) when
-        the eager loop must run it; the caller advances the cache either way.
+        the eager loop must run it; the caller advances the cache either way. last_only: only
+        each sequence's last row finishes the last block (the others are left unfinished), as
+        in llama.cpp when only the last logits are wanted (see layers.last_rows).
 
         A step of several new tokens (a short prompt, a speculative draft being verified)
         qualifies too: each token is a row of its own, at its own position, as the eager
@@ -134,5 +137,6 @@ class FusedDecode:
         self.plan.step(
             x.view(m, e), cos.reshape(-1, m, half), sin.reshape(-1, m, half), table, slots,
             lengths, one_token=cache.one_token_sums(t),  # type: ignore[attr-defined]
+            last_of=t if last_only and t > 1 else 0,
         )  # fmt: skip
         return True

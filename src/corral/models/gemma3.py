@@ -29,6 +29,7 @@ from corral.models.layers import (
     apply_rope,
     cached_attention,
     gelu_tanh_mul,
+    last_rows,
     rms_norm,
     rope_cos_sin,
     rope_inv_freq,
@@ -125,10 +126,14 @@ class Model(AttentionLM[ModelArgs]):
         rope_l = rope_cos_sin(self.inv_freq_local, pos)
         x = (self.tok_embd.rows(tokens) * self.embd_scale).to(self.device.dtype)  # [B, T, E]
         fused = self.fused is not None and self.fused(
-            x, torch.stack((rope_l[0], rope_g[0])), torch.stack((rope_l[1], rope_g[1])), cache
+            x,
+            torch.stack((rope_l[0], rope_g[0])),
+            torch.stack((rope_l[1], rope_g[1])),
+            cache,
+            last_only,
         )  # cos, sin [2, B, 1, T, D/2]: the rope sets of the plan's local and global layers
         if not fused:
-            x = self._blocks(x, rope_l, rope_g, cache)
+            x = self._blocks(x, rope_l, rope_g, cache, last_only)
         cache.advance(t)
         if last_only:
             x = x[:, -1:]
@@ -137,9 +142,11 @@ class Model(AttentionLM[ModelArgs]):
     def _blocks(
         self, x: torch.Tensor, rope_l: tuple[torch.Tensor, torch.Tensor],
         rope_g: tuple[torch.Tensor, torch.Tensor], cache: AttentionCache,
+        last_only: bool = False,
     ) -> torch.Tensor:  # fmt: skip
-        """The eager block loop: x [B, T, E] -> [B, T, E], writing the new keys/values;
-        rope_l/rope_g: the local and global layers' cos/sin [B, 1, T, D/2]."""
+        """The eager block loop: x [B, T, E] -> [B, T, E] ([B, 1, E] with last_only, see
+        layers.last_rows), writing the new keys/values; rope_l/rope_g: the local and global
+        layers' cos/sin [B, 1, T, D/2]."""
         a = self.args
         b, t, _ = x.shape
         mask_g = cache.mask(t, None)
@@ -157,6 +164,7 @@ class Model(AttentionLM[ModelArgs]):
             mask, window = (mask_l, a.sliding_window) if local else (mask_g, None)
             o = cached_attention(cache, i, q, k, v, mask, a.attn_scale, window)
             x = x + rms_norm(blk.wo(o), blk.attn_post_norm, a.rms_eps)
+            x = last_rows(x, last_only and i == len(self.blocks) - 1)
             h = rms_norm(x, blk.ffn_norm, a.rms_eps)
             g, u = project(h, blk.gate, blk.up)
             h = blk.down(gelu_tanh_mul(g, u))

@@ -273,6 +273,13 @@ def swiglu(g: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return F.silu(g) * u
 
 
+def last_rows(x: torch.Tensor, cut: bool) -> torch.Tensor:
+    """x [B, T, E] cut to each sequence's last row ([B, 1, E]) when `cut`: a forward that only
+    wants the last logits does so before its last block's feed-forward half, as llama.cpp's
+    graphs do (inp_out_ids), since its matmul kernels and sums depend on the row count."""
+    return x[:, -1:] if cut else x
+
+
 def round_f16(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     """x float32 rounded to float16 precision (`x.half().float()`), in one C pass where the
     row-op kernels are built; in place when asked and x is contiguous."""

@@ -22,6 +22,7 @@ from corral.models.layers import (
     apply_rope,
     cached_attention,
     default_scale,
+    last_rows,
     rms_norm,
     rope_inv_freq,
     swiglu,
@@ -88,8 +89,9 @@ class Model(RopeDecoder[ModelArgs]):
         )  # fmt: skip
 
     def _blocks(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: AttentionCache
-    ) -> torch.Tensor:
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: AttentionCache,
+        last_only: bool = False,
+    ) -> torch.Tensor:  # fmt: skip
         """The eager block loop: x [B, T, E] -> [B, T, E], writing the new keys/values."""
         a = self.args
         b, t, _ = x.shape
@@ -110,6 +112,7 @@ class Model(RopeDecoder[ModelArgs]):
             q = apply_rope(q, cos, sin, RopeStyle.NORM)
             k = apply_rope(k, cos, sin, RopeStyle.NORM)
             x = x + blk.wo(cached_attention(cache, i, q, k, v, mask, scale, a.sliding_window))
+            x = last_rows(x, last_only and i == len(self.blocks) - 1)
             h = rms_norm(x, blk.ffn_norm, a.rms_eps)
             g, u = project(h, blk.gate, blk.up)
             x = x + blk.down(swiglu(g, u))

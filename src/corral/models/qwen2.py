@@ -20,6 +20,7 @@ from corral.models.layers import (
     apply_rope,
     cached_attention,
     default_scale,
+    last_rows,
     rms_norm,
     rope_inv_freq,
     swiglu,
@@ -69,8 +70,9 @@ class Model(RopeDecoder[ModelArgs]):
         )  # fmt: skip
 
     def _blocks(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: AttentionCache
-    ) -> torch.Tensor:
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: AttentionCache,
+        last_only: bool = False,
+    ) -> torch.Tensor:  # fmt: skip
         """The eager block loop: x [B, T, E] -> [B, T, E], writing the new keys/values."""
         a = self.args
         b, t, _ = x.shape
@@ -84,6 +86,7 @@ class Model(RopeDecoder[ModelArgs]):
             q = apply_rope(q, cos, sin, RopeStyle.NEOX)  # [B, H, T, D]
             k = apply_rope(k, cos, sin, RopeStyle.NEOX)  # [B, Hkv, T, D]
             x = x + blk.wo(cached_attention(cache, i, q, k, v, mask, scale))
+            x = last_rows(x, last_only and i == len(self.blocks) - 1)
             h = rms_norm(x, blk.ffn_norm, a.rms_eps)
             x = x + blk.down(swiglu(blk.gate(h), blk.up(h)))
         return x
