@@ -941,6 +941,19 @@ TGT AI void q3k_avx2(const int TL, const int NR, int nb, const uint8_t *w, const
     else for (int r = 0; r < NR; r++) out[r * ostride] = hsum8(acc[r]);
 }
 
+/* The 6-bit scales (bytes 0..7) and mins (8..15) of a Q4_K block as 16 int16 (ggml's utmp). */
+TGT AI __m256i q4k_scales_mins(const uint8_t *w) {
+    uint32_t u[4];
+    memcpy(u, w + 4, 12);
+    const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
+    u[3] = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
+    const uint32_t uaux = u[1] & k1;
+    u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
+    u[2] = uaux;
+    u[0] &= k1;
+    return _mm256_cvtepu8_epi16(_mm_set_epi32((int)u[3], (int)u[2], (int)u[1], (int)u[0]));
+}
+
 /* Q4_K and Q5_K: 8 sub-blocks of 32 values with 6-bit scales and mins (ggml's utmp
  * shuffle gives scales in bytes 0..7 and mins in 8..15). Mins go through bsums summed per
  * 32 values (16-bit hadd: 32*127 fits). */
@@ -960,15 +973,7 @@ TGT AI void q45k_avx2(const int T, const int TL, const int NR, int nb, const uin
     }
     for (int i = 0; i < nb; i++, w += wb) {
         const float dw = h2f_c(w), dminw = h2f_c(w + 2);
-        uint32_t u[4];
-        memcpy(u, w + 4, 12);
-        const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
-        u[3] = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
-        const uint32_t uaux = u[1] & k1;
-        u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
-        u[2] = uaux;
-        u[0] &= k1;
-        const __m256i ms = _mm256_cvtepu8_epi16(_mm_set_epi32((int)u[3], (int)u[2], (int)u[1], (int)u[0]));
+        const __m256i ms = q4k_scales_mins(w);
         const __m128i mins = _mm256_extracti128_si256(ms, 1);
         const __m256i sc8 = dup_lane(_mm256_castsi256_si128(ms));
         const uint8_t *qs = w + (T == T_Q4_K ? 16 : 48);
@@ -1046,18 +1051,6 @@ TGT AI void q45k_avx2(const int T, const int TL, const int NR, int nb, const uin
  * lane (the same operations per output as the scalar chain): the gemm keeps 4 activation rows
  * in the lanes, the gemv 4 weight rows. */
 
-/* The 6-bit scales (bytes 0..7) and mins (8..15) of a Q4_K block as 16 int16 (ggml's utmp). */
-TGT AI __m256i q4k_scales_mins(const uint8_t *w) {
-    uint32_t u[4];
-    memcpy(u, w + 4, 12);
-    const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
-    u[3] = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
-    const uint32_t uaux = u[1] & k1;
-    u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
-    u[2] = uaux;
-    u[0] &= k1;
-    return _mm256_cvtepu8_epi16(_mm_set_epi32((int)u[3], (int)u[2], (int)u[1], (int)u[0]));
-}
 
 /* [msum_0 .. msum_3] of one activation block: the mins of sub-blocks 2j, 2j+1 times their
  * sums of 32 q8 (int16 hadd of the bsums: 32 * 127 fits). */
