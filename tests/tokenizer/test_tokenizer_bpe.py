@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from synth_vocab import CONTROL, GPT2_BYTE_CHARS, NORMAL, USER_DEFINED, bpe_metadata, ids_of
 
-from corral.tokenizer import BPETokenizer, load_tokenizer
+from corral.tokenizer import BPETokenizer, bpe, load_tokenizer
 
 TRICKY = "Don't 12345  go!\n\n hi"
 
@@ -163,9 +165,57 @@ def test_out_of_range_ids_are_rejected(gpt2_bpe) -> None:
         gpt2_bpe.token_to_piece(-1)
 
 
-def test_merges_outside_the_vocabulary_are_dropped_with_a_warning() -> None:
+def test_merges_outside_the_vocabulary_warn_and_end_byte_by_byte() -> None:
     meta = bpe_metadata(["a b"])
     meta["tokenizer.ggml.merges"] = ["a b", "x y"]  # "xy" is not a token
     with pytest.warns(UserWarning, match="1 BPE merges"):
         tok = load_tokenizer(meta)
     assert tok.encode("abxy") == ids_of(tok, "ab", "x", "y")
+
+
+def test_merges_through_pieces_that_are_not_tokens_apply_as_in_llama_cpp() -> None:
+    # llama.cpp looks merges up by text: "ab" is no token, yet "a b" then "ab c" make "abc"
+    meta = bpe_metadata(["a b"], extra_tokens=["abc"])
+    meta["tokenizer.ggml.tokens"] = [t for t in meta["tokenizer.ggml.tokens"] if t != "ab"]
+    meta["tokenizer.ggml.token_type"] = meta["tokenizer.ggml.token_type"][:-1]
+    meta["tokenizer.ggml.merges"] = ["a b", "ab c"]
+    with pytest.warns(UserWarning, match="2 BPE merges"):
+        tok = load_tokenizer(meta)
+    assert tok.encode("abc") == ids_of(tok, "abc")
+    assert tok.encode("ab") == ids_of(tok, "a", "b")  # "ab" ends as no token: its bytes
+
+
+def test_a_byte_character_missing_from_the_vocabulary_is_dropped_as_in_llama_cpp() -> None:
+    meta = bpe_metadata()
+    gone = meta["tokenizer.ggml.tokens"].index("Ġ")
+    meta["tokenizer.ggml.tokens"][gone] = "<no space>"
+    tok = load_tokenizer(meta)
+    # " a": the piece "Ġ" is not a token and neither of its bytes is: llama.cpp skips it
+    assert tok.encode(" a") == ids_of(tok, "a")
+
+
+def test_the_c_merger_and_hf_bpe_agree(gpt2_bpe) -> None:
+    assert bpe._bpe is not None, "the C extension corral._bpe is not built"
+    merges = ["h e", "l l", "he ll", "hell o", "Ġ w", "Ġw o", "r l", "Ġwo rl", "Ġworl d", "l o"]
+    meta = bpe_metadata(merges, pre="llama-bpe", extra_tokens=["hello world", "wor"])
+    for ignore in (False, True):
+        c = load_tokenizer(meta)
+        c.pre = replace(c.pre, ignore_merges=ignore)
+        c_tok = BPETokenizer(c.vocab, merges, c.pre)
+        hf_tok = BPETokenizer(c.vocab, merges, c.pre, use_c=False)
+        assert c_tok._merger is not None and hf_tok._merger is None
+        for text in ["hello world", "hellohello  worldly", "wor", " llo\n\tél😀", "", "lll"]:
+            assert c_tok.encode(text) == hf_tok.encode(text), (ignore, text)
+
+
+def test_the_c_merger_checks_its_arguments() -> None:
+    with pytest.raises(TypeError):
+        bpe._bpe.build(("a",), ["a b"], False)
+    with pytest.raises(TypeError):
+        bpe._bpe.build(["a", 3], [], False)
+    merger = bpe._bpe.build(["a", "b", "ab"], ["a b"], False)
+    assert merger.encode(["ab", ("ab", (0, 2)), "ba"]) == [2, 2, 1, 0]
+    with pytest.raises(TypeError):
+        merger.encode("ab")
+    with pytest.raises(TypeError):
+        merger.encode([b"ab"])

@@ -7,12 +7,13 @@ special-mode ids, and the prompts of the greedy runs.
 
 from __future__ import annotations
 
+import random
 import time
 
 import pytest
 
 from corral.gguf import open_gguf
-from corral.tokenizer import Tokenizer, load_tokenizer
+from corral.tokenizer import BPETokenizer, Tokenizer, load_tokenizer
 
 pytestmark = pytest.mark.realmodel
 
@@ -124,3 +125,19 @@ def test_load_and_encode_are_fast(smollm2, gemma3) -> None:
         ids = tok.encode(text, parse_special=True)
         assert time.perf_counter() - start < 1.0
         assert tok.decode(ids) == text
+
+
+def test_c_merging_equals_hf_bpe_on_smollm2(smollm2, smollm2_path) -> None:
+    """The C merger (corral._bpe) against HF's BPE model on SmolLM2's 49k merges: random
+    texts over letters, digits, spaces, punctuation, accents, CJK, emoji and control bytes."""
+    tok, _ = smollm2
+    assert isinstance(tok, BPETokenizer) and tok._merger is not None
+    with open_gguf(smollm2_path) as g:
+        merges = list(g.metadata["tokenizer.ggml.merges"])
+    hf = BPETokenizer(tok.vocab, merges, tok.pre, use_c=False)
+    rng = random.Random(0)
+    alphabet = "abcdeéèßtheTHE日本語😀 \n\t0123'sll.,;!?-_\u00a0\u200b\x00\x7f"
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 48))) for _ in range(2000)]
+    texts += ["internationalization", "Hello world, hello WORLD!!!", "   x  y   ", "1234567890"]
+    for text in texts:
+        assert tok.encode(text, add_special=False) == hf.encode(text, add_special=False), text

@@ -1,10 +1,12 @@
 """GPT-2 style byte-level BPE (`tokenizer.ggml.model` = "gpt2"), matching llama.cpp.
 
-The merging itself runs in HF `tokenizers` (a BPE model built from the GGUF vocabulary and
-merges), behind a pre-tokenizer that reproduces llama.cpp's: the regex list of the GGUF's
-`tokenizer.ggml.pre` family, each regex splitting the pieces of the previous one with
-matches and gaps both kept ("isolated"), then the GPT-2 byte-to-character mapping. Special
-tokens never reach it: the base class cuts them out of the text first.
+Text is cut into words by a pre-tokenizer that reproduces llama.cpp's: the regex list of the
+GGUF's `tokenizer.ggml.pre` family (HF `tokenizers` regex splits), each regex splitting the
+pieces of the previous one with matches and gaps both kept ("isolated"). Each word is then
+merged as llama.cpp merges it, in C (corral._bpe, tokenizer/bpe.c): its tables cost ~5 ms
+to build where an HF BPE model costs 50-70 ms, a third of a whole llama.cpp load. Without
+the extension, an HF BPE model (with its ByteLevel mapping) does the merging. Special tokens
+never reach either: the base class cuts them out of the text first.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from corral.tokenizer.base import Tokenizer
 from corral.tokenizer.pretok import PreConfig, regexes_for
 from corral.tokenizer.vocab import Vocab
 
+try:  # llama.cpp's merging in C; HF's BPE model otherwise
+    from corral import _bpe
+except ImportError:  # pragma: no cover - built by pip install
+    _bpe = None
 try:  # merges split in one C call (corral/gguf/strings.c); the Python split does the same
     from corral._gguf_strings import merge_pairs as _merge_pairs_c
 except ImportError:  # pragma: no cover - built by pip install
@@ -42,14 +48,28 @@ CHAR_TO_BYTE = {c: b for b, c in BYTE_TO_CHAR.items()}
 
 
 class BPETokenizer(Tokenizer):
-    """Byte-level BPE with a llama.cpp pre-tokenizer, merging done by HF tokenizers."""
+    """Byte-level BPE with a llama.cpp pre-tokenizer and llama.cpp's merging."""
 
-    def __init__(self, vocab: Vocab, merges: list[str], pre: PreConfig) -> None:
+    def __init__(
+        self, vocab: Vocab, merges: list[str], pre: PreConfig, *, use_c: bool = True
+    ) -> None:
         super().__init__(vocab)
         self.pre = pre
         self._splitter = pre_tokenizers.Sequence(
             [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in regexes_for(pre.type)]
         )
+        self._merger = None
+        self._hf: HFTokenizer | None = None
+        if use_c and _bpe is not None and type(merges) is list:
+            self._merger = _bpe.build(vocab.tokens, merges, pre.ignore_merges)
+            if self._merger.foreign_merges:
+                warnings.warn(
+                    f"{self._merger.foreign_merges} BPE merges of this GGUF refer to texts "
+                    "that are not tokens; pieces they make are encoded byte by byte, as "
+                    "llama.cpp does",
+                    stacklevel=3,
+                )
+            return
         hf = HFTokenizer(_build_model(vocab.token_to_id, merges, pre.ignore_merges))
         hf.pre_tokenizer = pre_tokenizers.Sequence(
             [self._splitter, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
@@ -61,8 +81,17 @@ class BPETokenizer(Tokenizer):
         return [w for w, _ in self._splitter.pre_tokenize_str(text)]
 
     def _encode_fragments(self, frags: list[str | int], out: list[int]) -> None:
+        if self._merger is not None:
+            split, merge = self._splitter.pre_tokenize_str, self._merger.encode
+            for frag in frags:
+                if isinstance(frag, int):
+                    out.append(frag)
+                else:
+                    out.extend(merge(split(frag)))
+            return
         # one call per fragment: encode_batch would start HF's thread pool, which then
         # warns and turns itself off in any process that forks later
+        assert self._hf is not None
         encode = self._hf.encode
         for frag in frags:
             if isinstance(frag, int):
