@@ -219,3 +219,20 @@ def test_the_c_merger_checks_its_arguments() -> None:
         merger.encode("ab")
     with pytest.raises(TypeError):
         merger.encode([b"ab"])
+
+
+def test_find_answers_as_the_dict_does() -> None:
+    # the C tables answer text -> id: first id of a duplicate, None for merge-only pieces
+    meta = bpe_metadata(["a b", "x y"], extra_tokens=["dup"])
+    meta["tokenizer.ggml.tokens"] = [*meta["tokenizer.ggml.tokens"], "dup"]
+    meta["tokenizer.ggml.token_type"] = [*meta["tokenizer.ggml.token_type"], NORMAL]
+    meta["tokenizer.ggml.tokens"].remove("xy")
+    meta["tokenizer.ggml.token_type"].pop()
+    with pytest.warns(UserWarning, match="1 BPE merges"):
+        tok = load_tokenizer(meta)
+    vocab = tok.vocab
+    assert vocab.finder is not None and "token_to_id" not in vocab.__dict__  # no dict built
+    for text in ["a", "ab", "dup", "xy", "Ġ", "nope", ""]:
+        assert vocab.find(text) == vocab.token_to_id.get(text), text
+    assert vocab.find("dup") == meta["tokenizer.ggml.tokens"].index("dup")
+    assert vocab.find("xy") is None

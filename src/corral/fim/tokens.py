@@ -114,8 +114,7 @@ class FimTokens:
 
 
 def _first(tok: Tokenizer, texts: tuple[str, ...]) -> int | None:
-    ids = tok.vocab.token_to_id
-    return next((ids[t] for t in texts if t in ids), None)
+    return next((i for i in map(tok.vocab.find, texts) if i is not None), None)
 
 
 def _family_of(text: str) -> FimFamily:
@@ -152,7 +151,7 @@ def find_fim_tokens(tok: Tokenizer, metadata: Mapping[str, Any] | None = None) -
         return _first(tok, own) if _first(tok, own) is not None else ids.get(name)
 
     bos = tok.bos_id if tok.add_bos else None
-    ends = (tok.vocab.token_to_id.get(t) for t in _END_TEXTS)
+    ends = map(tok.vocab.find, _END_TEXTS)
     return FimTokens(
         family, pre, suf, mid,
         pad=pick("fim_pad", texts.pad), rep=pick("fim_rep", texts.rep),

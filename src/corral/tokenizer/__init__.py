@@ -12,13 +12,13 @@ import numpy as np
 
 from corral.errors import UnsupportedError
 from corral.tokenizer.base import Tokenizer
-from corral.tokenizer.bpe import BPETokenizer
+from corral.tokenizer.bpe import BPETokenizer, build_merger
 from corral.tokenizer.pretok import PreConfig, PreType, resolve_pre
 from corral.tokenizer.rwkv import RWKVTokenizer
 from corral.tokenizer.spm import SPMTokenizer
 from corral.tokenizer.stream import StreamDecoder
 from corral.tokenizer.ugm import UGM_DEFAULTS, UGMTokenizer
-from corral.tokenizer.vocab import TokenAttr, VocabType, build_vocab
+from corral.tokenizer.vocab import TokenAttr, VocabType, build_vocab, vocab_tokens
 from corral.tokenizer.wpm import WPMTokenizer
 
 __all__ = [
@@ -77,10 +77,16 @@ def load_tokenizer(metadata: dict) -> Tokenizer:
         if "tokenizer.ggml.merges" not in metadata:
             raise UnsupportedError("this GGUF's BPE vocabulary has no merges")
         pre = resolve_pre(metadata.get("tokenizer.ggml.pre"))
+        # the C merge tables first: they also answer the vocabulary's text -> id lookups,
+        # so no 50k-entry dict is built unless something asks for one
+        tokens = vocab_tokens(metadata)
+        merges = list(metadata["tokenizer.ggml.merges"])
+        merger = build_merger(tokens, merges, pre)
         vocab = build_vocab(
-            metadata, vtype, clean_spaces=pre.clean_spaces, add_bos_default=pre.add_bos
-        )
-        return BPETokenizer(vocab, list(metadata["tokenizer.ggml.merges"]), pre)
+            metadata, vtype, clean_spaces=pre.clean_spaces, add_bos_default=pre.add_bos,
+            tokens=tokens, finder=merger.find if merger is not None else None,
+        )  # fmt: skip
+        return BPETokenizer(vocab, merges, pre, merger=merger)
 
     # SPM: llama.cpp ignores tokenizer.ggml.pre here and adds BOS unless told otherwise
     vocab = build_vocab(metadata, vtype, clean_spaces=False, add_bos_default=True)

@@ -180,7 +180,7 @@ static PyTypeObject MergerType;
  * surrogates, which a decoded GGUF never holds, encode as their three bytes. */
 static const char *utf8_of(PyObject *s, char **buf, size_t *cap, size_t *n) {
     if (!PyUnicode_Check(s)) {
-        PyErr_SetString(PyExc_TypeError, "tokens and merges must be str");
+        PyErr_SetString(PyExc_TypeError, "tokens, merges and texts must be str");
         return NULL;
     }
     const Py_ssize_t len = PyUnicode_GET_LENGTH(s);
@@ -533,6 +533,18 @@ done:
     return out;
 }
 
+/* Merger.find(text) -> the token id of that text (the first of duplicates) or None. */
+static PyObject *merger_find(Merger *m, PyObject *text) {
+    char *buf = NULL;
+    size_t cap = 0, n;
+    const char *s = utf8_of(text, &buf, &cap, &n);
+    if (s == NULL) return NULL;
+    const int32_t id = find(m, s, n);
+    free(buf);
+    if (id >= 0 && (uint32_t)id < m->n_vocab) return PyLong_FromLong(id);
+    Py_RETURN_NONE;
+}
+
 static PyObject *merger_foreign(Merger *m, void *closure) {
     (void)closure;
     return PyLong_FromSsize_t(m->foreign);
@@ -541,6 +553,8 @@ static PyObject *merger_foreign(Merger *m, void *closure) {
 static PyMethodDef merger_methods[] = {
     {"encode", (PyCFunction)merger_encode, METH_O,
      "encode(words) -> list[int]: BPE-merge pre-tokenized words into token ids."},
+    {"find", (PyCFunction)merger_find, METH_O,
+     "find(text) -> int | None: the token id of a text (the first of duplicates)."},
     {NULL, NULL, 0, NULL},
 };
 

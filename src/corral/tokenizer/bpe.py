@@ -12,6 +12,7 @@ never reach either: the base class cuts them out of the text first.
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 from tokenizers import Regex, models, pre_tokenizers
 from tokenizers import Tokenizer as HFTokenizer
@@ -51,24 +52,26 @@ class BPETokenizer(Tokenizer):
     """Byte-level BPE with a llama.cpp pre-tokenizer and llama.cpp's merging."""
 
     def __init__(
-        self, vocab: Vocab, merges: list[str], pre: PreConfig, *, use_c: bool = True
+        self,
+        vocab: Vocab,
+        merges: list[str],
+        pre: PreConfig,
+        *,
+        merger: Any = None,
+        use_c: bool = True,
     ) -> None:
+        """merger: `build_merger(vocab.tokens, merges, pre)` when the caller has it already;
+        use_c=False merges with HF's BPE model instead (the fallback, kept for tests)."""
         super().__init__(vocab)
         self.pre = pre
         self._splitter = pre_tokenizers.Sequence(
             [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in regexes_for(pre.type)]
         )
-        self._merger = None
         self._hf: HFTokenizer | None = None
-        if use_c and _bpe is not None and type(merges) is list:
-            self._merger = _bpe.build(vocab.tokens, merges, pre.ignore_merges)
-            if self._merger.foreign_merges:
-                warnings.warn(
-                    f"{self._merger.foreign_merges} BPE merges of this GGUF refer to texts "
-                    "that are not tokens; pieces they make are encoded byte by byte, as "
-                    "llama.cpp does",
-                    stacklevel=3,
-                )
+        self._merger = merger if merger is not None else (
+            build_merger(vocab.tokens, merges, pre) if use_c else None
+        )  # fmt: skip
+        if self._merger is not None:
             return
         hf = HFTokenizer(_build_model(vocab.token_to_id, merges, pre.ignore_merges))
         hf.pre_tokenizer = pre_tokenizers.Sequence(
@@ -104,6 +107,21 @@ class BPETokenizer(Tokenizer):
             return bytes(CHAR_TO_BYTE[c] for c in text)
         except KeyError:
             return _decode_with_unknowns(text)
+
+
+def build_merger(tokens: list[str], merges: list[str], pre: PreConfig) -> Any:
+    """llama.cpp's merge tables in C (corral._bpe.Merger), or None without the extension.
+    Warns about merges whose pieces are not tokens (hand-made files only)."""
+    if _bpe is None or type(merges) is not list or type(tokens) is not list:
+        return None
+    merger = _bpe.build(tokens, merges, pre.ignore_merges)
+    if merger.foreign_merges:
+        warnings.warn(
+            f"{merger.foreign_merges} BPE merges of this GGUF refer to texts that are not "
+            "tokens; pieces they make are encoded byte by byte, as llama.cpp does",
+            stacklevel=3,
+        )
+    return merger
 
 
 def _build_model(ids: dict[str, int], merges: list[str], ignore_merges: bool) -> models.BPE:

@@ -9,8 +9,10 @@ and SPM tokenizers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum, IntFlag
+from functools import cached_property
 
 import numpy as np
 
@@ -125,7 +127,6 @@ class Vocab:
     type: VocabType
     tokens: list[str]
     attrs: list[int]
-    token_to_id: dict[str, int]
     special_ids: dict[str, int | None]
     eog_ids: frozenset[int]
     add_bos: bool
@@ -133,20 +134,62 @@ class Vocab:
     add_space_prefix: bool
     clean_spaces: bool
     special_cache: list[int]  # CONTROL / USER_DEFINED / UNKNOWN ids, longest text first
+    # text -> id from tables the tokenizer already has (the C BPE merger's); None: the dict
+    finder: Callable[[str], int | None] | None = None
 
     def id(self, name: str) -> int | None:
         """A named special id ("bos", "eos", "eot", ...) or None."""
         return self.special_ids.get(name)
 
+    def find(self, text: str) -> int | None:
+        """The id of the token whose text is `text` (the first of duplicates), or None."""
+        if self.finder is not None:
+            return self.finder(text)
+        return self.token_to_id.get(text)
+
+    @cached_property
+    def token_to_id(self) -> dict[str, int]:
+        """Text -> id for every token, built on first use (~10 ms for 50k tokens, which a
+        BPE load with the C merger skips: its tables answer `find`)."""
+        return first_ids(self.tokens)
+
+
+def vocab_tokens(meta: dict) -> list[str]:
+    """The token texts, an empty one renamed as llama.cpp does (it would match anywhere)."""
+    tokens: list[str] = list(meta["tokenizer.ggml.tokens"])
+    if "" in tokens:
+        tokens = [t or f"[EMPTY_{i}]" for i, t in enumerate(tokens)]
+    return tokens
+
+
+def first_ids(tokens: list[str]) -> dict[str, int]:
+    """Text -> id; a duplicated text keeps its first id, the one llama.cpp would report
+    (it refuses such files), where dict(zip) alone would keep the last."""
+    n = len(tokens)
+    token_to_id = dict(zip(tokens, range(n), strict=True))
+    if len(token_to_id) != n:
+        for i in range(n - 1, -1, -1):
+            token_to_id[tokens[i]] = i
+    return token_to_id
+
 
 def build_vocab(
-    meta: dict, vtype: VocabType, *, clean_spaces: bool, add_bos_default: bool
+    meta: dict,
+    vtype: VocabType,
+    *,
+    clean_spaces: bool,
+    add_bos_default: bool,
+    tokens: list[str] | None = None,
+    finder: Callable[[str], int | None] | None = None,
 ) -> Vocab:
-    """Read the vocabulary from GGUF metadata and derive attributes the way llama.cpp does."""
-    tokens: list[str] = list(meta["tokenizer.ggml.tokens"])
+    """Read the vocabulary from GGUF metadata and derive attributes the way llama.cpp does.
+
+    tokens: `vocab_tokens(meta)` when the caller already has it. finder: text -> id over
+    those tokens (first id of duplicates) when the caller has such tables; without it the
+    text -> id dict is built here."""
+    if tokens is None:
+        tokens = vocab_tokens(meta)
     n = len(tokens)
-    if "" in tokens:  # as llama.cpp: an empty text would match everywhere
-        tokens = [t or f"[EMPTY_{i}]" for i, t in enumerate(tokens)]
     types = meta.get("tokenizer.ggml.token_type")
     if types is None:
         attrs_np = np.full(n, int(TokenAttr.NORMAL), dtype=np.int32)
@@ -154,12 +197,9 @@ def build_vocab(
         t = np.asarray(types, dtype=np.int64)[:n]
         t = np.where((t >= 0) & (t < len(_TYPE_TO_ATTR)), t, 0)
         attrs_np = _TYPE_TO_ATTR[t]
-    # dict(zip) keeps the last id for a duplicated text; llama.cpp refuses such files, and
-    # the first id is the one it would have reported, so undo the overwrite for those.
-    token_to_id = dict(zip(tokens, range(n), strict=True))
-    if len(token_to_id) != n:
-        for i in range(n - 1, -1, -1):
-            token_to_id[tokens[i]] = i
+    token_to_id = first_ids(tokens) if finder is None else None
+    find = token_to_id.get if token_to_id is not None else finder
+    assert find is not None
 
     ids: dict[str, int | None] = dict.fromkeys(_ID_KEYS)
     ids.update({k: v for k, v in _DEFAULT_IDS.get(vtype, {}).items() if v < n})
@@ -176,7 +216,7 @@ def build_vocab(
             raise UnsupportedError(f"GGUF asks to add a {name.upper()} token but defines none")
 
     def lookup(texts: tuple[str, ...]) -> list[int]:
-        return [token_to_id[s] for s in texts if s in token_to_id]
+        return [i for i in map(find, texts) if i is not None]
 
     # Ids the GGUF leaves unset are found by text, and the token found is forced to CONTROL.
     # llama.cpp takes the first match in its hash-map order; list order here is deterministic.
@@ -198,17 +238,16 @@ def build_vocab(
         attrs_np[tid] = TokenAttr.USER_DEFINED.value
     eog.update(ids[k] for k in ("eos", "eot", "eom") if ids[k] is not None)
     _apply_eog_workarounds(tokens, attrs_np, eog)
-    _apply_name_workarounds(meta, attrs_np, token_to_id)
+    _apply_name_workarounds(meta, attrs_np, find)
 
     special_np = np.flatnonzero(attrs_np & _SPECIAL)
     # llama.cpp sorts by byte length, longest first; ties keep id order here.
     special_cache = sorted(special_np.tolist(), key=lambda i: -len(tokens[i].encode()))
 
-    return Vocab(
+    vocab = Vocab(
         type=vtype,
         tokens=tokens,
         attrs=attrs_np.tolist(),
-        token_to_id=token_to_id,
         special_ids=ids,
         eog_ids=frozenset(eog),
         add_bos=add_bos,
@@ -216,7 +255,11 @@ def build_vocab(
         add_space_prefix=bool(meta.get("tokenizer.ggml.add_space_prefix", vtype is VocabType.SPM)),
         clean_spaces=clean_spaces,
         special_cache=special_cache,
+        finder=finder,
     )
+    if token_to_id is not None:  # built already: the cached property takes it
+        vocab.__dict__["token_to_id"] = token_to_id
+    return vocab
 
 
 def _apply_eog_workarounds(tokens: list[str], attrs: np.ndarray, eog: set[int]) -> None:
@@ -235,7 +278,9 @@ def _apply_eog_workarounds(tokens: list[str], attrs: np.ndarray, eog: set[int]) 
         attrs[texts["</s>"]] = TokenAttr.NORMAL.value
 
 
-def _apply_name_workarounds(meta: dict, attrs: np.ndarray, token_to_id: dict[str, int]) -> None:
+def _apply_name_workarounds(
+    meta: dict, attrs: np.ndarray, find: Callable[[str], int | None]
+) -> None:
     """Per-model strip flags llama.cpp sets from the model name (Phi-3 only, for now).
 
     The embedding-model cases (jina, modern-bert <mask> LSTRIP) are left out: those use
@@ -247,6 +292,6 @@ def _apply_name_workarounds(meta: dict, attrs: np.ndarray, token_to_id: dict[str
     rstrip = TokenAttr.RSTRIP.value
     attrs[(attrs & _SPECIAL) != 0] |= rstrip
     for text, on in (("</s>", True), ("<unk>", False), ("<s>", False), ("<|endoftext|>", False)):
-        if text in token_to_id:
-            i = token_to_id[text]
+        i = find(text)
+        if i is not None:
             attrs[i] = (attrs[i] | rstrip) if on else (attrs[i] & ~rstrip)

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 def special_token(tokenizer: Tokenizer, text: str) -> int | None:
     """The id of `text` if it is one special token of the vocabulary."""
-    tid = tokenizer.vocab.token_to_id.get(text)
+    tid = tokenizer.vocab.find(text)
     if tid is None or not is_marked_special(tokenizer, tid, text.encode()):
         return None
     return tid
