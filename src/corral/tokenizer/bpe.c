@@ -121,6 +121,7 @@ static int32_t intern(Merger *m, const char *s, size_t n) {
         if (grow(m) < 0) return -1;
         probe(m, s, n, h, &i); /* its slot in the new table */
     }
+    if (m->arena_len + n > UINT32_MAX) return -1; /* offsets are 32-bit */
     if (m->arena_len + n > m->arena_cap) {
         size_t cap = (m->arena_cap + n) * 2;
         char *a = realloc(m->arena, cap);
@@ -422,6 +423,7 @@ static int add_bigram(const Merger *m, Work *w, int32_t left, int32_t right) {
 /* One pre-tokenized word (raw UTF-8) to token ids appended to w->ids; -1 on no memory. */
 static int encode_word(const Merger *m, Work *w, const unsigned char *word, size_t n) {
     if (n == 0) return 0;
+    if (n > INT32_MAX / 2) return -1; /* symbol indices and mapped offsets are 32-bit */
     if (n > w->cap) {
         free(w->text);
         free(w->sym);
