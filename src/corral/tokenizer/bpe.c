@@ -49,10 +49,10 @@ static uint64_t hash_bytes(const char *s, size_t n) {
     return h ^ (h >> 31);
 }
 
-static uint32_t pow2_at_least(uint64_t n) {
-    uint32_t p = 16;
+static uint32_t pow2_at_least(uint64_t n) { /* n <= 2^31: build() caps the sizes */
+    uint64_t p = 16;
     while (p < n) p <<= 1;
-    return p;
+    return (uint32_t)p;
 }
 
 static uint64_t hash_pair(uint64_t k) {
@@ -184,6 +184,7 @@ static const char *utf8_of(PyObject *s, char **buf, size_t *cap, size_t *n) {
         PyErr_SetString(PyExc_TypeError, "tokens, merges and texts must be str");
         return NULL;
     }
+    if (PyUnicode_READY(s) < 0) return NULL; /* only strings of the legacy C API need it */
     const Py_ssize_t len = PyUnicode_GET_LENGTH(s);
     if (PyUnicode_IS_ASCII(s)) {
         *n = (size_t)len;
@@ -251,7 +252,8 @@ static PyObject *py_build(PyObject *self, PyObject *args) {
                           &ignore_merges))
         return NULL;
     const Py_ssize_t nt = PyList_GET_SIZE(tokens), nm = PyList_GET_SIZE(merges);
-    if (nt >= (Py_ssize_t)1 << 30 || nm >= (Py_ssize_t)1 << 30) {
+    /* every string id (tokens, then up to 3 per merge) and table size stays below 2^30 */
+    if (nt + 3 * nm >= (Py_ssize_t)1 << 29) {
         PyErr_SetString(PyExc_ValueError, "vocabulary too large");
         return NULL;
     }
@@ -481,12 +483,16 @@ static int encode_word(const Merger *m, Work *w, const unsigned char *word, size
 
 /* Merger.encode(words) -> list[int]: words are str, or tuples whose first item is the
  * str (what HF's pre_tokenize_str returns). Merging runs without the GIL. */
-static PyObject *merger_encode(Merger *m, PyObject *words) {
-    if (!PyList_Check(words)) {
+static PyObject *merger_encode(Merger *m, PyObject *arg) {
+    if (!PyList_Check(arg)) {
         PyErr_SetString(PyExc_TypeError, "encode takes a list of words");
         return NULL;
     }
-    const Py_ssize_t nw = PyList_GET_SIZE(words);
+    /* our own tuple of the items: another thread may change the caller's list while the
+     * GIL is released, and the UTF-8 buffers below live as long as their str objects */
+    PyObject *words = PyList_AsTuple(arg);
+    if (words == NULL) return NULL;
+    const Py_ssize_t nw = PyTuple_GET_SIZE(words);
     const char **ptr = malloc(sizeof(char *) * (size_t)(nw + 1));
     Py_ssize_t *lens = malloc(sizeof(Py_ssize_t) * (size_t)(nw + 1));
     Work w = {0};
@@ -496,7 +502,7 @@ static PyObject *merger_encode(Merger *m, PyObject *words) {
         goto done;
     }
     for (Py_ssize_t i = 0; i < nw; i++) {
-        PyObject *item = PyList_GET_ITEM(words, i);
+        PyObject *item = PyTuple_GET_ITEM(words, i);
         if (PyTuple_Check(item) && PyTuple_GET_SIZE(item) > 0) item = PyTuple_GET_ITEM(item, 0);
         if (!PyUnicode_Check(item)) {
             PyErr_SetString(PyExc_TypeError, "encode takes a list of str (or (str, ...) tuples)");
@@ -506,7 +512,7 @@ static PyObject *merger_encode(Merger *m, PyObject *words) {
         if (ptr[i] == NULL) goto done;
     }
     int err = 0;
-    /* the words list (held by the caller) keeps every UTF-8 buffer alive meanwhile */
+    /* the tuple keeps every word, and so every UTF-8 buffer, alive meanwhile */
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < nw && !err; i++)
         err = encode_word(m, &w, (const unsigned char *)ptr[i], (size_t)lens[i]);
@@ -526,6 +532,7 @@ static PyObject *merger_encode(Merger *m, PyObject *words) {
         PyList_SET_ITEM(out, (Py_ssize_t)i, v);
     }
 done:
+    Py_DECREF(words);
     free(ptr);
     free(lens);
     free(w.text);

@@ -118,7 +118,8 @@ def build_merger(tokens: list[str], merges: list[str], pre: PreConfig) -> Any:
     if merger.foreign_merges:
         warnings.warn(
             f"{merger.foreign_merges} BPE merges of this GGUF refer to texts that are not "
-            "tokens; pieces they make are encoded byte by byte, as llama.cpp does",
+            "tokens; they apply by text, as in llama.cpp, and a piece that ends as no token "
+            "is encoded byte by byte",
             stacklevel=3,
         )
     return merger
