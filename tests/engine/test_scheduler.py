@@ -155,3 +155,29 @@ def test_zero_max_tokens_and_empty_prompt(model: corral.Model) -> None:
             s.submit(Request([], 4, GREEDY))
     finally:
         s.close()
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_batched_steps_run_row_by_row_unless_told_otherwise(
+    model: corral.Model, monkeypatch: pytest.MonkeyPatch, exact: bool
+) -> None:
+    from corral import kernels
+    from corral.engine.slots import SharedSlots, batch_exact_wanted
+
+    monkeypatch.setenv("CORRAL_BATCH_EXACT", "1" if exact else "0")
+    assert batch_exact_wanted() is exact
+    slots = SharedSlots(model.net, 2, 32, graphs=False)
+    seen: list[str] = []
+    forward = model.net.forward
+
+    def spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - records the kernels' order
+        seen.append(kernels.order())
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model.net, "forward", spy)
+    for slot in (0, 1):
+        slots.prefill(slot, 0, [5, 6, 7])
+    logits = slots.decode([0, 1], [3, 3], [8, 9])
+    assert logits.shape == (2, model.net.vocab_size)
+    # the decode step (the last forward) computed each row as a one-row call, or did not
+    assert seen[-1] == ("rows" if exact else kernels.order())

@@ -23,6 +23,7 @@ Every method runs on the scheduler's worker thread. Shapes: B generating rows, V
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from typing import TYPE_CHECKING, Protocol
@@ -92,18 +93,35 @@ def graphs_wanted(net: CausalLM) -> bool:
     return on_gpu and os.environ.get("CORRAL_CUDA_GRAPHS", "1") != "0"
 
 
+def batch_exact_wanted() -> bool:
+    """Batched CPU decode steps give each row its sequence's one-token bits, unless
+    CORRAL_BATCH_EXACT=0: then they take llama.cpp's batch kernels (repacked Q4_K gemm,
+    tiled K-quants), ~1.4x the aggregate throughput on Q4_K-heavy 7B models (BENCHMARKS.md),
+    and a request's tokens may depend on what shares its steps, as in llama.cpp's server."""
+    return os.environ.get("CORRAL_BATCH_EXACT", "1") != "0"
+
+
 class SharedSlots:
     """Decoder-only models: rows of one KV cache, with prompt-prefix reuse.
 
     With `graphs` (default: on a GPU) decode steps replay captured CUDA graphs
     (engine.cuda_graph.SlotGraphs; on the CPU the same static-shape steps run eagerly, for
     tests); the cache then has one position more than `n_ctx`, the graphs' scratch position.
+    `batch_exact` (default: batch_exact_wanted()) runs eager batched steps row by row.
     """
 
-    def __init__(self, net: CausalLM, n: int, n_ctx: int, graphs: bool | None = None) -> None:
+    def __init__(
+        self,
+        net: CausalLM,
+        n: int,
+        n_ctx: int,
+        graphs: bool | None = None,
+        batch_exact: bool | None = None,
+    ) -> None:
         self.net = net
         self.n = n
         self.n_ctx = n_ctx
+        self.batch_exact = batch_exact_wanted() if batch_exact is None else batch_exact
         self.chunk = PREFILL_CHUNK
         self.held: list[list[int]] = [[] for _ in range(n)]
         self._used = [0.0] * n  # when each slot last ended a sequence (least recently used)
@@ -164,7 +182,8 @@ class SharedSlots:
             view = SlotBatch(cache, slots, offsets)
             ids = torch.tensor([[t] for t in tokens])  # [B, 1]
             # each row as its sequence's own one-token step (not llama.cpp's batch kernels)
-            with generated_tokens(view):
+            exact = generated_tokens(view) if self.batch_exact else contextlib.nullcontext()
+            with exact:
                 out = self.net.forward(ids, view, last_only=True)[:, -1].cpu()  # [B, V]
         for slot, token in zip(slots, tokens, strict=True):
             self.held[slot].append(token)
