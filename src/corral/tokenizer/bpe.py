@@ -3,7 +3,7 @@
 Text is cut into words by a pre-tokenizer that reproduces llama.cpp's: the regex list of the
 GGUF's `tokenizer.ggml.pre` family (HF `tokenizers` regex splits), each regex splitting the
 pieces of the previous one with matches and gaps both kept ("isolated"). Each word is then
-merged as llama.cpp merges it, in C (corral._bpe, tokenizer/bpe.c): its tables cost ~5 ms
+merged as llama.cpp merges it, in C (corral._bpe, tokenizer/bpe.c): its tables cost ~20 ms
 to build where an HF BPE model costs 50-70 ms, a third of a whole llama.cpp load. Without
 the extension, an HF BPE model (with its ByteLevel mapping) does the merging. Special tokens
 never reach either: the base class cuts them out of the text first.
