@@ -236,3 +236,6 @@ def test_find_answers_as_the_dict_does() -> None:
         assert vocab.find(text) == vocab.token_to_id.get(text), text
     assert vocab.find("dup") == meta["tokenizer.ggml.tokens"].index("dup")
     assert vocab.find("xy") is None
+    with pytest.warns(UserWarning):
+        again = load_tokenizer(meta).vocab
+    assert again == vocab  # the tables behind find() are not part of what a vocabulary is

@@ -10,7 +10,7 @@ and SPM tokenizers.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum, IntFlag
 from functools import cached_property
 
@@ -135,7 +135,7 @@ class Vocab:
     clean_spaces: bool
     special_cache: list[int]  # CONTROL / USER_DEFINED / UNKNOWN ids, longest text first
     # text -> id from tables the tokenizer already has (the C BPE merger's); None: the dict
-    finder: Callable[[str], int | None] | None = None
+    finder: Callable[[str], int | None] | None = field(default=None, compare=False, repr=False)
 
     def id(self, name: str) -> int | None:
         """A named special id ("bos", "eos", "eot", ...) or None."""
