@@ -8,7 +8,6 @@ special-mode ids, and the prompts of the greedy runs.
 from __future__ import annotations
 
 import random
-import time
 
 import pytest
 
@@ -20,27 +19,24 @@ pytestmark = pytest.mark.realmodel
 MODES = {"plain": (False, False), "special": (False, True), "bos_special": (True, True)}
 
 
-def _load(path) -> tuple[Tokenizer, float]:
+def _load(path) -> Tokenizer:
     with open_gguf(path) as g:
-        meta = g.metadata
-        start = time.perf_counter()
-        tok = load_tokenizer(meta)
-        return tok, time.perf_counter() - start
+        return load_tokenizer(g.metadata)
 
 
 @pytest.fixture(scope="module")
-def smollm2(smollm2_path) -> tuple[Tokenizer, float]:
+def smollm2(smollm2_path) -> Tokenizer:
     return _load(smollm2_path)
 
 
 @pytest.fixture(scope="module")
-def gemma3(gemma3_path) -> tuple[Tokenizer, float]:
+def gemma3(gemma3_path) -> Tokenizer:
     return _load(gemma3_path)
 
 
 @pytest.fixture(params=["smollm2", "gemma3"])
 def model(request) -> tuple[Tokenizer, dict]:
-    tok, _ = request.getfixturevalue(request.param)
+    tok = request.getfixturevalue(request.param)
     return tok, request.getfixturevalue(f"oracle_{request.param}")
 
 
@@ -101,7 +97,7 @@ def test_greedy_prompts_match_llama_cpp(model) -> None:
 
 
 def test_special_ids(smollm2, gemma3, oracle_smollm2, oracle_gemma3) -> None:
-    for (tok, _), oracle in ((smollm2, oracle_smollm2), (gemma3, oracle_gemma3)):
+    for tok, oracle in ((smollm2, oracle_smollm2), (gemma3, oracle_gemma3)):
         meta = oracle["tokenizer_meta"]
         assert (tok.bos_id, tok.eos_id, tok.vocab_size) == (
             meta["token_bos()"],
@@ -110,27 +106,25 @@ def test_special_ids(smollm2, gemma3, oracle_smollm2, oracle_gemma3) -> None:
         )
         assert tok.add_bos == meta["add_bos_token(llama_vocab_get_add_bos)"]
         assert tok.add_eos == meta["add_eos_token(llama_vocab_get_add_eos)"]
-    sm, gm = smollm2[0], gemma3[0]
+    sm, gm = smollm2, gemma3
     # <|endoftext|>, <|im_end|> (EOS) and <reponame> (FIM repo) end generation in llama.cpp
     assert sm.eog_ids == {0, 2, 4}
     # <eos>, <end_of_turn>, and </s> (in llama.cpp's list of end texts)
     assert gm.eog_ids == {1, 106, 212} and gm.token_text(106) == "<end_of_turn>"
 
 
-def test_load_and_encode_are_fast(smollm2, gemma3) -> None:
-    assert gemma3[1] < 1.0 and smollm2[1] < 1.0  # seconds to build from metadata
+def test_long_mixed_text_round_trips(smollm2, gemma3) -> None:
+    # speed is bench/generate.py's business (load time); here only the result counts
     text = ("The quick brown fox, 12345 jumps; 日本語 😀\n" * 300)[:10240]
-    for tok, _ in (smollm2, gemma3):
-        start = time.perf_counter()
+    for tok in (smollm2, gemma3):
         ids = tok.encode(text, parse_special=True)
-        assert time.perf_counter() - start < 1.0
-        assert tok.decode(ids) == text
+        assert len(ids) > 1000 and tok.decode(ids) == text
 
 
 def test_c_merging_equals_hf_bpe_on_smollm2(smollm2, smollm2_path) -> None:
     """The C merger (corral._bpe) against HF's BPE model on SmolLM2's 49k merges: random
     texts over letters, digits, spaces, punctuation, accents, CJK, emoji and control bytes."""
-    tok, _ = smollm2
+    tok = smollm2
     assert isinstance(tok, BPETokenizer) and tok._merger is not None
     with open_gguf(smollm2_path) as g:
         merges = list(g.metadata["tokenizer.ggml.merges"])
